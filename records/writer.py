@@ -1,0 +1,92 @@
+"""Shard files that are either complete or invisible.
+
+A shard is written under a hidden temporary name (``.NAME.partial``, which no
+``*.tfrecord`` pattern matches). ``commit`` first stores the shard's index
+(which videos it holds and which of its videos failed) in
+``index/NAME.json``, then renames the shard into place. A shard counts as
+done only when both exist, so a process killed at any moment leaves either
+a finished shard or one that the next run writes again from scratch.
+"""
+
+import json
+import os
+import pathlib
+
+from records.manifest import write_json_atomic
+
+INDEX_DIR = "index"
+_PARTIAL_SUFFIX = ".partial"
+
+
+def shard_name(split, index, count):
+    """``train-00003-of-00008.tfrecord``."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def index_path(output_dir, name):
+    return pathlib.Path(output_dir) / INDEX_DIR / f"{name}.json"
+
+
+def read_committed_index(output_dir, name):
+    """Returns the index of a committed shard, or None if the shard is not done."""
+    index = index_path(output_dir, name)
+    if not (pathlib.Path(output_dir) / name).exists() or not index.exists():
+        return None
+    with open(index, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def discard(output_dir, name):
+    """Removes every trace of shard ``name`` (finished or not)."""
+    output_dir = pathlib.Path(output_dir)
+    for path in (output_dir / name, index_path(output_dir, name), output_dir / f".{name}{_PARTIAL_SUFFIX}"):
+        path.unlink(missing_ok=True)
+
+
+def remove_partial_files(output_dir):
+    """Deletes leftovers of shards that a killed run was still writing."""
+    for path in pathlib.Path(output_dir).glob(f".*{_PARTIAL_SUFFIX}"):
+        path.unlink()
+
+
+class ShardWriter:
+    """Writes one shard of serialized examples.
+
+    Args:
+      output_dir: folder of the shard.
+      name: final file name, from ``shard_name``.
+    """
+
+    def __init__(self, output_dir, name):
+        import tensorflow as tf
+
+        self.output_dir = pathlib.Path(output_dir)
+        self.name = name
+        self._partial = self.output_dir / f".{name}{_PARTIAL_SUFFIX}"
+        self._writer = tf.io.TFRecordWriter(str(self._partial))
+        self.videos = []
+        self.errors = []
+
+    def write(self, serialized, video_id, label, num_frames):
+        self._writer.write(serialized)
+        self.videos.append({"video_id": video_id, "label": label, "num_frames": int(num_frames)})
+
+    def record_error(self, video_id, reason):
+        """Notes a video of this shard that could not be extracted."""
+        self.errors.append({"video_id": video_id, "reason": reason})
+
+    def commit(self):
+        """Makes the shard visible under its final name, with its index.
+
+        Returns:
+          The index dict (also stored in ``index/NAME.json``).
+        """
+        self._writer.close()
+        with open(self._partial, "rb") as f:
+            os.fsync(f.fileno())
+        index = {"shard": self.name, "videos": self.videos, "errors": self.errors}
+        index_file = index_path(self.output_dir, self.name)
+        index_file.parent.mkdir(exist_ok=True)
+        write_json_atomic(index_file, index)
+        os.replace(self._partial, self.output_dir / self.name)
+        return index
