@@ -8,7 +8,6 @@ setuptools.setup(
     description="ffmpeg + pretrained CNN features in TFRecords, then a GRU/LSTM video classifier",
     python_requires=">=3.10",
     packages=["extract", "records", "rnn"],
-    py_modules=["train"],
     install_requires=[
         "tensorflow>=2.16",
         # TensorFlow 2.21 no longer pulls in TensorBoard.

