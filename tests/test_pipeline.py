@@ -1,0 +1,198 @@
+"""The extractor end to end: batching, bad inputs, kill -9 and resume, no-op
+re-runs, refusing to mix settings, and the command line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, make_video, run_cli
+from extract import dataset, pipeline
+from records import schema
+from records.inspect import inspect
+
+
+def test_frame_batcher_packs_videos_into_full_batches_in_order():
+    calls = []
+
+    def fake_cnn(frames):  # feature = the frame's value, so we can trace it
+        calls.append(len(frames))
+        return frames.reshape(len(frames), -1)[:, :1].astype(np.float32)
+
+    batcher = pipeline.FrameBatcher(batch_size=4)
+    lengths = {"a": 3, "b": 6, "c": 1, "d": 2}
+    done = []
+    for name, length in lengths.items():
+        frames = np.full((length, 1, 1, 1), ord(name), np.uint8)
+        frames[:, 0, 0, 0] += np.arange(length, dtype=np.uint8) * 0  # same value per video
+        batcher.add(name, frames)
+        while batcher.has_full_batch():
+            done.extend(batcher.run_batch(fake_cnn))
+    while batcher.has_frames():
+        done.extend(batcher.run_batch(fake_cnn))
+    assert calls == [4, 4, 4]  # 12 frames, all batches full
+    assert [name for name, _ in done] == ["a", "b", "c", "d"]
+    for name, features in done:
+        assert features.shape == (lengths[name], 1)
+        assert (features == ord(name)).all()
+
+
+def test_plan_is_deterministic_and_covers_every_video_once(tmp_path):
+    videos = [dataset.Video(f"/v/{i}", f"c{i % 3}/v{i}.mp4", i % 3, f"c{i % 3}") for i in range(25)]
+    shards = pipeline.plan_shards({"train": videos}, videos_per_shard=10)
+    again = pipeline.plan_shards({"train": list(reversed(videos))}, videos_per_shard=10)
+    assert [s.name for s in shards] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert [[v.video_id for v in s.videos] for s in shards] == [[v.video_id for v in s.videos] for s in again]
+    assert sorted(v.video_id for s in shards for v in s.videos) == sorted(v.video_id for v in videos)
+    assert sorted(len(s.videos) for s in shards) == [8, 8, 9]
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory):
+    """Two classes of short synthetic clips of varied length, plus broken files."""
+    root = tmp_path_factory.mktemp("videos")
+    for i in range(8):
+        make_video(root / "bars" / f"v_Bars_g{i // 2:02d}_c{i % 2:02d}.mp4", 1 + i * 0.7, source="smptebars")
+        make_video(root / "pattern" / f"v_Pattern_g{i // 2:02d}_c{i % 2:02d}.avi", 1.5 + i * 0.5, source="testsrc")
+    (root / "bars" / "broken_empty.mp4").write_bytes(b"")
+    (root / "pattern" / "broken_random.avi").write_bytes(os.urandom(3000))
+    return root
+
+
+EXPECTED_FAILURES = {"bars/broken_empty.mp4": "empty file", "pattern/broken_random.avi": "not a readable video"}
+
+
+def _extract_cli(videos, output, *extra):
+    return run_cli("extract", "--videos", videos, "--output_dir", output, "--videos_per_shard", 3,
+                   "--progress=false", *extra)
+
+
+def _shard_stats(output):
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in output.glob("*.tfrecord")}
+
+
+def test_extract_cli_end_to_end_with_broken_files(video_folder, tmp_path):
+    output = tmp_path / "out"
+    result = _extract_cli(video_folder, output)
+    assert result.returncode == 3, result.stderr  # finished, some videos failed
+    assert "16 written, 2 failed" in result.stdout
+
+    errors = (output / "errors.tsv").read_text().splitlines()
+    assert errors[0] == "video\treason"
+    reasons = dict(line.split("\t") for line in errors[1:])
+    assert set(reasons) == set(EXPECTED_FAILURES)
+    for video_id, reason in EXPECTED_FAILURES.items():
+        assert reason in reasons[video_id]
+
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["backbone"] == "efficientnet_lite0"
+    assert (manifest["feature_dim"], manifest["max_frames"], manifest["fps"]) == (1280, 50, 5.0)
+    assert manifest["class_names"] == ["bars", "pattern"]
+    assert sum(s["videos"] for s in manifest["splits"].values()) == 16
+    listed = [name for s in manifest["splits"].values() for name in s["shards"]]
+    assert sorted(listed) == sorted(p.name for p in output.glob("*.tfrecord"))
+
+    summary = inspect(output / "*.tfrecord", per_video=True)
+    assert (summary["examples"], summary["feature_dim"], summary["max_frames"]) == (16, 1280, 50)
+    assert summary["videos_with_nonzero_padding"] == []
+    for video_id, num_frames in summary["videos"].items():
+        index = int(video_id.split("_c")[0][-2:]) * 2 + int(video_id[-6:-4])
+        duration = (1 + index * 0.7) if video_id.startswith("bars") else (1.5 + index * 0.5)
+        assert abs(num_frames - min(duration, 10) * 5) <= 1, video_id
+
+    # No group is on both sides of the split.
+    train = {dataset.group_key(v) for v in inspect(output / "train-*.tfrecord", per_video=True)["videos"]}
+    test = {dataset.group_key(v) for v in inspect(output / "test-*.tfrecord", per_video=True)["videos"]}
+    assert train and test and not train & test
+
+    # The same command again: nothing to do, no model loaded, no shard touched.
+    before = _shard_stats(output)
+    manifest_before = (output / "manifest.json").read_bytes()
+    again = _extract_cli(video_folder, output)
+    assert again.returncode == 3
+    assert "0 shards written" in again.stdout and "loading" not in again.stderr
+    assert _shard_stats(output) == before
+    assert (output / "manifest.json").read_bytes() == manifest_before
+
+
+def test_other_settings_are_refused_and_overwrite_starts_over(video_folder, tmp_path):
+    output = tmp_path / "out"
+    assert _extract_cli(video_folder, output, "--fps", 2, "--seconds", 4).returncode == 3
+    refused = _extract_cli(video_folder, output, "--fps", 3, "--seconds", 4)
+    assert refused.returncode == 1
+    assert "fps: 2.0 there, 3.0 now" in refused.stderr and "--overwrite" in refused.stderr
+    replaced = _extract_cli(video_folder, output, "--fps", 3, "--seconds", 4, "--overwrite", "--dtype", "float16")
+    assert replaced.returncode == 3
+    summary = inspect(output / "*.tfrecord")
+    assert (summary["max_frames"], summary["dtype"], summary["examples"]) == (12, "float16", 16)
+    assert json.loads((output / "manifest.json").read_text())["dtype"] == "float16"
+
+
+def test_killed_run_resumes_with_every_video_exactly_once(video_folder, tmp_path):
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "extract", "--videos", str(video_folder), "--output_dir", str(output),
+               "--videos_per_shard", "2", "--batch_size", "4", "--decode_workers", "1", "--progress=false"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(output.glob("*.tfrecord")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    finished = _shard_stats(output)
+    planned = json.loads((output / "manifest.json").read_text())
+    assert not planned["complete"]
+    assert finished, "the run was killed before it finished any shard"
+    total_shards = 10  # 18 videos: 14 train + 4 test at 2 per shard (see the plan)
+    assert len(finished) < total_shards, "the run finished before it could be killed"
+
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 3, result.stderr
+    assert f"{len(finished)} already done" in result.stdout
+    # Shards finished before the kill were kept as they were.
+    after = _shard_stats(output)
+    assert {name: after[name] for name in finished} == finished
+    assert len(after) == total_shards and not list(output.glob(".*partial"))
+
+    summary = inspect(output / "*.tfrecord", per_video=True)
+    expected = {p.relative_to(video_folder).as_posix() for p in video_folder.rglob("v_*")}
+    assert summary["examples"] == len(expected) == 16
+    assert set(summary["videos"]) == expected
+    errors = (output / "errors.tsv").read_text().splitlines()[1:]
+    assert sorted(line.split("\t")[0] for line in errors) == sorted(EXPECTED_FAILURES)
+
+
+def test_help_explains_every_flag():
+    result = run_cli("extract", "--help")  # absl exits with status 1 after printing help
+    for flag in ("videos", "output_dir", "demo", "backbone", "weights", "fps", "seconds", "dtype", "batch_size",
+                 "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction", "overwrite",
+                 "progress"):
+        assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout, flag
+    assert "efficientnet_lite0" in result.stdout
+
+
+def test_missing_videos_folder_is_a_clear_error(tmp_path):
+    result = run_cli("extract", "--videos", tmp_path / "nope", "--output_dir", tmp_path / "out")
+    assert result.returncode == 1
+    assert "is not a folder" in result.stderr
+
+
+def test_records_inspect_cli(tmp_path):
+    features = np.ones((3, 8), np.float32)
+    import tensorflow as tf
+    with tf.io.TFRecordWriter(str(tmp_path / "x.tfrecord")) as f:
+        f.write(schema.encode_video("c/v.mp4", 0, "c", features, 5, 5.0, "float16"))
+    result = run_cli("records", "inspect", tmp_path / "*.tfrecord")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["examples"], summary["feature_dim"], summary["max_frames"], summary["dtype"]) == (1, 8, 5,
+                                                                                                       "float16")
+    assert summary["num_frames"] == {"min": 3, "mean": 3.0, "max": 3}
