@@ -67,10 +67,19 @@ EXIT_SOME_FAILED = 3
 DEMO_VIDEOS = "demo_videos"
 
 
+def _log_plainly():
+    """Short log lines ("WARNING: skipping x.avi: ...") that stay clear of the
+    progress bar, instead of absl's long prefixes."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.getLogger().setLevel(logging.INFO)
+    _log_plainly()
     videos_dir = FLAGS.videos
     if FLAGS.demo:
         from extract import demo

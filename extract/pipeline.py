@@ -19,7 +19,9 @@ scratch, so every video ends up in exactly one committed shard or in
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
 import importlib.metadata
 import itertools
 import logging
@@ -299,55 +301,72 @@ class FrameBatcher:
         return done
 
 
+class _ShardsUnderWay:
+    """Writers of the shards being extracted; each shard is committed as soon
+    as the last of its videos is written or has failed."""
+
+    def __init__(self, output_dir, shards, config):
+        self._output_dir = output_dir
+        self._config = config
+        self._writers = {}
+        self._unresolved = {shard.name: len(shard.videos) for shard in shards}
+
+    def _writer(self, shard):
+        if shard.name not in self._writers:
+            self._writers[shard.name] = writer.ShardWriter(self._output_dir, shard.name)
+        return self._writers[shard.name]
+
+    def _resolved(self, shard):
+        self._unresolved[shard.name] -= 1
+        if self._unresolved[shard.name] == 0:
+            self._writers.pop(shard.name).commit()
+
+    def write(self, shard, video, features, warning):
+        config = self._config
+        example = schema.encode_video(video.video_id, video.label, video.label_name, features,
+                                      config.max_frames, config.fps, config.dtype)
+        self._writer(shard).write(example, video.video_id, video.label, len(features), warning)
+        self._resolved(shard)
+
+    def fail(self, shard, video, reason):
+        self._writer(shard).record_error(video.video_id, reason)
+        self._resolved(shard)
+
+
 def _extract_shards(shards, output_dir, backbone, config, show_progress):
     """Extracts and commits ``shards``. Returns (videos, frames) processed."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     jobs = [(shard, video) for shard in shards for video in shard.videos]
-    open_writers = {}
-    unresolved = {shard.name: len(shard.videos) for shard in shards}
+    under_way = _ShardsUnderWay(output_dir, shards, config)
+    batcher = FrameBatcher(config.batch_size)
     frames_done = 0
     started = time.monotonic()
-    bar = tqdm(total=len(jobs), unit="video", desc="extracting", disable=not show_progress, dynamic_ncols=True)
+    with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="extracting", dynamic_ncols=True,
+                                       disable=not show_progress) as bar:
 
-    def shard_writer(shard):
-        if shard.name not in open_writers:
-            open_writers[shard.name] = writer.ShardWriter(output_dir, shard.name)
-        return open_writers[shard.name]
+        def write(finished_videos):
+            nonlocal frames_done
+            for (shard, video, warning), features in finished_videos:
+                under_way.write(shard, video, features, warning)
+                frames_done += len(features)
+                bar.update(1)
+            bar.set_postfix_str(f"{frames_done / (time.monotonic() - started):.1f} frames/s", refresh=False)
 
-    def resolved(shard):
-        unresolved[shard.name] -= 1
-        if unresolved[shard.name] == 0:
-            open_writers.pop(shard.name).commit()
-        bar.update(1)
-
-    def write_finished(finished):
-        nonlocal frames_done
-        for (shard, video, warning), features in finished:
-            example = schema.encode_video(video.video_id, video.label, video.label_name, features,
-                                          config.max_frames, config.fps, config.dtype)
-            shard_writer(shard).write(example, video.video_id, video.label, len(features), warning)
-            frames_done += len(features)
-            resolved(shard)
-        bar.set_postfix_str(f"{frames_done / (time.monotonic() - started):.1f} frames/s", refresh=False)
-
-    batcher = FrameBatcher(config.batch_size)
-    try:
         for (shard, video), result in _decode_in_order(jobs, config, backbone.image_size, config.decode_workers):
             if isinstance(result, DecodeError):
                 log.warning("skipping %s: %s", video.video_id, result)
-                shard_writer(shard).record_error(video.video_id, str(result))
-                resolved(shard)
+                under_way.fail(shard, video, str(result))
+                bar.update(1)
                 continue
             if result.warning:
                 log.warning("%s: %s (kept %d frames)", video.video_id, result.warning, len(result.frames))
             batcher.add((shard, video, result.warning), result.frames)
             while batcher.has_full_batch():
-                write_finished(batcher.run_batch(backbone))
+                write(batcher.run_batch(backbone))
         while batcher.has_frames():
-            write_finished(batcher.run_batch(backbone))
-    finally:
-        bar.close()
+            write(batcher.run_batch(backbone))
     return len(jobs), frames_done
 
 
@@ -380,6 +399,21 @@ def _final_manifest(settings, shards, indexes, problems, versions):
     }
 
 
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def _exclusive(output_dir):
+    """Holds a lock on ``output_dir`` so that two runs never write there at once
+    (the kernel releases it when the process ends, even on kill -9)."""
+    with open(output_dir / LOCK_NAME, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExtractionRefused(f"another extraction is writing to {output_dir}; wait for it to end") from None
+        yield
+
+
 def extract(video_set, output_dir, config, split_source=None, overwrite=False, show_progress=True):
     """Extracts features of every video in ``video_set`` into ``output_dir``.
 
@@ -399,11 +433,17 @@ def extract(video_set, output_dir, config, split_source=None, overwrite=False, s
 
     Raises:
       ExtractionRefused: ``output_dir`` holds an extraction with other
-        settings or other videos (and ``overwrite`` is false).
+        settings or other videos (and ``overwrite`` is false), or another
+        run is writing there.
     """
-    started = time.monotonic()
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(output_dir):
+        return _extract_locked(video_set, output_dir, config, split_source, overwrite, show_progress)
+
+
+def _extract_locked(video_set, output_dir, config, split_source, overwrite, show_progress):
+    started = time.monotonic()
     if overwrite:
         _clear_output(output_dir)
     settings = _settings(config, video_set, split_source)

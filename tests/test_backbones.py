@@ -97,3 +97,11 @@ def test_bad_backbone_arguments():
         backbones.get_spec("vgg99")
     with pytest.raises(ValueError, match="existing weights file"):
         backbones.Backbone("mobilenet_v2", "/no/such/weights.h5")
+
+
+def test_efficientnet_lite0_takes_a_local_weights_file(lite0):
+    from_file = backbones.Backbone("efficientnet_lite0", str(efficientnet_lite.imagenet_weights_path()))
+    frames = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    np.testing.assert_allclose(from_file(frames), lite0(frames), rtol=1e-5, atol=1e-5)
+    random = backbones.Backbone("efficientnet_lite0", "none")
+    assert not np.allclose(random(frames), lite0(frames), atol=1e-2)

@@ -247,3 +247,14 @@ def test_demo_runs_end_to_end(tmp_path):
     summary = inspect(tmp_path / "out" / "*.tfrecord")
     assert summary["num_frames"]["min"] < 50 == summary["num_frames"]["max"]  # padding and the 10 s cut-off
     assert all(count == 6 for count in summary["labels"].values())
+
+
+def test_two_runs_never_write_to_one_folder(tmp_path):
+    import fcntl
+    output = tmp_path / "out"
+    output.mkdir()
+    video_set = dataset.VideoSet(["a"], {"train": [dataset.Video("/x.mp4", "a/x.mp4", 0, "a")]}, [])
+    with open(output / pipeline.LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
+        with pytest.raises(pipeline.ExtractionRefused, match="another extraction"):
+            pipeline.extract(video_set, output, pipeline.ExtractConfig(), show_progress=False)
