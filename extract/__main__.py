@@ -14,7 +14,6 @@ Exit status: 0 when every video was extracted, 3 when some could not be
 folder, 130 when interrupted.
 """
 
-import logging
 import os
 import pathlib
 import sys
@@ -23,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 from absl import app, flags  # noqa: E402
 
-from extract import backbones, dataset, pipeline  # noqa: E402
+from extract import backbones, console, dataset, pipeline  # noqa: E402
 from records import schema  # noqa: E402
 
 _DEFAULTS = pipeline.ExtractConfig()
@@ -67,19 +66,10 @@ EXIT_SOME_FAILED = 3
 DEMO_VIDEOS = "demo_videos"
 
 
-def _log_plainly():
-    """Short log lines ("WARNING: skipping x.avi: ...") that stay clear of the
-    progress bar, instead of absl's long prefixes."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    _log_plainly()
+    console.log_plainly()
     videos_dir = FLAGS.videos
     if FLAGS.demo:
         from extract import demo

@@ -1,0 +1,100 @@
+"""Label new videos with a trained run: the product's end point.
+
+    python -m predict --run tensorboard_logs/gru demo_videos/DiscGrowing/v_DiscGrowing_g01_c01.avi
+
+Each video is decoded and turned into features exactly as the run's training
+data was (backbone, weights, frame rate, window: read from the run's
+``run.json``), then classified by the run's final model. Prints the top-5
+labels with their probabilities, per video.
+"""
+
+import json
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+import train  # noqa: E402
+from extract import console  # noqa: E402
+
+flags.DEFINE_string("run", None, "Run folder of a trained model (e.g. tensorboard_logs/gru).")
+flags.DEFINE_integer("top", 5, "Labels to print per video.")
+FLAGS = flags.FLAGS
+
+
+class Predictor:
+    """A trained run, ready to label videos.
+
+    Args:
+      run_dir: the run folder (holds ``run.json`` and ``model.keras``).
+    """
+
+    def __init__(self, run_dir):
+        import keras
+
+        from extract.backbones import Backbone
+        from rnn import models  # noqa: F401  (registers the model's custom layer for loading)
+
+        run_dir = pathlib.Path(run_dir)
+        for name in (train.RUN_FILE, train.MODEL_FILE):
+            if not (run_dir / name).exists():
+                raise ValueError(f"{run_dir} has no {name}; is it a finished training run?")
+        self.extraction = json.loads((run_dir / train.RUN_FILE).read_text())["extraction"]
+        self.class_names = self.extraction["class_names"]
+        weights = self.extraction["weights"]
+        if weights not in ("imagenet", "none") and not os.path.isfile(weights):
+            raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
+        self.backbone = Backbone(self.extraction["backbone"], weights)
+        self.model = keras.models.load_model(run_dir / train.MODEL_FILE)
+
+    def __call__(self, path):
+        """Class probabilities ``[num_classes]`` of one video.
+
+        Raises:
+          extract.video.DecodeError: the video cannot be decoded.
+        """
+        import numpy as np
+
+        from extract.video import decode_frames
+
+        settings = self.extraction
+        frames = decode_frames(path, settings["fps"], settings["seconds"], settings["image_size"]).frames
+        features = np.zeros((1, settings["max_frames"], settings["feature_dim"]), np.float32)
+        features[0, :len(frames)] = self.backbone(frames)
+        logits = self.model({"features": features, "num_frames": np.array([len(frames)], np.int32)}).numpy()[0]
+        probabilities = np.exp(logits - logits.max())
+        return probabilities / probabilities.sum()
+
+
+def main(argv):
+    from extract.video import DecodeError
+
+    videos = argv[1:]
+    if not FLAGS.run or not videos:
+        raise app.UsageError("usage: python -m predict --run RUN_DIR VIDEO [VIDEO ...]")
+    console.log_plainly()
+    try:
+        predictor = Predictor(FLAGS.run)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    failed = 0
+    for video in videos:
+        try:
+            probabilities = predictor(video)
+        except (DecodeError, OSError) as e:
+            print(f"{video}\n    cannot be read: {e}")
+            failed += 1
+            continue
+        best = probabilities.argsort()[::-1][:FLAGS.top]
+        print(video)
+        for index in best:
+            print(f"    {probabilities[index]:.3f}  {predictor.class_names[index]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    app.run(main)
