@@ -388,6 +388,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf
+
     console.log_plainly()
     config = TrainConfig(
         model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units, dropout=FLAGS.dropout,
@@ -406,6 +408,9 @@ def main(argv):
         metrics = train(config)
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except tf.errors.InvalidArgumentError as e:  # a check in the input pipeline failed
+        print(f"error: bad input data: {e.message.splitlines()[0]}", file=sys.stderr)
         return 1
     best, final = metrics["best_eval"], metrics["final_eval"]
     print(f"run: {config.run_dir}\nstep {metrics['step']}: held-out top-1 {final['top1']:.3f}, "

@@ -92,7 +92,7 @@ def parse_batch(serialized, spec, dtype):
     features = tf.ensure_shape(features, [None, spec.max_frames, spec.feature_dim])
     label = tf.cast(context[schema.LABEL], tf.int32)
     checks = [tf.debugging.assert_less(label, spec.num_classes,
-                                       message=f"label outside the model's {spec.num_classes} classes"),
+                                       message=f"label outside the {spec.num_classes} classes of the model"),
               tf.debugging.assert_non_negative(label, message="negative label")]
     with tf.control_dependencies(checks):
         label = tf.identity(label)

@@ -51,3 +51,12 @@ def lite0():
     from extract.backbones import Backbone
 
     return Backbone("efficientnet_lite0", "imagenet")
+
+
+@pytest.fixture(scope="session")
+def demo_extraction(tmp_path_factory):
+    """``python -m extract --demo``, run once: (videos folder, output folder, CompletedProcess)."""
+    root = tmp_path_factory.mktemp("demo")
+    result = run_cli("extract", "--demo", "--videos", root / "videos", "--output_dir", root / "features",
+                     "--progress=false")
+    return root / "videos", root / "features", result

@@ -236,15 +236,14 @@ def test_records_inspect_cli(tmp_path):
     assert summary["num_frames"] == {"min": 3, "mean": 3.0, "max": 3}
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    result = run_cli("extract", "--demo", "--videos", tmp_path / "demo", "--output_dir", tmp_path / "out",
-                     "--progress=false")
+def test_demo_runs_end_to_end(demo_extraction):
+    _, output, result = demo_extraction
     assert result.returncode == 0, result.stderr
     assert "24 written, 0 failed" in result.stdout
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["class_names"] == ["DiscGrowing", "DiscShrinking", "FadeBlueToRed", "FadeRedToBlue"]
     assert set(manifest["splits"]) == {"train", "test"}
-    summary = inspect(tmp_path / "out" / "*.tfrecord")
+    summary = inspect(output / "*.tfrecord")
     assert summary["num_frames"]["min"] < 50 == summary["num_frames"]["max"]  # padding and the 10 s cut-off
     assert all(count == 6 for count in summary["labels"].values())
 

@@ -1,0 +1,47 @@
+"""The whole product as a user runs it: demo videos -> extract -> train.py ->
+predict on held-out videos."""
+
+import json
+
+from conftest import run_cli
+from records.inspect import inspect
+
+
+def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path):
+    videos, features, extraction = demo_extraction
+    assert extraction.returncode == 0, extraction.stderr
+    result = run_cli("train", "--cell", "gru", "--units", 64, "--steps", 100, "--logdir", tmp_path,
+                     "--train_pattern", features / "train-*.tfrecord", "--eval_pattern", features / "test-*.tfrecord")
+    assert result.returncode == 0, result.stderr
+    assert "held-out top-1" in result.stdout
+    run = tmp_path / "gru"
+    assert json.loads((run / "metrics.json").read_text())["final_eval"]["top1"] >= 0.875
+
+    held_out = sorted(inspect(features / "test-*.tfrecord", per_video=True)["videos"])
+    result = run_cli("predict", "--run", run, *(videos / video_id for video_id in held_out))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    correct = 0
+    for video_id in held_out:
+        first_label = lines[lines.index(str(videos / video_id)) + 1].split()
+        assert 0.0 <= float(first_label[0]) <= 1.0
+        correct += first_label[1] == video_id.split("/")[0]
+    assert correct / len(held_out) >= 0.875
+
+    evaluated = run_cli("train", "--mode", "eval", "--logdir", tmp_path, "--run_name", "gru",
+                        "--eval_pattern", features / "test-*.tfrecord")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["examples"] == len(held_out)
+
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"")
+    result = run_cli("predict", "--run", run, broken, videos / held_out[0])
+    assert result.returncode == 1  # one video could not be read...
+    assert "cannot be read: empty file" in result.stdout
+    assert result.stdout.count("    ") >= 5  # ...the other was still labelled
+
+
+def test_predict_needs_a_trained_run(tmp_path):
+    result = run_cli("predict", "--run", tmp_path / "no_such_run", "x.mp4")
+    assert result.returncode == 1 and "no run.json" in result.stderr

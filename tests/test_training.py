@@ -1,0 +1,198 @@
+"""Stage 2: reader, masking, learning temporal order, resume, TensorBoard,
+metrics, bad input, evaluation and prediction."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import train
+from features import temporal_order_examples, write_extraction
+from records import reader
+from rnn import models
+
+CLASSES = ["class0", "class1", "class2", "class3"]
+
+
+@pytest.mark.parametrize("cell", models.CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_frames_do_not_change_predictions(cell, bidirectional):
+    model = models.build_model(models.ModelConfig(cell=cell, units=16, bidirectional=bidirectional), 3, 8)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(3, 30, 8)).astype(np.float32)
+    num_frames = np.array([4, 11, 20], np.int32)
+    padded = features[:, :20].copy()
+    for i, n in enumerate(num_frames):
+        padded[i, n:] = 0
+    reference = model({"features": padded, "num_frames": num_frames}).numpy()
+    # Longer padding, filled with garbage: the mask must hide all of it.
+    garbage = features.copy()
+    for i, n in enumerate(num_frames):
+        garbage[i, n:] = rng.normal(scale=50, size=(30 - n, 8))
+    np.testing.assert_allclose(model({"features": garbage, "num_frames": num_frames}).numpy(), reference,
+                               rtol=1e-5, atol=1e-5)
+    # ...while a real frame more does change the prediction.
+    longer = model({"features": garbage, "num_frames": num_frames + 1}).numpy()
+    assert np.abs(longer - reference).max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_reader_yields_padded_batches(tmp_path, dtype):
+    examples = temporal_order_examples(10, max_frames=12, feature_dim=6)
+    manifest = write_extraction(tmp_path, {"train": examples}, CLASSES, max_frames=12, dtype=dtype)
+    spec = reader.FeatureSpec(6, 12, 4)
+    data = reader.make_dataset(str(tmp_path / "train-*.tfrecord"), spec, manifest["dtype"], batch_size=4,
+                               training=False)
+    batches = list(data)
+    assert [len(labels) for _, labels in batches] == [4, 4, 2]
+    seen = {}
+    for inputs, labels in batches:
+        assert inputs["features"].shape[1:] == (12, 6) and inputs["features"].dtype == tf.float32
+        for features, n, label in zip(inputs["features"].numpy(), inputs["num_frames"].numpy(), labels.numpy()):
+            seen[features[0].tobytes()] = (features, n, label)
+            assert not features[n:].any()
+    assert len(seen) == 10
+    tolerance = 1e-2 if dtype == "float16" else 1e-6
+    for features, label, _ in examples:
+        match = min(seen.values(), key=lambda s: np.abs(s[0][0] - features[0]).max())
+        assert match[1] == len(features) and match[2] == label
+        np.testing.assert_allclose(match[0][:len(features)], features, atol=tolerance, rtol=tolerance)
+
+
+def test_reader_training_mode_shuffles_and_repeats(tmp_path):
+    write_extraction(tmp_path, {"train": temporal_order_examples(6, max_frames=8, feature_dim=4)}, CLASSES, 8)
+    data = reader.make_dataset(str(tmp_path / "train-*.tfrecord"), reader.FeatureSpec(4, 8, 4), "float32",
+                               batch_size=4, training=True, seed=1)
+    labels = [batch[1].numpy() for batch in data.take(6)]
+    assert all(len(batch) == 4 for batch in labels)  # 24 examples out of 6: it repeats
+
+
+def test_reader_rejects_labels_outside_the_model(tmp_path):
+    write_extraction(tmp_path, {"train": temporal_order_examples(4, max_frames=8, feature_dim=4)}, CLASSES, 8)
+    data = reader.make_dataset(str(tmp_path / "train-*.tfrecord"), reader.FeatureSpec(4, 8, 2), "float32",
+                               batch_size=4, training=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label outside the 2 classes of the model"):
+        list(data)
+
+
+def test_manifest_checks(tmp_path):
+    with pytest.raises(ValueError, match="no files match"):
+        reader.manifest_for(str(tmp_path / "*.tfrecord"))
+    manifest = write_extraction(tmp_path, {"train": temporal_order_examples(4, 8, 4)}, CLASSES, 8)
+    assert reader.manifest_for(str(tmp_path / "train-*.tfrecord")) == manifest
+    with pytest.raises(ValueError, match="feature_dim 4 but the model expects 1280"):
+        reader.check_compatible(manifest, reader.FeatureSpec(1280, 8, 4), "x")
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises(ValueError, match="not finished"):
+        reader.manifest_for(str(tmp_path / "train-*.tfrecord"))
+
+
+@pytest.fixture(scope="module")
+def order_task(tmp_path_factory):
+    """Features of the temporal-order task, train and held-out."""
+    folder = tmp_path_factory.mktemp("order_features")
+    write_extraction(folder, {"train": temporal_order_examples(256, seed=0),
+                              "test": temporal_order_examples(64, seed=1)}, CLASSES, max_frames=20)
+    return folder
+
+
+def _config(order_task, logdir, **overrides):
+    settings = dict(model=models.ModelConfig(units=32), train_pattern=str(order_task / "train-*.tfrecord"),
+                    eval_pattern=str(order_task / "test-*.tfrecord"), logdir=str(logdir), steps=150,
+                    eval_every=50, checkpoint_every=50, log_every=10)
+    settings.update(overrides)
+    return train.TrainConfig(**settings)
+
+
+def test_mean_frame_cannot_solve_the_order_task():
+    examples = temporal_order_examples(400, seed=3)
+    means = np.array([f.mean(axis=0) for f, _, _ in examples])
+    labels = np.array([label for _, label, _ in examples])
+    centroids = np.array([means[labels == k].mean(axis=0) for k in range(4)])
+    nearest = np.argmin(((means[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == labels).mean() < 0.65  # pairs are indistinguishable: about chance within a pair
+
+
+@pytest.mark.parametrize("cell", models.CELLS)
+def test_both_cells_learn_temporal_order(order_task, tmp_path, cell):
+    config = _config(order_task, tmp_path, model=models.ModelConfig(cell=cell, units=32))
+    metrics = train.train(config)
+    assert metrics["final_eval"]["top1"] >= 0.9, metrics["final_eval"]["top1"]
+    assert metrics["best_eval"]["top1"] >= metrics["final_eval"]["top1"]
+    stored = json.loads((tmp_path / cell / "metrics.json").read_text())
+    assert stored["step"] == 150 and stored["final_eval"]["top1"] == metrics["final_eval"]["top1"]
+    assert set(stored["final_eval"]["per_class"]) == set(CLASSES)
+    assert np.array(stored["final_eval"]["confusion_matrix"]).sum() == 64
+    assert stored["train"]["examples_per_second"] > 0
+
+    # The run folder holds what TensorBoard shows.
+    assert _tags(tmp_path / cell / "train") >= {"loss", "top1", "top5", "learning_rate", "gradient_norm",
+                                                "parameter_norm", "examples_per_second", "input_wait_fraction",
+                                                "_hparams_/session_start_info"}
+    assert any(tag.endswith("kernel") for tag in _tags(tmp_path / cell / "train"))  # weight histograms
+    assert _tags(tmp_path / cell / "eval") >= {"loss", "top1", "top5", "confusion_matrix"}
+
+    # Evaluating the saved run without training gives the same accuracy.
+    evaluated = train.evaluate_run(tmp_path / cell, config.eval_pattern)
+    assert evaluated["top1"] == pytest.approx(metrics["final_eval"]["top1"])
+
+
+def _tags(folder):
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def _steps_logged(folder, tag="loss"):
+    steps = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        steps.append([e.step for e in tf.compat.v1.train.summary_iterator(str(path))
+                      if any(v.tag == tag for v in e.summary.value)])
+    return steps
+
+
+def test_running_again_resumes_from_the_last_checkpoint(order_task, tmp_path):
+    first = train.train(_config(order_task, tmp_path, steps=40, checkpoint_every=20, eval_every=20))
+    assert first["step"] == 40
+    resumed = train.train(_config(order_task, tmp_path, steps=60, checkpoint_every=20, eval_every=20))
+    assert resumed["step"] == 60
+    sessions = _steps_logged(tmp_path / "gru" / "train")
+    assert sessions[0][0] == 10 and sessions[-1][0] == 50  # the second session started at step 41
+    assert tf.train.latest_checkpoint(tmp_path / "gru" / "checkpoints").endswith("ckpt-60")
+
+    restarted = train.train(_config(order_task, tmp_path, steps=20, checkpoint_every=20, eval_every=20,
+                                    restart=True))
+    assert restarted["step"] == 20 and _steps_logged(tmp_path / "gru" / "train") == [[10, 20]]
+
+
+def test_resuming_with_another_architecture_is_refused(order_task, tmp_path):
+    train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
+    with pytest.raises(train.TrainingError, match="other model settings"):
+        train.train(_config(order_task, tmp_path, steps=20, run_name="run", model=models.ModelConfig(units=64)))
+
+
+def test_eval_data_from_another_extraction_is_refused(order_task, tmp_path):
+    other = tmp_path / "other"
+    write_extraction(other, {"test": temporal_order_examples(8, max_frames=30)}, CLASSES, max_frames=30)
+    with pytest.raises(train.TrainingError, match="extracted differently.*max_frames: 20 vs 30"):
+        train.train(_config(order_task, tmp_path, eval_pattern=str(other / "test-*.tfrecord")))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path):
+    examples = temporal_order_examples(64)
+    for features, _, _ in examples[:8]:
+        features[0, 0] = np.nan
+    data = tmp_path / "data"
+    write_extraction(data, {"train": examples, "test": temporal_order_examples(8)}, CLASSES, max_frames=20)
+    config = _config(data, tmp_path / "logs", steps=30)
+    with pytest.raises(train.TrainingError, match="loss became nan at step"):
+        train.train(config)
+    assert tf.train.latest_checkpoint(tmp_path / "logs" / "gru" / "checkpoints") is None
+
+
+def test_missing_training_data(tmp_path):
+    with pytest.raises(train.TrainingError, match="no files match"):
+        train.train(train.TrainConfig(train_pattern=str(tmp_path / "none-*.tfrecord"), logdir=str(tmp_path)))
