@@ -68,7 +68,7 @@ class TrainConfig:
     epochs: int = 30
     steps: typing.Optional[int] = None
     eval_every: typing.Optional[int] = None
-    checkpoint_every: int = 100
+    checkpoint_every: int = 50
     log_every: int = 10
     seed: int = 0
     restart: bool = False
@@ -244,36 +244,44 @@ def train(config):
     batches = iter(train_data)
     with tqdm(total=total_steps, initial=step, unit="step", desc=f"training {run_dir.name}",
               dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
-        while step < total_steps:
-            started = time.perf_counter()
-            inputs, labels = next(batches)
-            got_batch = time.perf_counter()
-            outputs = {key: float(value) for key, value in train_step(inputs, labels).items()}
-            step = int(optimizer.iterations)
-            if not math.isfinite(outputs["loss"]):
-                raise TrainingError(f"the loss became {outputs['loss']} at step {step}; the last good checkpoint "
-                                    f"({latest.latest_checkpoint or 'none yet'}) is kept. Lower --learning_rate "
-                                    "or --clip_norm, or check the features for NaN values, and run again.")
-            for meter in (interval, session):
-                meter.add(outputs, len(labels), time.perf_counter() - started, got_batch - started)
-            bar.update(1)
+        try:
+            while step < total_steps:
+                started = time.perf_counter()
+                inputs, labels = next(batches)
+                got_batch = time.perf_counter()
+                outputs = {key: float(value) for key, value in train_step(inputs, labels).items()}
+                step = int(optimizer.iterations)
+                if not math.isfinite(outputs["loss"]):
+                    raise TrainingError(f"the loss became {outputs['loss']} at step {step}; the last good checkpoint "
+                                        f"({latest.latest_checkpoint or 'none yet'}) is kept. Lower --learning_rate "
+                                        "or --clip_norm, or check the features for NaN values, and run again.")
+                for meter in (interval, session):
+                    meter.add(outputs, len(labels), time.perf_counter() - started, got_batch - started)
+                bar.update(1)
 
-            if step % config.log_every == 0 or step == total_steps:
-                with train_writer.as_default(step=step):
-                    for key, value in interval.means().items():
-                        tf.summary.scalar(key, value)
-                    tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
-                    tf.summary.scalar("parameter_norm", float(tf.linalg.global_norm(model.trainable_variables)))
-                bar.set_postfix(loss=f"{interval.means()['loss']:.3f}")
-                interval = _Meter()
-            if step % eval_every == 0 or step == total_steps:
-                final_eval = evaluate_and_log(step)
-            if step % config.checkpoint_every == 0 or step == total_steps:
-                latest.save(checkpoint_number=step)
-                metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
-                _write_json(metrics_path, metrics)
+                if step % config.log_every == 0 or step == total_steps:
+                    with train_writer.as_default(step=step):
+                        for key, value in interval.means().items():
+                            tf.summary.scalar(key, value)
+                        tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+                        tf.summary.scalar("parameter_norm", float(tf.linalg.global_norm(model.trainable_variables)))
+                    bar.set_postfix(loss=f"{interval.means()['loss']:.3f}")
+                    interval = _Meter()
+                if step % eval_every == 0 or step == total_steps:
+                    final_eval = evaluate_and_log(step)
+                if step % config.checkpoint_every == 0 or step == total_steps:
+                    latest.save(checkpoint_number=step)
+                    metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
+                    _write_json(metrics_path, metrics)
 
-    if metrics.get("step") != step:  # resumed a finished run with nothing left to do
+        except KeyboardInterrupt:
+            # Steps are atomic, so the state is consistent: keep it.
+            latest.save(checkpoint_number=int(optimizer.iterations))
+            logging.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
+                            int(optimizer.iterations))
+            raise
+
+    if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
         final_eval = evaluate_and_log(step)
         metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
         _write_json(metrics_path, metrics)
@@ -409,6 +417,8 @@ def main(argv):
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     except tf.errors.InvalidArgumentError as e:  # a check in the input pipeline failed
         print(f"error: bad input data: {e.message.splitlines()[0]}", file=sys.stderr)
         return 1
