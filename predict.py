@@ -1,6 +1,6 @@
 """Label new videos with a trained run: the product's end point.
 
-    python -m predict --run tensorboard_logs/gru demo_videos/DiscGrowing/v_DiscGrowing_g01_c01.avi
+    python -m predict --run tensorboard_logs/gru demo_videos/DiscShrinking/v_DiscShrinking_g02_c01.avi
 
 Each video is decoded and turned into features exactly as the run's training
 data was (backbone, weights, frame rate, window: read from the run's

@@ -40,16 +40,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from extract import console  # noqa: E402
+from records import manifest as manifest_lib  # noqa: E402
 from records import reader  # noqa: E402
 from rnn import models  # noqa: E402
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
-# Extraction settings that must agree between training data, evaluation data
-# and the videos ``predict`` is given.
-EXTRACTION_KEYS = ("backbone", "weights", "weights_sha256", "image_size", "feature_dim", "fps", "seconds",
-                   "max_frames", "class_names")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,16 +80,14 @@ class TrainingError(Exception):
 
 
 def _extraction_settings(manifest):
-    return {key: manifest.get(key) for key in EXTRACTION_KEYS}
+    """What a run must know of its features (``predict`` makes new ones alike)."""
+    return {key: manifest.get(key) for key in manifest_lib.FEATURE_KEYS}
 
 
 def _check_same_extraction(expected, manifest, what):
-    different = [key for key in EXTRACTION_KEYS if expected.get(key) != manifest.get(key)]
-    if different:
-        details = "; ".join(f"{key}: {expected.get(key)!r} vs {manifest.get(key)!r}" for key in different
-                            if key != "class_names")
-        if "class_names" in different:
-            details += "; the class names differ"
+    details = manifest_lib.describe_differences(expected, manifest, manifest_lib.FEATURE_KEYS,
+                                                "in the training data", "there")
+    if details:
         raise TrainingError(f"{what} was extracted differently from the training data ({details})")
 
 

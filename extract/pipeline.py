@@ -46,8 +46,7 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 ERRORS_NAME = "errors.tsv"
 WARNINGS_NAME = "warnings.tsv"
 # Manifest entries that must match for a run to add to an existing output.
-_SETTINGS_KEYS = ("backbone", "weights", "weights_sha256", "image_size", "feature_dim", "fps", "seconds",
-                  "max_frames", "dtype", "videos_per_shard", "split_source", "class_names")
+_SETTINGS_KEYS = manifest_lib.FEATURE_KEYS + ("dtype", "videos_per_shard", "split_source")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,12 +184,8 @@ def _check_resumable(output_dir, settings, shards):
             raise ExtractionRefused(f"{output_dir} holds .tfrecord files but no {manifest_lib.MANIFEST_NAME}; "
                                     "use another --output_dir, or --overwrite to delete them")
         return {shard.name: None for shard in shards}
-    different = [key for key in _SETTINGS_KEYS if existing.get(key) != settings.get(key)]
-    if different:
-        changes = "; ".join(f"{key}: {existing.get(key)!r} there, {settings.get(key)!r} now" for key in different
-                            if key != "class_names")
-        if "class_names" in different:
-            changes += "; the classes differ"
+    changes = manifest_lib.describe_differences(existing, settings, _SETTINGS_KEYS, "there", "now")
+    if changes:
         raise ExtractionRefused(f"{output_dir} holds features made with other settings ({changes}). "
                                 "Use another --output_dir, or --overwrite to delete them and start over.")
     planned_names = {shard.name for shard in shards}

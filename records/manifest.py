@@ -10,6 +10,26 @@ import os
 import pathlib
 
 MANIFEST_NAME = "manifest.json"
+# The entries that decide what stored features mean. Two sets of features can
+# be used together (a resumed extraction, training and evaluation shards, a
+# model and the videos it labels) only if these agree.
+FEATURE_KEYS = ("backbone", "weights", "weights_sha256", "image_size", "feature_dim", "fps", "seconds",
+                "max_frames", "class_names")
+
+
+def describe_differences(first, second, keys, first_name, second_name):
+    """Says how two manifests (or settings dicts) differ on ``keys``.
+
+    Returns:
+      "" if they agree, else e.g. ``"fps: 2.0 there, 3.0 now; the class names
+      differ"``.
+    """
+    different = [key for key in keys if first.get(key) != second.get(key)]
+    parts = [f"{key}: {first.get(key)!r} {first_name}, {second.get(key)!r} {second_name}"
+             for key in different if key != "class_names"]
+    if "class_names" in different:
+        parts.append("the class names differ")
+    return "; ".join(parts)
 
 
 def write_json_atomic(path, obj):
