@@ -158,8 +158,6 @@ def train(config):
     """
     import keras
     import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hparams
-
     from tqdm import tqdm
 
     from rnn import evaluation
@@ -189,28 +187,8 @@ def train(config):
     train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
     eval_writer = tf.summary.create_file_writer(str(run_dir / "eval"))
     with train_writer.as_default():
-        hparams.hparams({
-            "cell": config.model.cell, "layers": config.model.layers, "units": config.model.units,
-            "dropout": config.model.dropout, "bidirectional": config.model.bidirectional,
-            "batch_size": config.batch_size, "learning_rate": config.learning_rate, "lr_decay": config.lr_decay,
-            "clip_norm": config.clip_norm, "backbone": train_manifest["backbone"], "fps": train_manifest["fps"],
-        }, trial_id=run_dir.name)
-
-    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    @tf.function
-    def train_step(inputs, labels):
-        with tf.GradientTape() as tape:
-            logits = model(inputs, training=True)
-            loss = loss_function(labels, logits)
-        gradients = tape.gradient(loss, model.trainable_variables)
-        gradient_norm = tf.linalg.global_norm(gradients)
-        clipped, _ = tf.clip_by_global_norm(gradients, config.clip_norm, use_norm=gradient_norm)
-        optimizer.apply_gradients(zip(clipped, model.trainable_variables))
-        top1 = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
-        top5 = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, min(5, spec.num_classes)), tf.float32))
-        return {"loss": loss, "top1": top1, "top5": top5, "gradient_norm": gradient_norm}
-
+        _log_hparams(config, train_manifest, run_dir.name)
+    train_step = _make_train_step(model, optimizer, config.clip_norm, spec.num_classes)
     predict = evaluation.inference_function(model)
 
     def evaluate_and_log(step):
@@ -284,6 +262,41 @@ def train(config):
     train_writer.flush()
     eval_writer.flush()
     return metrics
+
+
+def _make_train_step(model, optimizer, clip_norm, num_classes):
+    """One optimization step as a ``tf.function``: forward, cross-entropy,
+    gradients, global norm (returned, as it was before clipping), clip, Adam."""
+    import keras
+    import tensorflow as tf
+
+    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def train_step(inputs, labels):
+        with tf.GradientTape() as tape:
+            logits = model(inputs, training=True)
+            loss = loss_function(labels, logits)
+        gradients = tape.gradient(loss, model.trainable_variables)
+        gradient_norm = tf.linalg.global_norm(gradients)
+        clipped, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=gradient_norm)
+        optimizer.apply_gradients(zip(clipped, model.trainable_variables))
+        top1 = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
+        top5 = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, min(5, num_classes)), tf.float32))
+        return {"loss": loss, "top1": top1, "top5": top5, "gradient_norm": gradient_norm}
+
+    return train_step
+
+
+def _log_hparams(config, manifest, run_name):
+    """Records the run's hyperparameters for TensorBoard's HParams tab."""
+    from tensorboard.plugins.hparams import api as hparams
+
+    hparams.hparams({
+        **dataclasses.asdict(config.model),
+        "batch_size": config.batch_size, "learning_rate": config.learning_rate, "lr_decay": config.lr_decay,
+        "clip_norm": config.clip_norm, "backbone": manifest["backbone"], "fps": manifest["fps"],
+    }, trial_id=run_name)
 
 
 class _Meter:
