@@ -71,7 +71,9 @@ def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1):
     stream = (
         ffmpeg.input(source, t=seconds, threads=threads)
         .video
-        .filter("fps", fps=fps)
+        # eof_action=pass: a clip shorter than one output frame period (a
+        # single frame, say) still yields its frame instead of none.
+        .filter("fps", fps=fps, eof_action="pass")
         .filter(
             "scale",
             w=f"if({landscape},ceil({size}*{display_width}/ih),{size})",

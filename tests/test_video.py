@@ -19,6 +19,12 @@ def test_frame_count_is_duration_times_fps_capped_at_window(tmp_path, duration, 
     assert frames.dtype == np.uint8
 
 
+@pytest.mark.parametrize("duration", [0.04, 0.1])
+def test_a_clip_shorter_than_one_frame_period_keeps_its_frame(tmp_path, duration):
+    path = make_video(tmp_path / "blink.mp4", duration)  # 1 or 2 frames at 25 fps
+    assert len(video.decode_frames(path, fps=5, seconds=10, size=64).frames) == 1
+
+
 def test_fps_and_seconds_flags_change_the_count(tmp_path):
     path = make_video(tmp_path / "clip.mp4", 6)
     assert len(video.decode_frames(path, fps=2, seconds=10, size=64).frames) == 12
