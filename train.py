@@ -65,7 +65,7 @@ class TrainConfig:
     epochs: int = 30
     steps: typing.Optional[int] = None
     eval_every: typing.Optional[int] = None
-    checkpoint_every: int = 50
+    checkpoint_every: typing.Optional[int] = None
     log_every: int = 10
     seed: int = 0
     restart: bool = False
@@ -169,6 +169,8 @@ def train(config):
     steps_per_epoch = max(1, math.ceil(train_manifest["splits"]["train"]["videos"] / config.batch_size))
     total_steps = config.steps or config.epochs * steps_per_epoch
     eval_every = config.eval_every or max(steps_per_epoch, 50)
+    # Short runs checkpoint often too, so that a kill loses little of them.
+    checkpoint_every = config.checkpoint_every or max(1, min(50, total_steps // 20))
 
     # Model, optimizer and checkpoints; resume from the latest by default.
     model = models.build_model(config.model, spec.num_classes, spec.feature_dim, spec.max_frames)
@@ -242,7 +244,7 @@ def train(config):
                     interval = _Meter()
                 if step % eval_every == 0 or step == total_steps:
                     final_eval = evaluate_and_log(step)
-                if step % config.checkpoint_every == 0 or step == total_steps:
+                if step % checkpoint_every == 0 or step == total_steps:
                     latest.save(checkpoint_number=step)
                     metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
                     _write_json(metrics_path, metrics)
@@ -393,7 +395,8 @@ flags.DEFINE_integer("epochs", TrainConfig.epochs, "Passes over the training vid
 flags.DEFINE_integer("steps", None, "Training steps in all (overrides --epochs).")
 flags.DEFINE_integer("eval_every", None, "Evaluate every this many steps (default: every epoch, "
                      "at least 50 steps apart).")
-flags.DEFINE_integer("checkpoint_every", TrainConfig.checkpoint_every, "Save a checkpoint every this many steps.")
+flags.DEFINE_integer("checkpoint_every", None, "Save a checkpoint every this many steps (default: every 50 "
+                     "steps, or every 5 % of the run if that is more often). Ctrl-C and SIGTERM also save one.")
 flags.DEFINE_integer("log_every", TrainConfig.log_every, "Write training scalars every this many steps.")
 flags.DEFINE_integer("seed", TrainConfig.seed, "Random seed (initialization, shuffling).")
 flags.DEFINE_bool("restart", False, "Delete the run folder and start from step 0 instead of resuming.")
@@ -404,8 +407,15 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import signal
+
     import tensorflow as tf
 
+    def interrupt(signal_number, frame):
+        raise KeyboardInterrupt
+
+    # Treat "kill PID" like Ctrl-C: save a checkpoint, then stop.
+    signal.signal(signal.SIGTERM, interrupt)
     console.log_plainly()
     config = TrainConfig(
         model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units, dropout=FLAGS.dropout,

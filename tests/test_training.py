@@ -196,3 +196,34 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
 def test_missing_training_data(tmp_path):
     with pytest.raises(train.TrainingError, match="no files match"):
         train.train(train.TrainConfig(train_pattern=str(tmp_path / "none-*.tfrecord"), logdir=str(tmp_path)))
+
+
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(order_task, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    command = [sys.executable, "train.py", "--units", "32", "--steps", "100000", "--logdir", str(tmp_path),
+               "--train_pattern", str(order_task / "train-*.tfrecord"),
+               "--eval_pattern", str(order_task / "test-*.tfrecord")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "gru" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while tf.train.latest_checkpoint(checkpoints) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # some steps past the periodic checkpoint
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    interrupted_at = int(re.search(r"interrupted at step (\d+)", stderr).group(1))
+    assert tf.train.latest_checkpoint(checkpoints).endswith(f"ckpt-{interrupted_at}")
+
+    command[command.index("100000")] = str(interrupted_at + 5)
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"(step {interrupted_at})" in resumed.stderr
+    assert f"step {interrupted_at + 5}:" in resumed.stdout
