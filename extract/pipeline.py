@@ -409,7 +409,7 @@ def _exclusive(output_dir):
         yield
 
 
-def extract(video_set, output_dir, config, split_source=None, overwrite=False, show_progress=True):
+def extract(video_set, output_dir, config, split_source=None, overwrite=False, show_progress=True, backbone=None):
     """Extracts features of every video in ``video_set`` into ``output_dir``.
 
     Running it again with the same arguments resumes an interrupted run and
@@ -422,6 +422,8 @@ def extract(video_set, output_dir, config, split_source=None, overwrite=False, s
       split_source: how the splits were made (recorded; must match on resume).
       overwrite: delete an earlier extraction in ``output_dir`` first.
       show_progress: show a tqdm progress bar.
+      backbone: a ready ``backbones.Backbone`` matching ``config`` (benchmarks
+        reuse one across runs); by default it is built when there is work.
 
     Returns:
       A ``Summary``.
@@ -434,10 +436,10 @@ def extract(video_set, output_dir, config, split_source=None, overwrite=False, s
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(output_dir):
-        return _extract_locked(video_set, output_dir, config, split_source, overwrite, show_progress)
+        return _extract_locked(video_set, output_dir, config, split_source, overwrite, show_progress, backbone)
 
 
-def _extract_locked(video_set, output_dir, config, split_source, overwrite, show_progress):
+def _extract_locked(video_set, output_dir, config, split_source, overwrite, show_progress, backbone):
     started = time.monotonic()
     if overwrite:
         _clear_output(output_dir)
@@ -456,7 +458,7 @@ def _extract_locked(video_set, output_dir, config, split_source, overwrite, show
             writer.discard(output_dir, shard.name)
         log.info("%d of %d shards to do (%d videos); loading %s", len(pending), len(shards),
                  sum(len(s.videos) for s in pending), config.backbone)
-        backbone = backbones.Backbone(config.backbone, config.weights)
+        backbone = backbone or backbones.Backbone(config.backbone, config.weights)
         videos_extracted, frames_extracted = _extract_shards(pending, output_dir, backbone, config, show_progress)
         for shard in pending:
             indexes[shard.name] = writer.read_committed_index(output_dir, shard.name)

@@ -50,7 +50,7 @@ def ffmpeg_binary():
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1):
+def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1, resample=True):
     """Builds the ffmpeg command line that decodes ``path`` to raw rgb24 frames.
 
     Args:
@@ -60,6 +60,8 @@ def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1):
       size: output frames are ``size`` x ``size``.
       max_frames: stop after this many frames.
       threads: decoder threads (1 suits a pool of parallel decoders).
+      resample: apply the ``fps`` filter (without it, frames come at the
+        video's own rate).
 
     Returns:
       The argument list, starting with the ffmpeg binary.
@@ -68,13 +70,11 @@ def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1):
     source = "file:" + str(pathlib.Path(path).absolute())
     display_width = "iw*sar"
     landscape = f"gte({display_width},ih)"
+    stream = ffmpeg.input(source, t=seconds, threads=threads).video
+    if resample:
+        stream = stream.filter("fps", fps=fps)
     stream = (
-        ffmpeg.input(source, t=seconds, threads=threads)
-        .video
-        # eof_action=pass: a clip shorter than one output frame period (a
-        # single frame, say) still yields its frame instead of none.
-        .filter("fps", fps=fps, eof_action="pass")
-        .filter(
+        stream.filter(
             "scale",
             w=f"if({landscape},ceil({size}*{display_width}/ih),{size})",
             h=f"if({landscape},{size},ceil({size}*ih/({display_width})))",
@@ -128,14 +128,12 @@ def decode_frames(path, fps, seconds, size, timeout=600):
     """
     if os.path.getsize(path) == 0:
         raise DecodeError("empty file (0 bytes)")
-    max_frames = max_frames_for(fps, seconds)
-    command = ffmpeg_command(path, fps, seconds, size, max_frames)
-    try:
-        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise DecodeError(f"ffmpeg did not finish within {timeout} s") from None
-    if result.returncode != 0:
-        raise DecodeError(_failure_reason(result.stderr))
+    result = _run(ffmpeg_command(path, fps, seconds, size, max_frames_for(fps, seconds)), timeout)
+    if not result.stdout:
+        # A clip shorter than half a frame period at ``fps`` (a single frame,
+        # say) gets no frame from the fps filter: keep its first frame rather
+        # than drop the video.
+        result = _run(ffmpeg_command(path, fps, seconds, size, 1, resample=False), timeout)
     frame_bytes = size * size * 3
     if not result.stdout:
         raise DecodeError(f"no frame decoded in the first {seconds:g} s")
@@ -144,6 +142,16 @@ def decode_frames(path, fps, seconds, size, timeout=600):
     frames = np.frombuffer(result.stdout, np.uint8).reshape(-1, size, size, 3)
     complaints = _stderr_text(result.stderr)
     return Decoded(frames, "decoded with errors: " + _shorten(complaints) if complaints else None)
+
+
+def _run(command, timeout):
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise DecodeError(f"ffmpeg did not finish within {timeout} s") from None
+    if result.returncode != 0:
+        raise DecodeError(_failure_reason(result.stderr))
+    return result
 
 
 def max_frames_for(fps, seconds):

@@ -1,0 +1,69 @@
+"""Shared pieces of the benchmarks: test clips, timing, tables, JSON results."""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+SHARED_VIDEOS = pathlib.Path(os.environ.get("SHARED_VIDEOS", REPO.parent / "shared" / "videos"))
+
+
+def make_clips(folder, count, seconds=10.0, size=(320, 240), rate=25):
+    """UCF-101-like clips: ``count`` videos of ``seconds`` at 320x240, 25 fps,
+    MPEG-4 Part 2 in AVI, two classes (made once, then reused)."""
+    from extract.video import ffmpeg_binary
+
+    folder = pathlib.Path(folder)
+    paths = []
+    for i in range(count):
+        source = ("testsrc2", "smptehdbars")[i % 2]
+        path = folder / source / f"v_{source}_g{i // 4:02d}_c{i % 4:02d}.avi"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                            f"{source}=s={size[0]}x{size[1]}:r={rate}:d={seconds}", "-vf", "noise=alls=8:allf=t",
+                            "-c:v", "mpeg4", "-q:v", "5", str(path)], check=True)
+        paths.append(path)
+    return paths
+
+
+class Timer:
+    """Wall and CPU time (this process and finished children) of a block."""
+
+    def __enter__(self):
+        self._wall = time.perf_counter()
+        self._cpu = _cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = _cpu_seconds() - self._cpu
+
+
+def _cpu_seconds():
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def machine():
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine()}
+
+
+def print_table(title, header, rows):
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    print(f"\n{title}")
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def save(name, result):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), "command": " ".join(sys.argv), **result}, indent=2) + "\n")
+    print(f"\nwrote {path.relative_to(REPO)}")
