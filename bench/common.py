@@ -65,5 +65,7 @@ def print_table(title, header, rows):
 def save(name, result):
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), "command": " ".join(sys.argv), **result}, indent=2) + "\n")
+    module = sys.modules["__main__"].__spec__.name
+    command = " ".join(["python -m", module, *sys.argv[1:]])
+    path.write_text(json.dumps({"machine": machine(), "command": command, **result}, indent=2) + "\n")
     print(f"\nwrote {path.relative_to(REPO)}")
