@@ -1,6 +1,6 @@
 """Extraction efficiency: the product against its ceiling and two baselines.
 
-    python -m bench.extraction            # about 3 minutes on 2 CPU cores
+    python -m bench.extraction            # about 5 minutes on 2 CPU cores
 
 On the same videos, with the default backbone (EfficientNet-Lite0, ImageNet)
 and batch size, measured side by side in one run:
@@ -11,7 +11,8 @@ and batch size, measured side by side in one run:
   naive      per video in turn: decode, then the CNN on its frames, then write
   tutorial   the same, with one CNN call per frame
 
-and reports product / ceiling and product / each baseline. Two video sets:
+and reports product / ceiling and product / each baseline, as medians over
+rounds in which the ways run in rotated order. Two video sets:
 UCF-101-like synthetic clips (10 s, 320x240, 25 fps, MPEG-4 in AVI) and the
 real clips of ../shared/videos (when present).
 """
@@ -26,8 +27,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.common import SHARED_VIDEOS, Timer, make_clips, print_table, save  # noqa: E402
 
 
-def measure(video_set, backbone, config, workdir):
-    """Frames/s of each way of extracting ``video_set``; returns a dict."""
+def measure(video_set, backbone, config, workdir, rounds):
+    """Frames/s of each way of extracting ``video_set``; returns a dict.
+
+    The ways run ``rounds`` times, in a rotated order each round; ratios are
+    computed within a round (the ways met the same machine load) and the
+    median over rounds is reported.
+    """
+    import numpy as np
     import tensorflow as tf
 
     from extract import pipeline
@@ -40,58 +47,75 @@ def measure(video_set, backbone, config, workdir):
     def decode(video):
         return decode_frames(video.path, config.fps, config.seconds, size).frames
 
-    # Warm up: trace the CNN for both batch shapes, touch the files.
-    backbone(decode(videos[0])[:1])
-    backbone(decode(videos[0])[: config.batch_size])
-
-    with Timer() as decode_time:
-        decoded = [decode(video) for video in videos]
+    decoded = [decode(video) for video in videos]
     frames = sum(len(f) for f in decoded)
+    everything = np.concatenate(decoded)
+    del decoded
+    backbone(everything[:1])  # trace the CNN once
 
-    with Timer() as ceiling_time:
-        everything = __import__("numpy").concatenate(decoded)
+    def ceiling(round_dir):
         for start in range(0, len(everything), config.batch_size):
             backbone(everything[start:start + config.batch_size])
-    del everything, decoded
 
-    with Timer() as product_time:
-        pipeline.extract(video_set, workdir / "product", config, show_progress=False, backbone=backbone)
+    def decode_alone(round_dir):
+        for video in videos:
+            decode(video)
+
+    def product(round_dir):
+        pipeline.extract(video_set, round_dir / "product", config, show_progress=False, backbone=backbone)
 
     def sequential(path, per_frame):
         with tf.io.TFRecordWriter(str(path)) as writer:
             for video in videos:
                 video_frames = decode(video)
                 if per_frame:
-                    features = __import__("numpy").concatenate([backbone(f[None]) for f in video_frames])
+                    features = np.concatenate([backbone(frame[None]) for frame in video_frames])
                 else:
                     features = backbone(video_frames)
                 writer.write(schema.encode_video(video.video_id, video.label, video.label_name, features,
                                                  config.max_frames, config.fps, config.dtype))
 
-    with Timer() as naive_time:
-        sequential(workdir / "naive.tfrecord", per_frame=False)
-    with Timer() as tutorial_time:
-        sequential(workdir / "tutorial.tfrecord", per_frame=True)
+    ways = {
+        "ceiling": ceiling,
+        "decode": decode_alone,
+        "product": product,
+        "naive": lambda round_dir: sequential(round_dir / "naive.tfrecord", per_frame=False),
+        "tutorial": lambda round_dir: sequential(round_dir / "tutorial.tfrecord", per_frame=True),
+    }
+    names = list(ways)
+    per_round = []
+    decode_cpu = []
+    for round_index in range(rounds):
+        rates = {}
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        for name in order:
+            round_dir = workdir / f"round{round_index}"
+            round_dir.mkdir(exist_ok=True)
+            with Timer() as timer:
+                ways[name](round_dir)
+            rates[name] = frames / timer.wall
+            if name == "decode":
+                decode_cpu.append(timer.cpu / len(videos))
+        per_round.append(rates)
 
-    rate = {name: frames / timer.wall for name, timer in (
-        ("ceiling", ceiling_time), ("decode", decode_time), ("product", product_time), ("naive", naive_time),
-        ("tutorial", tutorial_time))}
+    def median(values):
+        return float(np.median(values))
+
     return {
         "videos": len(videos),
         "frames": frames,
-        "frames_per_second": rate,
-        "decode_cpu_seconds_per_video": decode_time.cpu / len(videos),
-        "ratios": {
-            "product / ceiling": rate["product"] / rate["ceiling"],
-            "product / naive": rate["product"] / rate["naive"],
-            "product / tutorial": rate["product"] / rate["tutorial"],
-        },
+        "rounds": per_round,
+        "frames_per_second": {name: median([r[name] for r in per_round]) for name in names},
+        "decode_cpu_seconds_per_video": median(decode_cpu),
+        "ratios": {f"product / {name}": median([r["product"] / r[name] for r in per_round])
+                   for name in ("ceiling", "naive", "tutorial")},
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=16, help="synthetic 10-s clips")
+    parser.add_argument("--clips", type=int, default=8, help="synthetic 10-s clips")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions; medians are reported")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_clips"),
                         help="where the synthetic clips are made once and kept")
     args = parser.parse_args()
@@ -110,12 +134,12 @@ def main():
     for name, folder in sets.items():
         with tempfile.TemporaryDirectory() as workdir:
             video_set = dataset.load_videos(folder, test_fraction=0)
-            results[name] = measure(video_set, backbone, config, pathlib.Path(workdir))
+            results[name] = measure(video_set, backbone, config, pathlib.Path(workdir), args.rounds)
         r = results[name]
         print_table(f"{name}: {r['videos']} videos, {r['frames']} frames; decode "
                     f"{r['decode_cpu_seconds_per_video']:.2f} CPU-s per video",
-                    ["way", "frames/s", "product / way"],
-                    [[way, f"{fps:.1f}", f"{r['frames_per_second']['product'] / fps:.2f}"]
+                    ["way", "frames/s (median)", "product / way (median of rounds)"],
+                    [[way, f"{fps:.1f}", f"{r['ratios'].get(f'product / {way}', float('nan')):.2f}"]
                      for way, fps in r["frames_per_second"].items()])
     save("extraction", {"backbone": config.backbone, "batch_size": config.batch_size, "fps": config.fps,
                         "decode_workers": config.decode_workers, "sets": results})
