@@ -111,8 +111,7 @@ def _prepare_run_dir(config, train_manifest):
                                     f"{settings[key]} now); use another --run_name, or --restart to replace it")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(json.dumps({**settings, "config": dataclasses.asdict(config)}, indent=2,
-                                       default=str) + "\n")
+        manifest_lib.write_json_atomic(run_file, {**settings, "config": dataclasses.asdict(config)})
     return run_dir
 
 
@@ -141,12 +140,6 @@ def _schedule(config, total_steps):
     if config.lr_decay != "none":
         raise TrainingError(f"unknown --lr_decay {config.lr_decay!r}; use none or cosine")
     return config.learning_rate
-
-
-def _write_json(path, obj):
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(obj, indent=2) + "\n")
-    partial.replace(path)
 
 
 def train(config):
@@ -247,7 +240,7 @@ def train(config):
                 if step % checkpoint_every == 0 or step == total_steps:
                     latest.save(checkpoint_number=step)
                     metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
-                    _write_json(metrics_path, metrics)
+                    manifest_lib.write_json_atomic(metrics_path, metrics)
 
         except KeyboardInterrupt:
             # Steps are atomic, so the state is consistent: keep it.
@@ -259,7 +252,7 @@ def train(config):
     if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
         final_eval = evaluate_and_log(step)
         metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
-        _write_json(metrics_path, metrics)
+        manifest_lib.write_json_atomic(metrics_path, metrics)
     _export(model, run_dir)
     train_writer.flush()
     eval_writer.flush()
@@ -370,7 +363,7 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
     results = {"eval_pattern": eval_pattern,
                **evaluation.metrics_from_logits(*evaluation.predict_logits(evaluation.inference_function(model), data),
                                                 class_names)}
-    _write_json(run_dir / "evaluation.json", results)
+    manifest_lib.write_json_atomic(run_dir / "evaluation.json", results)
     return results
 
 

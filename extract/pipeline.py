@@ -211,8 +211,10 @@ def _decode_in_order(jobs, config, image_size, workers):
     def decode(job):
         try:
             return decode_frames(job[1].path, config.fps, config.seconds, image_size)
-        except (DecodeError, OSError) as e:
-            return e if isinstance(e, DecodeError) else DecodeError(f"cannot read file: {e}")
+        except DecodeError as e:
+            return e
+        except OSError as e:  # vanished, unreadable, a dangling link
+            return DecodeError(f"cannot read file: {e}")
 
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
     try:
@@ -368,10 +370,7 @@ def _extract_shards(shards, output_dir, backbone, config, show_progress):
 def _write_tsv(path, header, rows):
     """Writes a TSV file atomically (tabs and newlines in values become spaces)."""
     clean = [[" ".join(str(value).split()) for value in row] for row in rows]
-    text = "\n".join("\t".join(row) for row in [header] + clean) + "\n"
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    manifest_lib.write_text_atomic(path, "\n".join("\t".join(row) for row in [header] + clean) + "\n")
 
 
 def _final_manifest(settings, shards, indexes, problems, versions):

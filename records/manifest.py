@@ -32,17 +32,21 @@ def describe_differences(first, second, keys, first_name, second_name):
     return "; ".join(parts)
 
 
-def write_json_atomic(path, obj):
-    """Writes JSON to ``path`` so that readers see the old file or the new one,
-    never a half-written one."""
+def write_text_atomic(path, text):
+    """Writes ``text`` to ``path`` so that readers see the old file or the new
+    one, never a half-written one."""
     path = pathlib.Path(path)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     with open(partial, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
-        f.write("\n")
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
+
+
+def write_json_atomic(path, obj):
+    """Writes ``obj`` as indented JSON, atomically (see ``write_text_atomic``)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def manifest_path(output_dir):
