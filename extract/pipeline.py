@@ -2,8 +2,8 @@
 
 Data flow, for each shard still to do:
 
-  decode pool (threads, one ffmpeg process per video, in order, a few
-  videos ahead) -> frame batcher (packs frames of consecutive videos into
+  decode pool (threads, one ffmpeg process per video, a few videos ahead,
+  taken as they finish) -> frame batcher (packs frames of consecutive videos into
   full batches) -> backbone (one batched call per ``batch_size`` frames) ->
   shard writer (padded SequenceExample per video; the shard is committed
   when its last video is done).
@@ -204,9 +204,15 @@ def _check_resumable(output_dir, settings, shards):
     return committed
 
 
-def _decode_in_order(jobs, config, image_size, workers):
+def _decode_ahead(jobs, config, image_size, workers, in_flight):
     """Decodes videos in a thread pool, yielding ``(job, Decoded or DecodeError)``
-    in job order while keeping a few videos decoding ahead."""
+    as each finishes.
+
+    At most ``in_flight`` videos are being decoded or waiting, which bounds
+    memory. Taking them in the order they finish (not the order given) keeps
+    one slow video (a long 1080p clip) from stalling the CNN while the other
+    workers have finished videos ready.
+    """
 
     def decode(job):
         try:
@@ -219,12 +225,14 @@ def _decode_in_order(jobs, config, image_size, workers):
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
     try:
         jobs = iter(jobs)
-        ahead = collections.deque((job, pool.submit(decode, job)) for job in itertools.islice(jobs, 2 * workers + 2))
-        while ahead:
-            job, future = ahead.popleft()
-            for next_job in itertools.islice(jobs, 1):
-                ahead.append((next_job, pool.submit(decode, next_job)))
-            yield job, future.result()
+        running = {pool.submit(decode, job): job for job in itertools.islice(jobs, in_flight)}
+        while running:
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                for next_job in itertools.islice(jobs, 1):
+                    running[pool.submit(decode, next_job)] = next_job
+                yield job, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -351,7 +359,9 @@ def _extract_shards(shards, output_dir, backbone, config, show_progress):
                 bar.update(1)
             bar.set_postfix_str(f"{frames_done / (time.monotonic() - started):.1f} frames/s", refresh=False)
 
-        for (shard, video), result in _decode_in_order(jobs, config, backbone.image_size, config.decode_workers):
+        decoded = _decode_ahead(jobs, config, backbone.image_size, config.decode_workers,
+                                in_flight=4 * config.decode_workers)
+        for (shard, video), result in decoded:
             if isinstance(result, DecodeError):
                 log.warning("skipping %s: %s", video.video_id, result)
                 under_way.fail(shard, video, str(result))
