@@ -115,20 +115,29 @@ def _prepare_run_dir(config, train_manifest):
     return run_dir
 
 
-def _read_data(config):
-    """Manifests, model input spec and the two input pipelines."""
+def _manifest_for(pattern):
     try:
-        train_manifest = reader.manifest_for(config.train_pattern)
-        eval_manifest = reader.manifest_for(config.eval_pattern)
+        return reader.manifest_for(pattern)
     except ValueError as e:
         raise TrainingError(str(e)) from None
-    _check_same_extraction(_extraction_settings(train_manifest), eval_manifest, f"--eval_pattern {config.eval_pattern!r}")
-    spec = reader.FeatureSpec(train_manifest["feature_dim"], train_manifest["max_frames"],
-                              len(train_manifest["class_names"]))
+
+
+def _eval_dataset(eval_pattern, extraction, batch_size):
+    """One pass over held-out shards, refused if they were extracted unlike
+    ``extraction`` (the training data's settings)."""
+    manifest = _manifest_for(eval_pattern)
+    _check_same_extraction(extraction, manifest, f"--eval_pattern {eval_pattern!r}")
+    return reader.make_dataset(eval_pattern, reader.FeatureSpec.from_manifest(manifest), manifest["dtype"],
+                               batch_size, training=False)
+
+
+def _read_data(config):
+    """Training manifest, model input spec and the two input pipelines."""
+    train_manifest = _manifest_for(config.train_pattern)
+    spec = reader.FeatureSpec.from_manifest(train_manifest)
+    eval_data = _eval_dataset(config.eval_pattern, _extraction_settings(train_manifest), config.batch_size)
     train_data = reader.make_dataset(config.train_pattern, spec, train_manifest["dtype"], config.batch_size,
                                      training=True, seed=config.seed)
-    eval_data = reader.make_dataset(config.eval_pattern, spec, eval_manifest["dtype"], config.batch_size,
-                                    training=False)
     return train_manifest, spec, train_data, eval_data
 
 
@@ -228,12 +237,13 @@ def train(config):
                 bar.update(1)
 
                 if step % config.log_every == 0 or step == total_steps:
+                    means = interval.means()
                     with train_writer.as_default(step=step):
-                        for key, value in interval.means().items():
+                        for key, value in means.items():
                             tf.summary.scalar(key, value)
                         tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
                         tf.summary.scalar("parameter_norm", float(tf.linalg.global_norm(model.trainable_variables)))
-                    bar.set_postfix(loss=f"{interval.means()['loss']:.3f}")
+                    bar.set_postfix(loss=f"{means['loss']:.3f}")
                     interval = _Meter()
                 if step % eval_every == 0 or step == total_steps:
                     final_eval = evaluate_and_log(step)
@@ -351,14 +361,8 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
     if not (run_dir / MODEL_FILE).exists():
         raise TrainingError(f"{run_dir} has no {MODEL_FILE}: train it first (python train.py ...)")
     run = json.loads((run_dir / RUN_FILE).read_text())
-    try:
-        manifest = reader.manifest_for(eval_pattern)
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-    _check_same_extraction(run["extraction"], manifest, f"--eval_pattern {eval_pattern!r}")
     class_names = run["extraction"]["class_names"]
-    spec = reader.FeatureSpec(manifest["feature_dim"], manifest["max_frames"], len(class_names))
-    data = reader.make_dataset(eval_pattern, spec, manifest["dtype"], batch_size, training=False)
+    data = _eval_dataset(eval_pattern, run["extraction"], batch_size)
     model = keras.models.load_model(run_dir / MODEL_FILE)
     results = {"eval_pattern": eval_pattern,
                **evaluation.metrics_from_logits(*evaluation.predict_logits(evaluation.inference_function(model), data),

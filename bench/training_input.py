@@ -42,7 +42,7 @@ def write_shards(folder, videos, max_frames=50, feature_dim=1280, classes=10, dt
 def reader_rate(pattern, manifest, batch_size, batches):
     from records import reader
 
-    spec = reader.FeatureSpec(manifest["feature_dim"], manifest["max_frames"], len(manifest["class_names"]))
+    spec = reader.FeatureSpec.from_manifest(manifest)
     data = reader.make_dataset(pattern, spec, manifest["dtype"], batch_size, training=True, seed=0)
     iterator = iter(data)
     next(iterator)  # start-up: open files, fill buffers

@@ -138,10 +138,6 @@ class Backbone:
     def image_size(self):
         return self.spec.image_size
 
-    @property
-    def feature_dim(self):
-        return self.spec.feature_dim
-
     def __call__(self, frames):
         """Features ``[B, D]`` (float32 numpy) of uint8 frames ``[B, S, S, 3]``."""
         return self._features(frames).numpy()

@@ -172,13 +172,18 @@ def _clear_output(output_dir):
         (output_dir / name).unlink(missing_ok=True)
 
 
-def _check_resumable(output_dir, settings, shards):
+def _check_resumable(output_dir, existing, settings, shards):
     """Refuses to add to an output made with other settings or other videos.
+
+    Args:
+      output_dir: the output folder.
+      existing: its manifest, or None.
+      settings: this run's settings (``_settings``).
+      shards: this run's plan.
 
     Returns:
       shard name -> committed index (or None) for every planned shard.
     """
-    existing = manifest_lib.read_manifest(output_dir)
     if existing is None:
         if any(output_dir.glob("*.tfrecord")):
             raise ExtractionRefused(f"{output_dir} holds .tfrecord files but no {manifest_lib.MANIFEST_NAME}; "
@@ -454,9 +459,9 @@ def _extract_locked(video_set, output_dir, config, split_source, overwrite, show
         _clear_output(output_dir)
     settings = _settings(config, video_set, split_source)
     shards = plan_shards(video_set.splits, config.videos_per_shard)
-    indexes = _check_resumable(output_dir, settings, shards)
-    pending = [shard for shard in shards if indexes[shard.name] is None]
     existing = manifest_lib.read_manifest(output_dir)
+    indexes = _check_resumable(output_dir, existing, settings, shards)
+    pending = [shard for shard in shards if indexes[shard.name] is None]
 
     videos_extracted = frames_extracted = 0
     if pending:

@@ -28,6 +28,10 @@ class FeatureSpec:
     max_frames: int
     num_classes: int
 
+    @classmethod
+    def from_manifest(cls, manifest):
+        return cls(manifest["feature_dim"], manifest["max_frames"], len(manifest["class_names"]))
+
 
 def manifest_for(pattern):
     """Returns the manifest of the folder holding the shards that match ``pattern``.
