@@ -83,12 +83,26 @@ def test_rotation_metadata_is_applied(tmp_path):
     assert abs(turned[:20].mean() - turned[-20:].mean()) < 30
 
 
-def test_non_square_pixels_use_display_aspect(tmp_path):
-    # 320x240 stored with a 2:1 sample aspect ratio displays as 640x240.
-    path = make_video(tmp_path / "anamorphic.mp4", 1, size=(320, 240), output_args=["-vf", "setsar=2"])
-    command = video.ffmpeg_command(path, 5, 10, 64, 50)
-    assert any("iw*sar" in part for part in command)
-    assert video.decode_frames(path, fps=5, seconds=10, size=64).frames.shape == (5, 64, 64, 3)
+@pytest.mark.parametrize("sar, coloured_columns", [
+    # 320x240 stored with a 2:1 sample aspect ratio displays as 640x240: its
+    # centre square is the middle 120 stored columns, all green here, while a
+    # crop that ignored the aspect ratio would take 240 columns and catch the
+    # red and blue bands.
+    ("2", 80),
+    # Unknown aspect ratio (0:1) means square pixels: the centre 240 columns
+    # are green when the bands are 40 wide.
+    ("0", 40),
+])
+def test_non_square_pixels_use_display_aspect(tmp_path, sar, coloured_columns):
+    width = coloured_columns
+    path = make_video(tmp_path / "anamorphic.mp4", 1, size=(320, 240), source="color=c=green",
+                      output_args=["-vf", f"drawbox=x=0:y=0:w={width}:h=240:c=red:t=fill,"
+                                          f"drawbox=x={320 - width}:y=0:w={width}:h=240:c=blue:t=fill,"
+                                          f"setsar={sar}"])
+    frames = video.decode_frames(path, fps=5, seconds=10, size=64).frames
+    assert frames.shape == (5, 64, 64, 3)
+    edges = frames[0, :, [0, -1]].astype(int)  # leftmost and rightmost columns
+    assert (edges[..., 1] > 100).all() and (edges[..., 0] < 60).all() and (edges[..., 2] < 60).all()
 
 
 def _write(path, data):
