@@ -7,10 +7,12 @@ engine and batch size, measured side by side in one run:
 
   ceiling    the backbone alone on frames already decoded in memory
   ceiling (tensorflow engine)
-             the same with TensorFlow running the CNN instead of LiteRT
+             the same with TensorFlow running the CNN instead of LiteRT (at
+             TensorFlow's own default batch size)
   decode     ffmpeg decode + resize + crop into numpy, one video after another
   product    the extractor (decode pool, cross-video batches, shard writing)
-  naive      per video in turn: decode, then the CNN on its frames, then write
+  naive      per video in turn: decode, then the CNN on its frames (in
+             batches of the same size as the product's), then write
   tutorial   the same, with one CNN call per frame
 
 and reports product / ceiling and product / each baseline, as medians over
@@ -46,6 +48,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
     from records import schema
 
     videos = [v for split in video_set.splits.values() for v in split]
+    batch_size = config.batch_size or backbone.default_batch_size
     size = backbone.image_size
 
     def decode(video):
@@ -56,10 +59,13 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
     everything = np.concatenate(decoded)
     del decoded
 
+    def in_batches(model, frames, batch_size):
+        return np.concatenate([model(frames[start:start + batch_size])
+                               for start in range(0, len(frames), batch_size)])
+
     def backbone_alone(model):
         def run(round_dir):
-            for start in range(0, len(everything), config.batch_size):
-                model(everything[start:start + config.batch_size])
+            in_batches(model, everything, config.batch_size or model.default_batch_size)
 
         run(None)  # warm up: first-call allocations are not part of the rate
         return run
@@ -75,10 +81,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
         with tf.io.TFRecordWriter(str(path)) as writer:
             for video in videos:
                 video_frames = decode(video)
-                if per_frame:
-                    features = np.concatenate([backbone(frame[None]) for frame in video_frames])
-                else:
-                    features = backbone(video_frames)
+                features = in_batches(backbone, video_frames, 1 if per_frame else batch_size)
                 writer.write(schema.encode_video(video.video_id, video.label, video.label_name, features,
                                                  config.max_frames, config.fps, config.dtype))
 
@@ -155,8 +158,8 @@ def main():
                     [[way, f"{fps:.1f}", f"{r['cores_busy'][way]:.2f}",
                       f"{r['ratios'].get(f'product / {way}', float('nan')):.2f}"]
                      for way, fps in r["frames_per_second"].items()])
-    save("extraction", {"backbone": config.backbone, "engine": backbone.engine, "batch_size": config.batch_size,
-                        "fps": config.fps,
+    save("extraction", {"backbone": config.backbone, "engine": backbone.engine,
+                        "batch_size": config.batch_size or backbone.default_batch_size, "fps": config.fps,
                         "decode_workers": config.decode_workers, "sets": results})
 
 

@@ -48,8 +48,10 @@ flags.DEFINE_float("seconds", _DEFAULTS.seconds, "Length of the window read from
                    "Every video is padded to seconds x fps frames.")
 flags.DEFINE_enum("dtype", _DEFAULTS.dtype, list(schema.DTYPES),
                   "How feature values are stored: float32, or float16 (half the size).")
-flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Frames per CNN call; frames of several videos "
-                     "are packed together.")
+flags.DEFINE_integer("batch_size", None, "Frames per CNN call; frames of several videos are packed "
+                     "together. Default: " + ", ".join(f"{size} with {engine}" for engine, size in
+                                                      backbones.DEFAULT_BATCH_SIZES.items()) + ".",
+                     lower_bound=1)
 flags.DEFINE_integer("decode_workers", _DEFAULTS.decode_workers,
                      "Videos decoded in parallel (one ffmpeg process each) while the CNN runs.")
 flags.DEFINE_integer("videos_per_shard", _DEFAULTS.videos_per_shard,

@@ -4,7 +4,7 @@ Data flow, for each shard still to do:
 
   decode pool (threads, one ffmpeg process per video, a few videos ahead,
   taken as they finish) -> frame batcher (packs frames of consecutive videos into
-  full batches) -> backbone (one batched call per ``batch_size`` frames) ->
+  full batches) -> backbone (one call per ``batch_size`` frames) ->
   shard writer (padded SequenceExample per video; the shard is committed
   when its last video is done).
 
@@ -32,6 +32,7 @@ import random
 import shutil
 import subprocess
 import time
+import typing
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class ExtractConfig:
     fps: float = 5.0
     seconds: float = 10.0
     dtype: str = "float32"
-    batch_size: int = 32
+    batch_size: typing.Optional[int] = None  # None: the engine's default
     decode_workers: int = 2
     videos_per_shard: int = 100
 
@@ -352,7 +353,7 @@ def _extract_shards(shards, output_dir, backbone, config, show_progress):
 
     jobs = [(shard, video) for shard in shards for video in shard.videos]
     under_way = _ShardsUnderWay(output_dir, shards, config)
-    batcher = FrameBatcher(config.batch_size)
+    batcher = FrameBatcher(config.batch_size or backbone.default_batch_size)
     frames_done = 0
     started = time.monotonic()
     with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="extracting", dynamic_ncols=True,
