@@ -7,8 +7,8 @@ touches the disk. ffmpeg does all the work in one pass:
 - ``fps`` resamples to a constant frame rate (variable-rate input included),
   so the frame count is what ffmpeg delivers, about min(duration, seconds) x
   fps, never a container's claimed count;
-- ``crop`` keeps the centre square of the displayed frame (using the
-  sample aspect ratio), ``scale`` resizes it to the output size;
+- ``scale`` resizes so the short side (in display proportions, using the
+  sample aspect ratio) equals the output size, ``crop`` keeps the centre;
 - rotation metadata is applied by ffmpeg's default autorotation.
 """
 
@@ -68,17 +68,19 @@ def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1, resample=Tru
     """
     # "file:" stops ffmpeg from reading a protocol into names like "a:b.mp4".
     source = "file:" + str(pathlib.Path(path).absolute())
-    # Crop first, then scale only the square that is kept: less decoding CPU
-    # than scaling the whole frame (see BENCHMARKS.md). The square is the
-    # centre of the *displayed* frame, so with non-square pixels (sample
-    # aspect ratio ``sar``) it spans ih/sar stored columns.
-    landscape = "gte(iw*sar,ih)"
+    display_width = "iw*sar"
+    landscape = f"gte({display_width},ih)"
     stream = ffmpeg.input(source, t=seconds, threads=threads).video
     if resample:
         stream = stream.filter("fps", fps=fps)
     stream = (
-        stream.filter("crop", w=f"if({landscape},ih/sar,iw)", h=f"if({landscape},ih,iw*sar)")
-        .filter("scale", size, size, flags="bilinear")
+        stream.filter(
+            "scale",
+            w=f"if({landscape},ceil({size}*{display_width}/ih),{size})",
+            h=f"if({landscape},{size},ceil({size}*ih/({display_width})))",
+            flags="bilinear",
+        )
+        .filter("crop", size, size)
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", vframes=max_frames)
     )
     return stream.compile(cmd=[ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error"])

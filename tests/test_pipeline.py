@@ -210,7 +210,7 @@ def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path
 
 def test_help_explains_every_flag():
     result = run_cli("extract", "--help")  # absl exits with status 1 after printing help
-    for flag in ("videos", "output_dir", "demo", "backbone", "weights", "fps", "seconds", "dtype", "batch_size",
+    for flag in ("videos", "output_dir", "demo", "backbone", "weights", "engine", "fps", "seconds", "dtype", "batch_size",
                  "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction", "overwrite",
                  "progress"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout, flag

@@ -90,8 +90,8 @@ def test_rotation_metadata_is_applied(tmp_path):
     # red and blue bands.
     ("2", 80),
     # Unknown aspect ratio (0:1) means square pixels: the centre 240 columns
-    # are green when the bands are 40 wide.
-    ("0", 40),
+    # (40 to 280) are green when the bands are 30 wide.
+    ("0", 30),
 ])
 def test_non_square_pixels_use_display_aspect(tmp_path, sar, coloured_columns):
     width = coloured_columns
