@@ -57,6 +57,7 @@ class Predictor:
           extract.video.DecodeError: the video cannot be decoded.
         """
         import numpy as np
+        import tensorflow as tf
 
         from extract.video import decode_frames
 
@@ -64,9 +65,8 @@ class Predictor:
         frames = decode_frames(path, settings["fps"], settings["seconds"], settings["image_size"]).frames
         features = np.zeros((1, settings["max_frames"], settings["feature_dim"]), np.float32)
         features[0, :len(frames)] = self.backbone(frames)
-        logits = self.model({"features": features, "num_frames": np.array([len(frames)], np.int32)}).numpy()[0]
-        probabilities = np.exp(logits - logits.max())
-        return probabilities / probabilities.sum()
+        logits = self.model({"features": features, "num_frames": np.array([len(frames)], np.int32)})
+        return tf.nn.softmax(logits)[0].numpy()
 
 
 def main(argv):

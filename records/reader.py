@@ -54,16 +54,6 @@ def manifest_for(pattern):
     return manifest
 
 
-def check_compatible(manifest, expected, pattern):
-    """Raises ValueError naming the difference if shards do not fit a model."""
-    for key in ("feature_dim", "max_frames"):
-        if manifest[key] != getattr(expected, key):
-            raise ValueError(f"{pattern!r} has {key} {manifest[key]} but the model expects {getattr(expected, key)} "
-                             f"(backbone {manifest['backbone']}, fps {manifest['fps']}, seconds {manifest['seconds']})")
-    if len(manifest["class_names"]) != expected.num_classes:
-        raise ValueError(f"{pattern!r} has {len(manifest['class_names'])} classes, the model {expected.num_classes}")
-
-
 def parse_batch(serialized, spec, dtype):
     """Parses a batch of serialized SequenceExamples.
 
