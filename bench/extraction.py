@@ -47,6 +47,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
     import tensorflow as tf
 
     from extract import pipeline
+    from extract.backbones import usable_cores
     from extract.video import decode_frames
     from records import schema
 
@@ -117,7 +118,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
     def median(values):
         return float(np.median(values))
 
-    cores_available = len(os.sched_getaffinity(0))
+    cores_available = usable_cores()
     bounds = [cores_available / (cores["ceiling"][i] / r["ceiling"] + decode_cpu[i] * len(videos) / frames)
               for i, r in enumerate(per_round)]
     return {

@@ -102,6 +102,14 @@ BACKBONES = {
 }
 
 
+def usable_cores():
+    """CPU cores this process may run on (its affinity mask where the OS has
+    one, as in containers and under ``taskset``; else all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def get_spec(name):
     """Returns the ``BackboneSpec`` registered as ``name``."""
     if name not in BACKBONES:
@@ -187,7 +195,7 @@ class _LiteRTFunction:
         # the Keras model instead, TF 2.21 converts it into a graph that
         # outputs NaN (caught by tests/test_backbones.py).
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-        threads = len(os.sched_getaffinity(0))
+        threads = usable_cores()
         self._interpreter = Interpreter(model_content=converter.convert(), num_threads=threads)
         inputs = self._interpreter.get_input_details()[0]
         self._input = inputs["index"]
