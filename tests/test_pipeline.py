@@ -77,6 +77,30 @@ def _shard_stats(output):
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in output.glob("*.tfrecord")}
 
 
+class _RecordingBackbone:
+    """Stands in for the CNN: records each call's batch size."""
+
+    image_size = 32
+    default_batch_size = 3
+
+    def __init__(self):
+        self.batch_sizes = []
+
+    def __call__(self, frames):
+        self.batch_sizes.append(len(frames))
+        return frames.reshape(len(frames), -1)[:, :8].astype(np.float32)
+
+
+@pytest.mark.parametrize("asked, expected", [(None, 3), (5, 5)])
+def test_batch_size_defaults_to_the_engines_choice(video_folder, tmp_path, asked, expected):
+    backbone = _RecordingBackbone()
+    video_set = dataset.load_videos(video_folder, test_fraction=0)
+    config = pipeline.ExtractConfig(weights="none", batch_size=asked)
+    pipeline.extract(video_set, tmp_path, config, show_progress=False, backbone=backbone)
+    assert backbone.batch_sizes[:-1] == [expected] * (len(backbone.batch_sizes) - 1)
+    assert 1 <= backbone.batch_sizes[-1] <= expected
+
+
 def test_extract_cli_end_to_end_with_broken_files(video_folder, tmp_path):
     output = tmp_path / "out"
     result = _extract_cli(video_folder, output)
