@@ -14,7 +14,7 @@ setuptools.setup(
         # TensorFlow 2.21 no longer pulls in TensorBoard.
         "tensorboard",
         # LiteRT (TensorFlow Lite's runtime): runs the converted CNN on CPU
-        # 1.6-1.8x faster than TensorFlow does (tf.lite.Interpreter is
+        # about twice as fast as TensorFlow does (tf.lite.Interpreter is
         # deprecated in its favour).
         "ai-edge-litert>=2.0",
         "ffmpeg-python>=0.2",

@@ -91,8 +91,9 @@ def main(argv):
     else:
         split_source = {"test_fraction": FLAGS.test_fraction}
     config = pipeline.ExtractConfig(
-        backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, fps=FLAGS.fps, seconds=FLAGS.seconds, dtype=FLAGS.dtype,
-        batch_size=FLAGS.batch_size, decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard)
+        backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, fps=FLAGS.fps, seconds=FLAGS.seconds,
+        dtype=FLAGS.dtype, batch_size=FLAGS.batch_size, decode_workers=FLAGS.decode_workers,
+        videos_per_shard=FLAGS.videos_per_shard)
     try:
         video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction)
         counts = ", ".join(f"{len(v)} {k}" for k, v in video_set.splits.items())

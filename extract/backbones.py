@@ -15,7 +15,7 @@ Weights (``--weights``):
 Engines (``--engine``): the model is built in Keras and traced once with
 TensorFlow; on a machine without a GPU it is then converted to TensorFlow Lite
 and run by LiteRT's CPU interpreter (XNNPACK kernels), which computes the same
-features (within 1e-5) 1.6-1.8x faster than TensorFlow's CPU kernels on this
+features (within 1e-5) about twice as fast as TensorFlow's CPU kernels on this
 project's benchmark machine (see BENCHMARKS.md). With a GPU, TensorFlow runs it.
 """
 
@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "litert", "tensorflow")
 # Frames per CNN call when none is asked for. LiteRT on CPU is fastest with
-# small batches, whose activations stay in cache (EfficientNet-Lite0: ~210
-# frames/s at 1-4 frames, ~183 at 32); TensorFlow, made for GPUs, wants
-# large ones.
+# small batches, whose activations stay in cache (the extractor with
+# EfficientNet-Lite0: 159 frames/s at 4, 141 at 32, 139 at 1; BENCHMARKS.md);
+# TensorFlow, made for GPUs, wants large ones.
 DEFAULT_BATCH_SIZES = {"litert": 4, "tensorflow": 32}
 
 

@@ -234,8 +234,8 @@ def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path
 
 def test_help_explains_every_flag():
     result = run_cli("extract", "--help")  # absl exits with status 1 after printing help
-    for flag in ("videos", "output_dir", "demo", "backbone", "weights", "engine", "fps", "seconds", "dtype", "batch_size",
-                 "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction", "overwrite",
+    for flag in ("videos", "output_dir", "demo", "backbone", "weights", "engine", "fps", "seconds", "dtype",
+                 "batch_size", "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction", "overwrite",
                  "progress"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout, flag
     assert "efficientnet_lite0" in result.stdout
