@@ -52,7 +52,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
     from records import schema
 
     videos = [v for split in video_set.splits.values() for v in split]
-    batch_size = config.batch_size or backbone.default_batch_size
+    batch_size = config.batch_size_for(backbone)
     size = backbone.image_size
 
     def decode(video):
@@ -69,7 +69,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
 
     def backbone_alone(model):
         def run(round_dir):
-            in_batches(model, everything, config.batch_size or model.default_batch_size)
+            in_batches(model, everything, config.batch_size_for(model))
 
         run(None)  # warm up: first-call allocations are not part of the rate
         return run
@@ -170,7 +170,7 @@ def main():
                       f"{r['ratios'].get(f'product / {way}', float('nan')):.2f}"]
                      for way, fps in r["frames_per_second"].items()])
     save("extraction", {"backbone": config.backbone, "engine": backbone.engine,
-                        "batch_size": config.batch_size or backbone.default_batch_size, "fps": config.fps,
+                        "batch_size": config.batch_size_for(backbone), "fps": config.fps,
                         "decode_workers": config.decode_workers, "sets": results})
 
 

@@ -68,6 +68,10 @@ class ExtractConfig:
     def max_frames(self):
         return max_frames_for(self.fps, self.seconds)
 
+    def batch_size_for(self, backbone):
+        """Frames per CNN call: ``batch_size`` if set, else the engine's default."""
+        return self.batch_size or backbone.default_batch_size
+
 
 @dataclasses.dataclass
 class Shard:
@@ -353,7 +357,7 @@ def _extract_shards(shards, output_dir, backbone, config, show_progress):
 
     jobs = [(shard, video) for shard in shards for video in shard.videos]
     under_way = _ShardsUnderWay(output_dir, shards, config)
-    batcher = FrameBatcher(config.batch_size or backbone.default_batch_size)
+    batcher = FrameBatcher(config.batch_size_for(backbone))
     frames_done = 0
     started = time.monotonic()
     with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="extracting", dynamic_ncols=True,
