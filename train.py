@@ -197,7 +197,7 @@ def train(config):
 
     def evaluate_and_log(step):
         nonlocal best_eval
-        results = evaluation.metrics_from_logits(*evaluation.predict_logits(predict, eval_data), class_names)
+        results = evaluation.evaluate(predict, eval_data, class_names)
         image = evaluation.confusion_matrix_png(results["confusion_matrix"], class_names,
                                                 f"{run_dir.name}, step {step}, top-1 {results['top1']:.3f}")
         with eval_writer.as_default(step=step):
@@ -365,8 +365,7 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
     data = _eval_dataset(eval_pattern, run["extraction"], batch_size)
     model = keras.models.load_model(run_dir / MODEL_FILE)
     results = {"eval_pattern": eval_pattern,
-               **evaluation.metrics_from_logits(*evaluation.predict_logits(evaluation.inference_function(model), data),
-                                                class_names)}
+               **evaluation.evaluate(evaluation.inference_function(model), data, class_names)}
     manifest_lib.write_json_atomic(run_dir / "evaluation.json", results)
     return results
 

@@ -28,6 +28,11 @@ def predict_logits(predict, dataset):
     return np.concatenate(logits), np.concatenate(labels)
 
 
+def evaluate(predict, dataset, class_names):
+    """``metrics_from_logits`` over one pass of ``dataset`` through ``predict``."""
+    return metrics_from_logits(*predict_logits(predict, dataset), class_names)
+
+
 def metrics_from_logits(logits, labels, class_names):
     """Computes evaluation metrics.
 
