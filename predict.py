@@ -5,23 +5,22 @@
 Each video is decoded and turned into features exactly as the run's training
 data was (backbone, weights, frame rate, window: read from the run's
 ``run.json``), then classified by the run's final model. Prints the top-5
-labels with their probabilities, per video.
+labels with their probabilities, per video. A video whose name starts with
+``-`` goes after ``--``: ``python -m predict --run RUN -- -clip.mp4``.
 """
 
-import json
 import os
-import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-import train  # noqa: E402
 from extract import console  # noqa: E402
+from rnn import run_dir as run_dir_lib  # noqa: E402
 
 flags.DEFINE_string("run", None, "Run folder of a trained model (e.g. tensorboard_logs/gru).")
-flags.DEFINE_integer("top", 5, "Labels to print per video.")
+flags.DEFINE_integer("top", 5, "Labels to print per video (at most the number of classes).", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -30,25 +29,28 @@ class Predictor:
 
     Args:
       run_dir: the run folder (holds ``run.json`` and ``model.keras``).
+
+
+    Raises:
+      ValueError: not a finished run, or its model or weights cannot be loaded.
     """
 
     def __init__(self, run_dir):
-        import keras
-
         from extract.backbones import Backbone
-        from rnn import models  # noqa: F401  (registers the model's custom layer for loading)
 
-        run_dir = pathlib.Path(run_dir)
-        for name in (train.RUN_FILE, train.MODEL_FILE):
-            if not (run_dir / name).exists():
-                raise ValueError(f"{run_dir} has no {name}; is it a finished training run?")
-        self.extraction = json.loads((run_dir / train.RUN_FILE).read_text())["extraction"]
+        try:
+            run = run_dir_lib.read_run_file(run_dir)
+            if run is None:
+                raise ValueError(f"{run_dir} has no {run_dir_lib.RUN_FILE}; is it a finished training run?")
+            self.model = run_dir_lib.load_final_model(run_dir)
+        except run_dir_lib.RunFolderError as e:
+            raise ValueError(str(e)) from None
+        self.extraction = run["extraction"]
         self.class_names = self.extraction["class_names"]
         weights = self.extraction["weights"]
         if weights not in ("imagenet", "none") and not os.path.isfile(weights):
             raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
         self.backbone = Backbone(self.extraction["backbone"], weights)
-        self.model = keras.models.load_model(run_dir / train.MODEL_FILE)
 
     def __call__(self, path):
         """Class probabilities ``[num_classes]`` of one video.
@@ -74,13 +76,17 @@ def main(argv):
 
     videos = argv[1:]
     if not FLAGS.run or not videos:
-        raise app.UsageError("usage: python -m predict --run RUN_DIR VIDEO [VIDEO ...]")
+        raise app.UsageError("usage: python -m predict --run RUN_DIR VIDEO [VIDEO ...]\n"
+                             "(a video named -x.mp4 goes after --: python -m predict --run RUN_DIR -- -x.mp4)")
     console.log_plainly()
     try:
         predictor = Predictor(FLAGS.run)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    top = min(FLAGS.top, len(predictor.class_names))
+    if top < FLAGS.top:
+        print(f"(top {top} labels per video: the run knows {len(predictor.class_names)} classes)")
     failed = 0
     for video in videos:
         try:
@@ -89,7 +95,7 @@ def main(argv):
             print(f"{video}\n    cannot be read: {e}")
             failed += 1
             continue
-        best = probabilities.argsort()[::-1][:FLAGS.top]
+        best = probabilities.argsort()[::-1][:top]
         print(video)
         for index in best:
             print(f"    {probabilities[index]:.3f}  {predictor.class_names[index]}")

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import pathlib
-import shutil
 import sys
 import time
 import typing
@@ -40,13 +39,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from extract import console  # noqa: E402
+from records import files  # noqa: E402
 from records import manifest as manifest_lib  # noqa: E402
 from records import reader  # noqa: E402
-from rnn import models  # noqa: E402
+from rnn import models, run_dir as run_dir_lib  # noqa: E402
 
-RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.keras"
+# Settings that define what a run learns: resuming with other values is refused.
+DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "batch_size", "learning_rate", "lr_decay", "clip_norm", "seed")
+# Settings a resumed run may change (each session's values are recorded in run.json).
+ADJUSTABLE_SETTINGS = ("epochs", "steps", "eval_every", "checkpoint_every", "log_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,22 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     restart: bool = False
+    show_progress: bool = True
+    progress_seconds: float = 30.0
+
+    def __post_init__(self):
+        """Raises ValueError (naming the flag) for a setting out of range."""
+        if self.run_name is not None:
+            run_dir_lib.check_run_name(self.run_name)
+        positive = {"batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                    "clip_norm": self.clip_norm, "epochs": self.epochs, "steps": self.steps,
+                    "eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
+                    "log_every": self.log_every}
+        for flag, value in positive.items():
+            if value is not None and not value > 0:
+                raise ValueError(f"--{flag} must be positive, got {value}")
+        if self.lr_decay not in ("none", "cosine"):
+            raise ValueError(f"unknown --lr_decay {self.lr_decay!r}; use none or cosine")
 
     @property
     def run_dir(self):
@@ -91,54 +108,93 @@ def _check_same_extraction(expected, manifest, what):
         raise TrainingError(f"{what} was extracted differently from the training data ({details})")
 
 
-def _prepare_run_dir(config, train_manifest):
-    """Creates or reopens the run folder; refuses to resume a different run."""
-    run_dir = config.run_dir
-    if config.restart and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_file = run_dir / RUN_FILE
-    settings = {
+def _run_record(config, train_manifest):
+    """What run.json says of a run, beside the sessions: the settings that
+    define it and the extraction settings ``predict`` needs."""
+    return {
         "model": dataclasses.asdict(config.model),
-        "train_pattern": config.train_pattern,
-        "batch_size": config.batch_size,
+        "training": {key: getattr(config, key) for key in DEFINING_SETTINGS},
         "extraction": _extraction_settings(train_manifest),
     }
-    if run_file.exists():
-        stored = json.loads(run_file.read_text())
-        for key in ("model", "extraction"):
-            if stored[key] != settings[key]:
-                raise TrainingError(f"{run_dir} holds a run with other {key} settings ({stored[key]} there, "
-                                    f"{settings[key]} now); use another --run_name, or --restart to replace it")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        manifest_lib.write_json_atomic(run_file, {**settings, "config": dataclasses.asdict(config)})
-    return run_dir
 
 
-def _manifest_for(pattern):
+def _check_same_run(run_dir, stored, record):
+    """Refuses to resume a run with settings that define another run."""
+    # run.json of earlier versions kept these settings under "config".
+    stored_training = stored.get("training") or {key: stored.get("config", {}).get(key) for key in DEFINING_SETTINGS}
+    before = {**stored["model"], **stored_training}
+    now = {**record["model"], **record["training"]}
+    changes = manifest_lib.describe_differences(before, now, sorted(now), "there", "now")
+    extraction = manifest_lib.describe_differences(stored["extraction"], record["extraction"],
+                                                   manifest_lib.FEATURE_KEYS, "there", "now")
+    if extraction:
+        changes = "; ".join(filter(None, [changes, f"features extracted differently ({extraction})"]))
+    if changes:
+        raise TrainingError(f"{run_dir} holds a run with other settings ({changes}); resume it with its own "
+                            "settings, or use another --run_name, or --restart to replace it")
+
+
+def _record_session(run_dir, run, config, step, total_steps):
+    """Appends this session (its start step and run length) to run.json, and
+    says when the run's length or intervals changed since the last one."""
+    session = {"from_step": step, "total_steps": total_steps,
+               **{key: getattr(config, key) for key in ADJUSTABLE_SETTINGS}}
+    sessions = run.setdefault("sessions", [])
+    if sessions:
+        changed = {key: (sessions[-1].get(key), value) for key, value in session.items()
+                   if key != "from_step" and sessions[-1].get(key) != value}
+        if changed:
+            logging.info("resuming with %s (recorded in %s)", ", ".join(
+                f"{key} {before} -> {after}" for key, (before, after) in changed.items()), run_dir_lib.RUN_FILE)
+    sessions.append(session)
+    files.write_json_atomic(run_dir / run_dir_lib.RUN_FILE, run)
+
+
+def _open_shards(pattern):
     try:
-        return reader.manifest_for(pattern)
+        return reader.open_shards(pattern)
     except ValueError as e:
         raise TrainingError(str(e)) from None
 
 
-def _eval_dataset(eval_pattern, extraction, batch_size):
-    """One pass over held-out shards, refused if they were extracted unlike
-    ``extraction`` (the training data's settings)."""
-    manifest = _manifest_for(eval_pattern)
-    _check_same_extraction(extraction, manifest, f"--eval_pattern {eval_pattern!r}")
-    return reader.make_dataset(eval_pattern, reader.FeatureSpec.from_manifest(manifest), manifest["dtype"],
-                               batch_size, training=False)
+def _eval_shards(eval_pattern, train_shards):
+    """Held-out shards, refused if they were extracted unlike the training
+    data; None (with a notice) when there are none because the extraction
+    wrote no test split."""
+    try:
+        shards = reader.open_shards(eval_pattern)
+    except reader.NoShards as e:
+        manifest = train_shards.manifest
+        if eval_pattern and (pathlib.Path(eval_pattern).parent != train_shards.folder or "test" in manifest["splits"]):
+            raise TrainingError(f"{e}: give --eval_pattern the held-out shards, or --eval_pattern='' to train "
+                                "without held-out evaluation") from None
+        logging.warning("no held-out data: %s; training without held-out evaluation (no eval scores, no best "
+                        "checkpoint)", f"the extraction in {train_shards.folder} wrote no test split"
+                        if eval_pattern else "--eval_pattern is empty")
+        return None
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+    _check_same_extraction(_extraction_settings(train_shards.manifest), shards.manifest,
+                           f"--eval_pattern {eval_pattern!r}")
+    return shards
 
 
-def _read_data(config):
-    """Training manifest, model input spec and the two input pipelines."""
-    train_manifest = _manifest_for(config.train_pattern)
-    spec = reader.FeatureSpec.from_manifest(train_manifest)
-    eval_data = _eval_dataset(config.eval_pattern, _extraction_settings(train_manifest), config.batch_size)
-    train_data = reader.make_dataset(config.train_pattern, spec, train_manifest["dtype"], config.batch_size,
-                                     training=True, seed=config.seed)
-    return train_manifest, spec, train_data, eval_data
+def _eval_dataset(shards, batch_size):
+    """One pass over held-out shards, with the video ids."""
+    return reader.make_dataset(shards.files, shards.spec, shards.manifest["dtype"], batch_size, training=False,
+                               with_video_ids=True)
+
+
+def _data_error(error, shard_sets):
+    """A TrainingError naming the shards behind a read error or a NaN."""
+    problems = []
+    for shards in filter(None, shard_sets):
+        problems += reader.scan_shards(shards.files, shards.spec, shards.manifest["dtype"])
+    if not problems:
+        return TrainingError(f"reading the shards failed: {error}")
+    named = "; ".join(f"{file}: {problem}" for file, problem in problems[:3])
+    return TrainingError(f"{error}: {named}. Delete these shards and run the same python -m extract command again "
+                         "to extract them anew (it redoes missing shards), then train again.")
 
 
 def _schedule(config, total_steps):
@@ -146,8 +202,6 @@ def _schedule(config, total_steps):
 
     if config.lr_decay == "cosine":
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total_steps)
-    if config.lr_decay != "none":
-        raise TrainingError(f"unknown --lr_decay {config.lr_decay!r}; use none or cosine")
     return config.learning_rate
 
 
@@ -155,123 +209,156 @@ def train(config):
     """Trains (or resumes) a run; returns the contents of ``metrics.json``.
 
     Raises:
-      TrainingError: bad data, a run folder holding another run, or a loss
-        that became NaN (the last good checkpoint is kept).
+      TrainingError: bad data, a run folder holding another run or in use, or
+        a loss that became NaN (the last good checkpoint is kept).
     """
     import keras
+
+    keras.utils.set_random_seed(config.seed)
+    train_shards = _open_shards(config.train_pattern)
+    eval_shards = _eval_shards(config.eval_pattern, train_shards)
+    record = _run_record(config, train_shards.manifest)
+    try:
+        with run_dir_lib.open_run_folder(config.run_dir, config.restart) as stored:
+            if stored is not None:
+                _check_same_run(config.run_dir, stored, record)
+            run = stored or {**record, "config": dataclasses.asdict(config)}
+            return _train_in(config.run_dir, run, config, train_shards, eval_shards)
+    except run_dir_lib.RunFolderError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _train_in(run_dir, run, config, train_shards, eval_shards):
+    """The training run proper, in a locked run folder."""
+    import keras
     import tensorflow as tf
-    from tqdm import tqdm
 
     from rnn import evaluation
 
-    keras.utils.set_random_seed(config.seed)
-    train_manifest, spec, train_data, eval_data = _read_data(config)
-    class_names = train_manifest["class_names"]
-    run_dir = _prepare_run_dir(config, train_manifest)
-    steps_per_epoch = max(1, math.ceil(train_manifest["splits"]["train"]["videos"] / config.batch_size))
+    spec, manifest = train_shards.spec, train_shards.manifest
+    class_names = manifest["class_names"]
+    steps_per_epoch = max(1, math.ceil(train_shards.videos / config.batch_size))
     total_steps = config.steps or config.epochs * steps_per_epoch
     eval_every = config.eval_every or max(steps_per_epoch, 50)
     # Short runs checkpoint often too, so that a kill loses little of them.
     checkpoint_every = config.checkpoint_every or max(1, min(50, total_steps // 20))
+    top_k = evaluation.top_k_for(spec.num_classes)
+    train_data = reader.make_dataset(train_shards.files, spec, manifest["dtype"], config.batch_size,
+                                     training=True, seed=config.seed)
+    eval_data = _eval_dataset(eval_shards, config.batch_size) if eval_shards else None
 
     # Model, optimizer and checkpoints; resume from the latest by default.
     model = models.build_model(config.model, spec.num_classes, spec.feature_dim, spec.max_frames)
     optimizer = keras.optimizers.Adam(_schedule(config, total_steps))
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    latest = tf.train.CheckpointManager(checkpoint, run_dir / "checkpoints", max_to_keep=3)
-    best = tf.train.CheckpointManager(checkpoint, run_dir / "best", max_to_keep=1)
+    latest = tf.train.CheckpointManager(checkpoint, run_dir / run_dir_lib.CHECKPOINTS, max_to_keep=3)
+    best = tf.train.CheckpointManager(checkpoint, run_dir / run_dir_lib.BEST, max_to_keep=1)
     if latest.latest_checkpoint:
         checkpoint.restore(latest.latest_checkpoint).assert_existing_objects_matched()
         logging.info("resumed from %s (step %d)", latest.latest_checkpoint, int(optimizer.iterations))
-    metrics_path = run_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() and latest.latest_checkpoint else {}
+    step = int(optimizer.iterations)
+    _record_session(run_dir, run, config, step, total_steps)
+    metrics_path = run_dir / run_dir_lib.METRICS_FILE
+    metrics = {}
+    if latest.latest_checkpoint:
+        metrics = files.read_json(metrics_path, "delete it; it is written again at the next checkpoint") or {}
     best_eval = metrics.get("best_eval")
 
-    train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
-    eval_writer = tf.summary.create_file_writer(str(run_dir / "eval"))
+    train_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.TRAIN_EVENTS))
+    eval_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.EVAL_EVENTS))
     with train_writer.as_default():
-        _log_hparams(config, train_manifest, run_dir.name)
-    train_step = _make_train_step(model, optimizer, config.clip_norm, spec.num_classes)
+        _log_hparams(config, manifest, run_dir.name)
+    train_step = _make_train_step(model, optimizer, config.clip_norm, top_k)
     predict = evaluation.inference_function(model)
 
     def evaluate_and_log(step):
         nonlocal best_eval
+        if eval_data is None:
+            return None
         results = evaluation.evaluate(predict, eval_data, class_names)
         image = evaluation.confusion_matrix_png(results["confusion_matrix"], class_names,
                                                 f"{run_dir.name}, step {step}, top-1 {results['top1']:.3f}")
         with eval_writer.as_default(step=step):
-            for key in ("loss", "top1", "top5"):
-                tf.summary.scalar(key, results[key])
+            tf.summary.scalar("loss", results["loss"])
+            tf.summary.scalar("top1", results["top1"])
+            if top_k:
+                tf.summary.scalar(f"top{top_k}", results["top_k"])
             tf.summary.image("confusion_matrix", tf.image.decode_png(image)[None])
         with train_writer.as_default(step=step):
             for variable in model.trainable_variables:
                 tf.summary.histogram(variable.path, variable)
-        logging.info("step %d: eval top-1 %.3f, top-5 %.3f, loss %.4f", step, results["top1"], results["top5"],
-                     results["loss"])
+        logging.info("step %d: eval top-1 %.3f%s, loss %.4f", step, results["top1"],
+                     f", top-{top_k} {results['top_k']:.3f}" if top_k else "", results["loss"])
         if best_eval is None or results["top1"] > best_eval["top1"]:
             best_eval = {**results, "step": step}
             best.save(checkpoint_number=step)
         return results
 
     # The loop.
-    step = int(optimizer.iterations)
     final_eval = metrics.get("final_eval")
     interval, session = _Meter(), _Meter()
     batches = iter(train_data)
-    with tqdm(total=total_steps, initial=step, unit="step", desc=f"training {run_dir.name}",
-              dynamic_ncols=True, disable=not sys.stderr.isatty()) as bar:
-        try:
-            while step < total_steps:
-                started = time.perf_counter()
-                inputs, labels = next(batches)
-                got_batch = time.perf_counter()
-                outputs = {key: float(value) for key, value in train_step(inputs, labels).items()}
-                step = int(optimizer.iterations)
-                if not math.isfinite(outputs["loss"]):
-                    raise TrainingError(f"the loss became {outputs['loss']} at step {step}; the last good checkpoint "
-                                        f"({latest.latest_checkpoint or 'none yet'}) is kept. Lower --learning_rate "
-                                        "or --clip_norm, or check the features for NaN values, and run again.")
-                for meter in (interval, session):
-                    meter.add(outputs, len(labels), time.perf_counter() - started, got_batch - started)
-                bar.update(1)
+    progress = console.Progress(total_steps, "step", f"training {run_dir.name}", config.show_progress,
+                                config.progress_seconds, initial=step)
+    try:
+        while step < total_steps:
+            started = time.perf_counter()
+            inputs, labels = next(batches)
+            got_batch = time.perf_counter()
+            outputs = {key: float(value) for key, value in train_step(inputs, labels).items()}
+            step = int(optimizer.iterations)
+            if not math.isfinite(outputs["loss"]):
+                kept = f"the last good checkpoint ({latest.latest_checkpoint or 'none yet'}) is kept"
+                logging.info("the loss became %s: looking for NaN or Inf in the training shards", outputs["loss"])
+                if reader.scan_shards(train_shards.files, spec, manifest["dtype"]):
+                    raise _data_error(f"the loss became {outputs['loss']} at step {step}; {kept}", [train_shards])
+                raise TrainingError(f"the loss became {outputs['loss']} at step {step}; {kept}. The features are "
+                                    "finite: lower --learning_rate or --clip_norm and run again.")
+            for meter in (interval, session):
+                meter.add(outputs, len(labels), time.perf_counter() - started, got_batch - started)
+            progress.update(1)
 
-                if step % config.log_every == 0 or step == total_steps:
-                    means = interval.means()
-                    with train_writer.as_default(step=step):
-                        for key, value in means.items():
-                            tf.summary.scalar(key, value)
-                        tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
-                        tf.summary.scalar("parameter_norm", float(tf.linalg.global_norm(model.trainable_variables)))
-                    bar.set_postfix(loss=f"{means['loss']:.3f}")
-                    interval = _Meter()
-                if step % eval_every == 0 or step == total_steps:
-                    final_eval = evaluate_and_log(step)
-                if step % checkpoint_every == 0 or step == total_steps:
-                    latest.save(checkpoint_number=step)
-                    metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
-                    manifest_lib.write_json_atomic(metrics_path, metrics)
+            if step % config.log_every == 0 or step == total_steps:
+                means = interval.means()
+                with train_writer.as_default(step=step):
+                    for key, value in means.items():
+                        tf.summary.scalar(key, value)
+                    tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+                    tf.summary.scalar("parameter_norm", float(tf.linalg.global_norm(model.trainable_variables)))
+                progress.note(f"loss {means['loss']:.3f}")
+                interval = _Meter()
+            if step % eval_every == 0 or step == total_steps:
+                final_eval = evaluate_and_log(step)
+            if step % checkpoint_every == 0 or step == total_steps:
+                latest.save(checkpoint_number=step)
+                metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
+                files.write_json_atomic(metrics_path, metrics)
 
-        except KeyboardInterrupt:
-            # Steps are atomic, so the state is consistent: keep it.
-            latest.save(checkpoint_number=int(optimizer.iterations))
-            logging.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
-                            int(optimizer.iterations))
-            raise
-
-    if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
-        final_eval = evaluate_and_log(step)
-        metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
-        manifest_lib.write_json_atomic(metrics_path, metrics)
+        if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
+            final_eval = evaluate_and_log(step)
+            metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
+            files.write_json_atomic(metrics_path, metrics)
+    except KeyboardInterrupt:
+        # Steps are atomic, so the state is consistent: keep it.
+        latest.save(checkpoint_number=int(optimizer.iterations))
+        logging.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
+                        int(optimizer.iterations))
+        raise
+    except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
+        raise _data_error(e, [train_shards, eval_shards]) from None
+    finally:
+        progress.close()
     _export(model, run_dir)
     train_writer.flush()
     eval_writer.flush()
     return metrics
 
 
-def _make_train_step(model, optimizer, clip_norm, num_classes):
+def _make_train_step(model, optimizer, clip_norm, top_k):
     """One optimization step as a ``tf.function``: forward, cross-entropy,
-    gradients, global norm (returned, as it was before clipping), clip, Adam."""
+    gradients, global norm (returned, as it was before clipping), clip, Adam.
+    Also returns the batch's top-1 and (if ``top_k``) top-k accuracy."""
     import keras
     import tensorflow as tf
 
@@ -286,9 +373,11 @@ def _make_train_step(model, optimizer, clip_norm, num_classes):
         gradient_norm = tf.linalg.global_norm(gradients)
         clipped, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=gradient_norm)
         optimizer.apply_gradients(zip(clipped, model.trainable_variables))
-        top1 = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
-        top5 = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, min(5, num_classes)), tf.float32))
-        return {"loss": loss, "top1": top1, "top5": top5, "gradient_norm": gradient_norm}
+        outputs = {"loss": loss, "gradient_norm": gradient_norm,
+                   "top1": tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))}
+        if top_k:
+            outputs[f"top{top_k}"] = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32))
+        return outputs
 
     return train_step
 
@@ -342,9 +431,10 @@ def _metrics(run_dir, step, final_eval, best_eval, session, previous):
 
 def _export(model, run_dir):
     """Saves the final model (with run.json's class names beside it) atomically."""
-    partial = run_dir / f".{MODEL_FILE}.partial.keras"
+    final = run_dir / run_dir_lib.MODEL_FILE
+    partial = files.partial_path(final).with_suffix(".partial.keras")  # Keras insists on the suffix
     model.save(partial)
-    partial.replace(run_dir / MODEL_FILE)
+    partial.replace(final)
 
 
 def evaluate_run(run_dir, eval_pattern, batch_size=32):
@@ -353,21 +443,34 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
     Returns:
       The metrics dict (also written to ``<run_dir>/evaluation.json``).
     """
-    import keras
+    import tensorflow as tf
 
     from rnn import evaluation
 
     run_dir = pathlib.Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists():
-        raise TrainingError(f"{run_dir} has no {MODEL_FILE}: train it first (python train.py ...)")
-    run = json.loads((run_dir / RUN_FILE).read_text())
-    class_names = run["extraction"]["class_names"]
-    data = _eval_dataset(eval_pattern, run["extraction"], batch_size)
-    model = keras.models.load_model(run_dir / MODEL_FILE)
-    results = {"eval_pattern": eval_pattern,
-               **evaluation.evaluate(evaluation.inference_function(model), data, class_names)}
-    manifest_lib.write_json_atomic(run_dir / "evaluation.json", results)
+    try:
+        run = run_dir_lib.read_run_file(run_dir)
+        if run is None:
+            raise TrainingError(f"{run_dir} is not a run of train.py (it has no {run_dir_lib.RUN_FILE})")
+        model = run_dir_lib.load_final_model(run_dir)
+    except run_dir_lib.RunFolderError as e:
+        raise TrainingError(str(e)) from None
+    shards = _open_shards(eval_pattern)
+    _check_same_extraction(run["extraction"], shards.manifest, f"--eval_pattern {eval_pattern!r}")
+    try:
+        results = evaluation.evaluate(evaluation.inference_function(model), _eval_dataset(shards, batch_size),
+                                      run["extraction"]["class_names"])
+    except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
+        raise _data_error(e, [shards]) from None
+    results = {"eval_pattern": eval_pattern, **results}
+    files.write_json_atomic(run_dir / run_dir_lib.EVALUATION_FILE, results)
     return results
+
+
+def _scores(results):
+    """"top-1 0.875, top-3 1.000" (top-k only where it means something)."""
+    text = f"top-1 {results['top1']:.3f}"
+    return text + (f", top-{results['k']} {results['top_k']:.3f}" if results.get("k") else "")
 
 
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (or resume), or eval: evaluate a trained run's "
@@ -395,7 +498,11 @@ flags.DEFINE_integer("checkpoint_every", None, "Save a checkpoint every this man
                      "steps, or every 5 % of the run if that is more often). Ctrl-C and SIGTERM also save one.")
 flags.DEFINE_integer("log_every", TrainConfig.log_every, "Write training scalars every this many steps.")
 flags.DEFINE_integer("seed", TrainConfig.seed, "Random seed (initialization, shuffling).")
-flags.DEFINE_bool("restart", False, "Delete the run folder and start from step 0 instead of resuming.")
+flags.DEFINE_bool("restart", False, "Start from step 0 instead of resuming: deletes the files train.py wrote in "
+                  "the run folder (events, checkpoints, model, run.json, metrics) and nothing else.")
+flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress line "
+                  "every --progress_seconds instead, as does output to a file.")
+flags.DEFINE_float("progress_seconds", 30.0, "Seconds between progress lines when there is no bar.")
 
 FLAGS = flags.FLAGS
 
@@ -405,7 +512,18 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import signal
 
-    import tensorflow as tf
+    try:
+        config = TrainConfig(
+            model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
+                                     dropout=FLAGS.dropout, bidirectional=FLAGS.bidirectional),
+            train_pattern=FLAGS.train_pattern, eval_pattern=FLAGS.eval_pattern, logdir=FLAGS.logdir,
+            run_name=FLAGS.run_name, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+            lr_decay=FLAGS.lr_decay, clip_norm=FLAGS.clip_norm, epochs=FLAGS.epochs, steps=FLAGS.steps,
+            eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every,
+            seed=FLAGS.seed, restart=FLAGS.restart, show_progress=FLAGS.progress,
+            progress_seconds=FLAGS.progress_seconds)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
 
     def interrupt(signal_number, frame):
         raise KeyboardInterrupt
@@ -413,19 +531,12 @@ def main(argv):
     # Treat "kill PID" like Ctrl-C: save a checkpoint, then stop.
     signal.signal(signal.SIGTERM, interrupt)
     console.log_plainly()
-    config = TrainConfig(
-        model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units, dropout=FLAGS.dropout,
-                                 bidirectional=FLAGS.bidirectional),
-        train_pattern=FLAGS.train_pattern, eval_pattern=FLAGS.eval_pattern, logdir=FLAGS.logdir,
-        run_name=FLAGS.run_name, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        lr_decay=FLAGS.lr_decay, clip_norm=FLAGS.clip_norm, epochs=FLAGS.epochs, steps=FLAGS.steps,
-        eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every,
-        seed=FLAGS.seed, restart=FLAGS.restart)
+    tf = console.import_tensorflow()
     try:
         if FLAGS.mode == "eval":
             results = evaluate_run(config.run_dir, config.eval_pattern, config.batch_size)
-            print(json.dumps({key: results[key] for key in ("eval_pattern", "examples", "top1", "top5", "loss")},
-                             indent=2))
+            print(json.dumps({key: results[key] for key in ("eval_pattern", "examples", "top1", "k", "top_k",
+                                                            "loss")}, indent=2))
             return 0
         metrics = train(config)
     except TrainingError as e:
@@ -437,8 +548,9 @@ def main(argv):
         print(f"error: bad input data: {e.message.splitlines()[0]}", file=sys.stderr)
         return 1
     best, final = metrics["best_eval"], metrics["final_eval"]
-    print(f"run: {config.run_dir}\nstep {metrics['step']}: held-out top-1 {final['top1']:.3f}, "
-          f"top-5 {final['top5']:.3f} (best top-1 {best['top1']:.3f} at step {best['step']})\n"
+    held_out = (f"held-out {_scores(final)} (best top-1 {best['top1']:.3f} at step {best['step']})" if final
+                else "no held-out evaluation (no held-out data)")
+    print(f"run: {config.run_dir}\nstep {metrics['step']}: {held_out}\n"
           f"training: {metrics['train'].get('examples_per_second', 0):.0f} examples/s\n"
           f"tensorboard --logdir {config.logdir}")
     return 0

@@ -46,7 +46,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
     import numpy as np
     import tensorflow as tf
 
-    from extract import pipeline
+    from extract import local_runner
     from extract.backbones import usable_cores
     from extract.video import decode_frames
     from records import schema
@@ -79,7 +79,7 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
             decode(video)
 
     def product(round_dir):
-        pipeline.extract(video_set, round_dir / "product", config, show_progress=False, backbone=backbone)
+        local_runner.extract(video_set, round_dir / "product", config, show_progress=False, backbone=backbone)
 
     def sequential(path, per_frame):
         with tf.io.TFRecordWriter(str(path)) as writer:
@@ -144,10 +144,10 @@ def main():
                         help="where the synthetic clips are made once and kept")
     args = parser.parse_args()
 
-    from extract import dataset, pipeline
+    from extract import dataset, plan
     from extract.backbones import Backbone
 
-    config = pipeline.ExtractConfig()
+    config = plan.ExtractConfig()
     backbone = Backbone(config.backbone, config.weights, config.engine)
     tensorflow_backbone = Backbone(config.backbone, config.weights, "tensorflow")
     clips_dir = pathlib.Path(args.cache) / f"clips_{args.clips}"

@@ -71,21 +71,21 @@ def main():
                 [[s["videos"], f"{s['seconds']:.1f}", f"{(s['seconds'] - intercept) / s['videos']:.3f}",
                   f"{s['peak_rss_mib']:.0f}"] for s in scaling])
 
-    from extract import dataset, pipeline
+    from extract import dataset, local_runner, plan
     from extract.backbones import Backbone
 
-    backbone = Backbone(pipeline.DEFAULT_BACKBONE)
+    backbone = Backbone(plan.DEFAULT_BACKBONE)
     video_set = dataset.load_videos(pathlib.Path(args.cache) / "scaling", test_fraction=0)
     video_set.splits["train"] = sorted(video_set.splits["train"], key=lambda v: v.video_id)[:10]
-    variants = [("fps", value, pipeline.ExtractConfig(fps=value)) for value in (1, 5, 25)]
-    variants += [("batch_size", value, pipeline.ExtractConfig(batch_size=value)) for value in (1, 4, 32)]
+    variants = [("fps", value, plan.ExtractConfig(fps=value)) for value in (1, 5, 25)]
+    variants += [("batch_size", value, plan.ExtractConfig(batch_size=value)) for value in (1, 4, 32)]
     rates = []
     backbone(__import__("numpy").zeros((1, 224, 224, 3), "uint8"))
     for setting, value, config in variants:
         with tempfile.TemporaryDirectory() as workdir:
-            summary = pipeline.extract(video_set, workdir, config, show_progress=False, backbone=backbone)
+            summary = local_runner.extract(video_set, workdir, config, show_progress=False, backbone=backbone)
         rates.append({"setting": setting, "value": value, "frames": summary.frames_extracted,
-                      "frames_per_second": summary.frames_extracted / summary.seconds})
+                      "frames_per_second": summary.frames_extracted / summary.wall_seconds})
     print_table(f"extractor on {len(video_set.splits['train'])} clips (one process, backbone loaded once)",
                 ["setting", "value", "frames", "frames/s"],
                 [[r["setting"], r["value"], r["frames"], f"{r['frames_per_second']:.1f}"] for r in rates])

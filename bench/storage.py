@@ -28,7 +28,7 @@ def main():
     args = parser.parse_args()
 
     import train
-    from extract import dataset, demo, pipeline
+    from extract import dataset, demo, local_runner, plan
     from extract.backbones import Backbone
     from records.manifest import read_manifest
 
@@ -36,12 +36,12 @@ def main():
     if not any(videos.glob("*/*")):
         demo.make_demo_videos(videos)
     video_set = dataset.load_videos(videos)
-    backbone = Backbone(pipeline.DEFAULT_BACKBONE)
+    backbone = Backbone(plan.DEFAULT_BACKBONE)
     results, rows = {}, []
     with tempfile.TemporaryDirectory() as workdir:
         for dtype in ("float32", "float16"):
             folder = pathlib.Path(workdir) / dtype
-            pipeline.extract(video_set, folder, pipeline.ExtractConfig(dtype=dtype), show_progress=False,
+            local_runner.extract(video_set, folder, plan.ExtractConfig(dtype=dtype), show_progress=False,
                              backbone=backbone)
             manifest = read_manifest(folder)
             count = sum(split["videos"] for split in manifest["splits"].values())

@@ -10,25 +10,28 @@ decoded, with the reason). Run the same command again to resume after an
 interruption; on a finished output it returns in seconds.
 
 Exit status: 0 when every video was extracted, 3 when some could not be
-(they are listed in errors.tsv), 1 on a usage error or a refused output
-folder, 130 when interrupted.
+(they are listed in errors.tsv), 1 on a usage error, a refused output folder
+or a full disk, 130 when interrupted (Ctrl-C or SIGTERM).
 """
 
 import os
 import pathlib
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
 from absl import app, flags  # noqa: E402
 
-from extract import backbones, console, dataset, pipeline  # noqa: E402
+from extract import backbones, console, dataset, extraction, local_runner, plan  # noqa: E402
 from records import schema  # noqa: E402
 
-_DEFAULTS = pipeline.ExtractConfig()
+_DEFAULTS = plan.ExtractConfig()
 
 flags.DEFINE_string("videos", None, "Folder of videos, one subfolder per class (the class name). "
                     "Subfolders below a class folder are allowed.")
+flags.DEFINE_integer("class_depth", 1, "Depth of the class folders below --videos: 1 for VIDEOS/Class/clip.avi "
+                     "(UCF-101), 2 for VIDEOS/source/Class/clip.avi (the class is then the second folder).")
 flags.DEFINE_string("output_dir", "features", "Where shards, manifest.json and errors.tsv go.")
 flags.DEFINE_bool("demo", False, "Generate a small synthetic labelled video set with ffmpeg (into --videos, "
                   "default demo_videos/) and extract it: a first run without any dataset.")
@@ -63,17 +66,52 @@ flags.DEFINE_enum("split", "1", ["1", "2", "3"], "Which official split to use wi
 flags.DEFINE_float("test_fraction", 0.2, "Without --splits_dir: share of each class's groups held out as the "
                    "test split (UCF-style v_X_gNN_cMM clips of one group stay together; other files are "
                    "their own group). 0 writes only a train split.")
-flags.DEFINE_bool("overwrite", False, "Delete an earlier extraction in --output_dir and start over.")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("overwrite", False, "Delete the files of an earlier extraction in --output_dir (those its "
+                  "manifest lists, and nothing else) and start over.")
+flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress line "
+                  "every --progress_seconds instead, as does output to a file.")
+flags.DEFINE_float("progress_seconds", 30.0, "Seconds between progress lines when there is no bar.")
 
 FLAGS = flags.FLAGS
 EXIT_SOME_FAILED = 3
 DEMO_VIDEOS = "demo_videos"
 
 
+def _interrupt(signal_number, frame):
+    raise KeyboardInterrupt
+
+
+def _config():
+    """The settings, checked before anything is read or written."""
+    try:
+        dataset.check_test_fraction(FLAGS.test_fraction)
+        dataset.check_class_depth(FLAGS.class_depth)
+        return plan.ExtractConfig(
+            backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, fps=FLAGS.fps,
+            seconds=FLAGS.seconds, dtype=FLAGS.dtype, batch_size=FLAGS.batch_size,
+            decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+
+def _describe(video_set):
+    """What was found, printed before the long part starts."""
+    names = video_set.class_names
+    shown = ", ".join(names[:8]) + (f" ... ({len(names) - 8} more)" if len(names) > 8 else "")
+    counts = ", ".join(f"{len(v)} {k}" for k, v in video_set.splits.items())
+    print(f"{len(names)} classes: {shown}")
+    print(f"{counts} videos" + (f"; {video_set.unlisted} videos in no split list (ignored)"
+                                if video_set.unlisted else ""))
+    for notice in video_set.notices:
+        print(f"WARNING: {notice}", file=sys.stderr)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _config()
+    # "kill PID" stops like Ctrl-C: finished shards are kept, and the message says how to resume.
+    signal.signal(signal.SIGTERM, _interrupt)
     console.log_plainly()
     videos_dir = FLAGS.videos
     if FLAGS.demo:
@@ -90,22 +128,18 @@ def main(argv):
         split_source = {"splits_dir": os.path.abspath(FLAGS.splits_dir), "split": int(FLAGS.split)}
     else:
         split_source = {"test_fraction": FLAGS.test_fraction}
-    config = pipeline.ExtractConfig(
-        backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, fps=FLAGS.fps, seconds=FLAGS.seconds,
-        dtype=FLAGS.dtype, batch_size=FLAGS.batch_size, decode_workers=FLAGS.decode_workers,
-        videos_per_shard=FLAGS.videos_per_shard)
     try:
-        video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction)
-        counts = ", ".join(f"{len(v)} {k}" for k, v in video_set.splits.items())
-        print(f"{len(video_set.class_names)} classes; {counts} videos"
-              + (f"; {video_set.unlisted} videos in no split list (ignored)" if video_set.unlisted else ""))
-        summary = pipeline.extract(video_set, FLAGS.output_dir, config, split_source=split_source,
-                                   overwrite=FLAGS.overwrite, show_progress=FLAGS.progress)
-    except (ValueError, pipeline.ExtractionRefused) as e:
+        video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction,
+                                        FLAGS.class_depth)
+        _describe(video_set)
+        summary = local_runner.extract(video_set, FLAGS.output_dir, config, split_source=split_source,
+                                       overwrite=FLAGS.overwrite, show_progress=FLAGS.progress,
+                                       progress_seconds=FLAGS.progress_seconds)
+    except (ValueError, plan.ExtractionRefused, extraction.OutputUnwritable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        print("\ninterrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
         return 130
     print(summary)
     return EXIT_SOME_FAILED if summary.failed else 0

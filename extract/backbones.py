@@ -138,8 +138,9 @@ class Backbone:
     """
 
     def __init__(self, name, weights="imagenet", engine="auto"):
-        import tensorflow as tf
+        from extract import console
 
+        tf = console.import_tensorflow()
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.spec = get_spec(name)

@@ -1,6 +1,16 @@
-"""Console output shared by the command-line entry points."""
+"""Console output shared by the command-line entry points: plain log lines,
+TensorFlow imported without its start-up noise, and progress that shows as a
+bar on a terminal and as periodic log lines elsewhere."""
 
+import datetime
 import logging
+import os
+import re
+import sys
+import tempfile
+import time
+
+log = logging.getLogger(__name__)
 
 
 def log_plainly():
@@ -13,3 +23,121 @@ def log_plainly():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     for chatty in ("tensorflow", "absl"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+# What TensorFlow's C++ start-up prints to stderr before its logging is set up
+# (so TF_CPP_MIN_LOG_LEVEL cannot hide it): informational lines, and on a
+# machine without an NVIDIA driver, a "failed call to cuInit" error that only
+# says there is no GPU. Errors of any other kind still get through.
+_STARTUP_INFO = re.compile(r"^(I\d{4} \d|WARNING: All log messages before absl::InitializeLog|"
+                           r"To enable the following instructions:)")
+_NO_DRIVER_NOISE = re.compile(r"failed call to cuInit|Could not find cuda drivers|cuda_(driver|platform)\.cc")
+
+
+def _has_nvidia_driver():
+    return os.path.exists("/proc/driver/nvidia/version")
+
+
+def startup_noise(line, has_driver):
+    """True for a line of TensorFlow's start-up output that is not worth a user's attention."""
+    return bool(_STARTUP_INFO.match(line)) or (not has_driver and bool(_NO_DRIVER_NOISE.search(line)))
+
+
+def import_tensorflow():
+    """Imports TensorFlow and probes for GPUs (which is when CUDA is
+    initialised) with their start-up lines filtered (see ``startup_noise``).
+
+    Returns:
+      The ``tensorflow`` module.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "replace")
+    has_driver = _has_nvidia_driver()
+    kept = [line for line in text.splitlines() if line.strip() and not startup_noise(line, has_driver)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
+    return tf
+
+
+def _duration(seconds):
+    return str(datetime.timedelta(seconds=int(seconds)))
+
+
+class Progress:
+    """Progress of a long job: a tqdm bar when ``show_bar`` and stderr is a
+    terminal; otherwise (``--progress=false``, output to a file) a log line
+    every ``log_seconds`` with the count, rate and time left.
+
+    Args:
+      total: units of work in all.
+      unit: name of a unit ("video", "step").
+      description: what is being done.
+      show_bar: a bar if stderr is a terminal.
+      log_seconds: seconds between log lines when there is no bar.
+      initial: units already done (a resumed job).
+    """
+
+    def __init__(self, total, unit, description, show_bar=True, log_seconds=30.0, initial=0):
+        self.total, self.unit, self.description = total, unit, description
+        self._done = self._initial = initial
+        self._log_seconds = log_seconds
+        self._started = self._last_log = time.monotonic()
+        self._note = ""
+        self._bar = None
+        if show_bar and sys.stderr.isatty():
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
+            self._bar = tqdm(total=total, initial=initial, unit=unit, desc=description, dynamic_ncols=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def update(self, count=1):
+        self._done += count
+        if self._bar is not None:
+            self._bar.update(count)
+        elif time.monotonic() - self._last_log >= self._log_seconds:
+            self.log_line()
+
+    def note(self, text):
+        """Shows ``text`` (e.g. "155 frames/s") beside the count."""
+        self._note = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
+    def log_line(self):
+        """Logs where the job stands: count, share, note, time left."""
+        now = time.monotonic()
+        self._last_log = now
+        rate = (self._done - self._initial) / max(now - self._started, 1e-9)
+        left = f"ETA {_duration((self.total - self._done) / rate)}" if rate > 0 else "ETA unknown"
+        share = 100.0 * self._done / self.total if self.total else 100.0
+        note = f", {self._note}" if self._note else ""
+        log.info("%s: %d/%d %ss (%.0f %%)%s, %s elapsed, %s", self.description, self._done, self.total, self.unit,
+                 share, note, _duration(now - self._started), left)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._redirect.__exit__(None, None, None)
+            self._bar = None

@@ -1,9 +1,15 @@
 """Which videos there are, their labels, and the train/test split.
 
-A video's class is the first-level subfolder of the videos folder it sits
-in (deeper folders are allowed). Class order never depends on the order in
-which the file system lists folders: it is sorted by name, or taken from
-UCF-101's ``classInd.txt``.
+A video's class is the name of the folder at depth ``class_depth`` below the
+videos folder (1: ``Class/clip.avi``, the UCF-101 layout; 2:
+``source/Class/clip.avi``); deeper folders inside a class folder are fine.
+Class order never depends on the order in which the file system lists
+folders: it is sorted by name, or taken from UCF-101's ``classInd.txt``.
+
+Each real file is found once: symbolic links are resolved, a file reached
+twice (through a link, say) is listed once, and a folder link that leads
+back into the videos folder or above it is not followed (it would list
+videos twice, or under another class); what was left out is reported.
 
 Splits come from UCF-101's official lists (``trainlistNN.txt`` and
 ``testlistNN.txt``) when given; otherwise a reproducible split keeps every
@@ -47,29 +53,102 @@ class VideoSet:
     Attributes:
       class_names: class names in label order.
       splits: split name -> list of videos.
-      problems: ``(video_id, reason)`` for inputs that cannot be used (a
-        listed video that is missing, a video outside any class folder).
+      problems: ``(video_id, reason, split)`` for inputs that cannot be used
+        (a listed video that is missing, a video outside any class folder);
+        ``split`` is the split it was meant for, or None.
       unlisted: videos on disk that no split list names (ignored).
+      notices: things the user should know that change no video's fate
+        silently (links not followed, classes without test videos...), one
+        sentence each.
     """
 
     class_names: list
     splits: dict
     problems: list
     unlisted: int = 0
+    notices: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Listing:
+    """What ``find_video_files`` found.
+
+    Attributes:
+      files: relative paths (``/``-separated, sorted) of the video files.
+      folders: relative paths of every folder walked (links followed included).
+      skipped: ``(relative path, reason)`` of links that were not followed or
+        files reached a second time.
+    """
+
+    files: list
+    folders: list
+    skipped: list
 
 
 def find_video_files(videos_dir):
-    """Relative paths (``/``-separated, sorted) of the video files below a folder.
+    """Lists the video files below a folder, each real file once.
 
-    Hidden files and folders are skipped; symbolic links are followed.
+    Hidden files and folders are skipped. A link to a file counts as that
+    file; a link to a folder is followed unless it leads back into
+    ``videos_dir`` (its videos are listed already) or above it (a loop), or
+    to a folder already listed. A file reached by two paths is listed under
+    the one that is not a link, else under the first in sorted order.
+
+    Returns:
+      A ``Listing``.
     """
-    found = []
-    for folder, subfolders, files in os.walk(videos_dir, followlinks=True):
-        subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and is_video_file(name):
-                found.append(pathlib.Path(folder, name).relative_to(videos_dir).as_posix())
-    return sorted(found)
+    root = os.path.realpath(videos_dir)
+    by_real_path = {}  # real path -> (is a link, relative path)
+    folders, skipped = [], []
+    walked = {root}
+
+    def inside(path, folder):
+        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+    def walk(folder, prefix):
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            relative = prefix + entry.name
+            if entry.is_symlink():
+                try:
+                    target = os.path.realpath(entry.path, strict=True)
+                except OSError:
+                    skipped.append((relative, "a broken or looping symbolic link"))
+                    continue
+                if os.path.isdir(target):
+                    if inside(target, root):
+                        skipped.append((relative, "a link to a folder inside the videos folder (listed there)"))
+                    elif inside(root, target):
+                        skipped.append((relative, "a link to a folder above the videos folder (a loop)"))
+                    elif target in walked:
+                        skipped.append((relative, "a link to a folder listed already"))
+                    else:
+                        walked.add(target)
+                        folders.append(relative)
+                        walk(target, relative + "/")
+                elif is_video_file(entry.name):
+                    add(target, relative, is_link=True)
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(relative)
+                walk(entry.path, relative + "/")
+            elif entry.is_file(follow_symlinks=False) and is_video_file(entry.name):
+                add(os.path.realpath(entry.path), relative, is_link=False)
+
+    def add(real_path, relative, is_link):
+        candidate = (is_link, relative)
+        earlier = by_real_path.get(real_path)
+        if earlier is None:
+            by_real_path[real_path] = candidate
+            return
+        keep, drop = sorted([earlier, candidate])
+        by_real_path[real_path] = keep
+        skipped.append((drop[1], f"the same file as {keep[1]}"))
+
+    walk(root, "")
+    return Listing(sorted(relative for _, relative in by_real_path.values()), sorted(folders), sorted(skipped))
 
 
 def group_key(video_id):
@@ -88,6 +167,16 @@ def _stable_hash(text):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def check_test_fraction(test_fraction):
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"--test_fraction must be in [0, 1), got {test_fraction}")
+
+
+def check_class_depth(class_depth):
+    if class_depth < 1:
+        raise ValueError(f"--class_depth must be 1 or more, got {class_depth}")
+
+
 def split_by_groups(videos, test_fraction):
     """Splits videos into train and test, keeping groups whole.
 
@@ -104,8 +193,7 @@ def split_by_groups(videos, test_fraction):
     Returns:
       ``{"train": [...], "test": [...]}`` (``test`` only when non-empty).
     """
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    check_test_fraction(test_fraction)
     groups_by_class = {}
     for video in videos:
         groups_by_class.setdefault(video.label, set()).add(group_key(video.video_id))
@@ -125,8 +213,12 @@ def split_by_groups(videos, test_fraction):
 
 def read_class_index(path):
     """Class names in label order from a ``classInd.txt`` (``1 ApplyEyeMakeup`` lines)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} not found: --splits_dir must hold UCF-101's classInd.txt (lines "
+                         "'<index> <class>') beside trainlistNN.txt and testlistNN.txt")
     entries = []
-    for line_number, line in enumerate(pathlib.Path(path).read_text().splitlines(), 1):
+    for line_number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -140,46 +232,114 @@ def read_class_index(path):
 
 
 def read_split_list(path):
-    """Relative video paths named in a ``trainlistNN.txt`` / ``testlistNN.txt``."""
-    return [line.split()[0] for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+    """Relative video paths named in a ``trainlistNN.txt`` / ``testlistNN.txt``,
+    each once (UCF-101 paths are compared without case).
+
+    Returns:
+      ``(entries, repeated)``: the entries in file order, and those that the
+      file lists more than once (exactly or in another case).
+    """
+    entries, seen, repeated = [], set(), []
+    for line in pathlib.Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        entry = line.split()[0]
+        if entry.lower() in seen:
+            repeated.append(entry)
+            continue
+        seen.add(entry.lower())
+        entries.append(entry)
+    return entries, repeated
 
 
-def _first_folder(video_id):
+def class_of(video_id, class_depth=1):
+    """The class folder of a video (its folder at depth ``class_depth``), or
+    None if the video is not that deep."""
     parts = video_id.split("/")
-    return parts[0] if len(parts) > 1 else None
+    return parts[class_depth - 1] if len(parts) > class_depth else None
 
 
-def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2):
+def _some(names, limit=5):
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _layout_notices(listing, class_depth):
+    """Class folders that hold no video, or hold videos only in subfolders
+    (a sign that the classes sit one level deeper)."""
+    class_folders = sorted(f for f in listing.folders if f.count("/") == class_depth - 1)
+    holding = {"/".join(f.split("/")[:class_depth]) for f in listing.files if f.count("/") >= class_depth}
+    direct = {f.rsplit("/", 1)[0] for f in listing.files if f.count("/") == class_depth}
+    notices = []
+    empty = [f for f in class_folders if f not in holding]
+    if empty:
+        notices.append(f"{len(empty)} class folders hold no video and are left out: {_some(empty)}")
+    nested = sorted(holding - direct)
+    if nested:
+        notices.append(f"{len(nested)} of {len(holding)} class folders hold videos only in subfolders "
+                       f"({_some(nested, 3)}): if the subfolders are the classes, use --class_depth {class_depth + 1}")
+    return notices
+
+
+def _test_split_notices(videos, splits, class_names, test_fraction):
+    if test_fraction == 0:
+        return []
+    tested = {v.label for v in splits.get("test", [])}
+    untested = sorted({v.label for v in videos} - tested)
+    if not untested:
+        return []
+    names = [class_names[label] for label in untested]
+    notice = (f"{len(untested)} classes have no test video, because all their videos form one group (clips "
+              f"of one group stay in one split): {_some(names)}")
+    if not tested:
+        notice += ("; no test split is written, and train.py will train without held-out evaluation. Add "
+                   "videos of other groups, or give --splits_dir")
+    return [notice]
+
+
+def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_depth=1):
     """Finds the videos, labels them and assigns them to splits.
 
     Args:
-      videos_dir: folder with one subfolder per class.
+      videos_dir: folder with one subfolder per class (at depth ``class_depth``).
       splits_dir: optional folder with UCF-101's ``classInd.txt``,
         ``trainlistNN.txt`` and ``testlistNN.txt``.
       split: which official split (1, 2 or 3) to use with ``splits_dir``.
       test_fraction: without ``splits_dir``, share of groups held out for test.
+      class_depth: depth of the class folders below ``videos_dir``.
 
     Returns:
       A ``VideoSet``.
 
     Raises:
-      ValueError: no videos, or split files that are missing or malformed.
+      ValueError: no videos, split files that are missing or malformed, or a
+        video listed in both the train and the test list.
     """
     videos_dir = pathlib.Path(videos_dir).absolute()
     if not videos_dir.is_dir():
         raise ValueError(f"--videos {videos_dir} is not a folder")
-    files = find_video_files(videos_dir)
-    if not files:
+    check_class_depth(class_depth)
+    if splits_dir is not None and class_depth != 1:
+        raise ValueError("--splits_dir (UCF-101's lists name Class/clip paths) needs --class_depth 1")
+    listing = find_video_files(videos_dir)
+    if not listing.files:
         raise ValueError(f"no video files ({' '.join(sorted(VIDEO_EXTENSIONS))}) found under {videos_dir}")
-    problems = [(f, "not inside a class folder (put each video in a subfolder named after its class)")
-                for f in files if _first_folder(f) is None]
-    classified = [f for f in files if _first_folder(f) is not None]
+    notices = [f"{len(listing.skipped)} paths left out so that each video is listed once: "
+               + _some(f"{path} ({reason})" for path, reason in listing.skipped)] if listing.skipped else []
+    notices += _layout_notices(listing, class_depth)
+    where = "a class folder" if class_depth == 1 else f"a class folder at depth {class_depth}"
+    problems = [(f, f"not inside {where} (put each video in a subfolder named after its class)", None)
+                for f in listing.files if class_of(f, class_depth) is None]
+    classified = [f for f in listing.files if class_of(f, class_depth) is not None]
 
     if splits_dir is None:
-        class_names = sorted({_first_folder(f) for f in classified})
+        class_names = sorted({class_of(f, class_depth) for f in classified})
         label_of = {name: i for i, name in enumerate(class_names)}
-        videos = [Video(str(videos_dir / f), f, label_of[_first_folder(f)], _first_folder(f)) for f in classified]
-        return VideoSet(class_names, split_by_groups(videos, test_fraction), problems)
+        videos = [Video(str(videos_dir / f), f, label_of[class_of(f, class_depth)], class_of(f, class_depth))
+                  for f in classified]
+        splits = split_by_groups(videos, test_fraction)
+        notices += _test_split_notices(videos, splits, class_names, test_fraction)
+        return VideoSet(class_names, splits, problems, notices=notices)
 
     splits_dir = pathlib.Path(splits_dir)
     class_names = read_class_index(splits_dir / "classInd.txt")
@@ -188,24 +348,31 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2):
     # (HandStandPushups vs HandstandPushups): match paths case-insensitively.
     on_disk = {f.lower(): f for f in classified}
     splits = {}
-    listed = set()
+    listed_in = {}  # lower-case entry -> list file that names it
     for split_name in ("train", "test"):
         list_file = splits_dir / f"{split_name}list{split:02d}.txt"
         if not list_file.exists():
             raise ValueError(f"split file {list_file} not found (is --split {split} right?)")
+        entries, repeated = read_split_list(list_file)
+        if repeated:
+            notices.append(f"{list_file.name} names {len(repeated)} videos more than once (each is used "
+                           f"once): {_some(repeated)}")
+        in_both = [entry for entry in entries if entry.lower() in listed_in]
+        if in_both:
+            raise ValueError(f"{len(in_both)} videos are listed in both {listed_in[in_both[0].lower()]} and "
+                             f"{list_file.name}: {_some(in_both)}. A video must be in one split only: fix the lists.")
         chosen = []
-        for entry in read_split_list(list_file):
-            class_name = _first_folder(entry)
+        for entry in entries:
+            class_name = class_of(entry)
             if class_name is None or class_name.lower() not in label_of:
                 raise ValueError(f"{list_file}: {entry!r} is not in a class of classInd.txt")
-            listed.add(entry.lower())
+            listed_in[entry.lower()] = list_file.name
             found = on_disk.get(entry.lower())
             if found is None:
-                problems.append((entry, f"listed in {list_file.name} but not found under --videos"))
+                problems.append((entry, f"listed in {list_file.name} but not found under --videos", split_name))
                 continue
             label = label_of[class_name.lower()]
             chosen.append(Video(str(videos_dir / found), found, label, class_names[label]))
         splits[split_name] = chosen
-    unlisted = sum(1 for f in classified if f.lower() not in listed)
-    return VideoSet(class_names, {k: v for k, v in splits.items() if v}, problems, unlisted)
-
+    unlisted = sum(1 for f in classified if f.lower() not in listed_in)
+    return VideoSet(class_names, {k: v for k, v in splits.items() if v}, problems, unlisted, notices)

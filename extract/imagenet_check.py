@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from records import schema  # noqa: E402
-from records.inspect import iterate_videos, list_files  # noqa: E402
+from records.inspect import iterate_videos  # noqa: E402
+from records.reader import list_files  # noqa: E402
 from records.manifest import read_manifest  # noqa: E402
 
 

@@ -1,6 +1,5 @@
 """Summary of TFRecord shards: ``python -m records inspect 'OUT/*.tfrecord'``."""
 
-import glob
 import json
 import pathlib
 
@@ -8,14 +7,7 @@ import numpy as np
 
 from records import manifest as manifest_lib
 from records import schema
-
-
-def list_files(pattern):
-    """Sorted files matching a glob pattern; raises ValueError if none do."""
-    files = sorted(glob.glob(str(pattern)))
-    if not files:
-        raise ValueError(f"no files match {pattern!r}")
-    return files
+from records.reader import list_files
 
 
 def iterate_videos(pattern):

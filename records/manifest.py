@@ -5,9 +5,9 @@ settings, so a later run can tell whether it may resume) and again when the
 run ends. Readers check it against what a model expects.
 """
 
-import json
-import os
 import pathlib
+
+from records import files
 
 MANIFEST_NAME = "manifest.json"
 # The entries that decide what stored features mean. Two sets of features can
@@ -32,35 +32,34 @@ def describe_differences(first, second, keys, first_name, second_name):
     return "; ".join(parts)
 
 
-def write_text_atomic(path, text):
-    """Writes ``text`` to ``path`` so that readers see the old file or the new
-    one, never a half-written one."""
-    path = pathlib.Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
-
-
-def write_json_atomic(path, obj):
-    """Writes ``obj`` as indented JSON, atomically (see ``write_text_atomic``)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
 def manifest_path(output_dir):
     return pathlib.Path(output_dir) / MANIFEST_NAME
 
 
+# Entries every manifest written by ``python -m extract`` has, from the start
+# of a run: a JSON file without them is not ours.
+_REQUIRED_KEYS = ("backbone", "feature_dim", "max_frames", "dtype", "class_names", "complete")
+
+
 def read_manifest(output_dir):
-    """Returns the manifest of ``output_dir`` as a dict, or None if it has none."""
+    """Returns the manifest of ``output_dir`` as a dict, or None if it has none.
+
+    Raises:
+      files.UnreadableFile: ``manifest.json`` is cut short, edited into
+        invalid JSON, or is some other program's file.
+    """
     path = manifest_path(output_dir)
-    if not path.exists():
+    remedy = ("restore it from a backup, or extract again into another --output_dir "
+              "(the shards of this folder cannot be used or resumed without it)")
+    manifest = files.read_json(path, remedy)
+    if manifest is None:
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    missing = [key for key in _REQUIRED_KEYS if key not in manifest] if isinstance(manifest, dict) else ["all"]
+    if missing:
+        raise files.UnreadableFile(f"{path} is not a manifest written by python -m extract (it lacks "
+                                   f"{', '.join(missing)} of its entries); {remedy}")
+    return manifest
 
 
 def write_manifest(output_dir, manifest):
-    write_json_atomic(manifest_path(output_dir), manifest)
+    files.write_json_atomic(manifest_path(output_dir), manifest)

@@ -9,15 +9,20 @@ guide recommends:
   -> prefetch
 
 so the CPU prepares the next batches while the model works on the current one.
-Each element is ``({"features": [B, T, D], "num_frames": [B]}, label [B])``.
+Each element is ``({"features": [B, T, D], "num_frames": [B]}, label [B])``
+(plus the video ids ``[B]`` on request).
+
+``open_shards`` first checks the files a pattern matches against their
+extraction's manifest, so that a stray or missing shard is refused by name
+rather than silently doubling or dropping videos.
 """
 
 import dataclasses
+import glob
 import pathlib
 
 from records import manifest as manifest_lib
 from records import schema
-from records.inspect import list_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +38,61 @@ class FeatureSpec:
         return cls(manifest["feature_dim"], manifest["max_frames"], len(manifest["class_names"]))
 
 
-def manifest_for(pattern):
-    """Returns the manifest of the folder holding the shards that match ``pattern``.
+class NoShards(ValueError):
+    """No file matches a pattern."""
+
+
+def list_files(pattern):
+    """Sorted files matching a glob pattern.
 
     Raises:
-      ValueError: no shard matches, the shards span several folders, or the
-        folder has no complete manifest.
+      NoShards: none does.
+    """
+    files = sorted(glob.glob(str(pattern)))
+    if not files:
+        raise NoShards(f"no files match {pattern!r}")
+    return files
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSet:
+    """The shards a pattern matches, checked against their extraction's manifest.
+
+    Attributes:
+      pattern: the glob pattern.
+      folder: the extraction's output folder.
+      manifest: its manifest.
+      files: the matched shard files, sorted.
+      splits: the splits they make up, each whole.
+    """
+
+    pattern: str
+    folder: pathlib.Path
+    manifest: dict
+    files: list
+    splits: list
+
+    @property
+    def videos(self):
+        return sum(self.manifest["splits"][split]["videos"] for split in self.splits)
+
+    @property
+    def spec(self):
+        return FeatureSpec.from_manifest(self.manifest)
+
+
+def open_shards(pattern):
+    """Finds the shards matching ``pattern`` and checks them against the manifest
+    of their folder: every file must be a shard the manifest lists, and the
+    files must make up whole splits (a shard of a second extraction in the same
+    folder would otherwise double some videos silently, a deleted one drop
+    them).
+
+    Raises:
+      NoShards: no file matches.
+      ValueError: the files span several folders; the folder has no complete,
+        readable manifest; a matched file that the manifest does not list;
+        a listed shard of a matched split that is missing.
     """
     files = list_files(pattern)
     folders = {pathlib.Path(f).parent for f in files}
@@ -51,7 +105,29 @@ def manifest_for(pattern):
     if not manifest.get("complete"):
         raise ValueError(f"the extraction in {folder} is not finished (manifest says complete: false); "
                          "run the same python -m extract command again to complete it")
-    return manifest
+    split_of = {name: split for split, info in manifest["splits"].items() for name in info["shards"]}
+    matched = {pathlib.Path(f).name for f in files}
+    foreign = sorted(matched - split_of.keys())
+    if foreign:
+        raise ValueError(f"{pattern!r} matches {len(foreign)} files that {folder / manifest_lib.MANIFEST_NAME} does "
+                         f"not list: {_some(foreign)} (left by another extraction?). Reading them would count "
+                         f"some videos twice: move them out of {folder}, or narrow the pattern.")
+    splits = sorted({split_of[name] for name in matched})
+    for split in splits:
+        missing = [name for name in manifest["splits"][split]["shards"] if name not in matched]
+        gone = [name for name in missing if not (folder / name).exists()]
+        if gone:
+            raise ValueError(f"{len(gone)} shards of the {split!r} split that {folder / manifest_lib.MANIFEST_NAME} "
+                             f"lists are missing: {_some(gone)}. Run the same python -m extract command again "
+                             "to extract them anew.")
+        if missing:
+            raise ValueError(f"{pattern!r} matches {len(matched)} of the {split!r} split's shards; use a pattern "
+                             f"that matches all of them, e.g. '{folder}/{split}-*.tfrecord'")
+    return ShardSet(str(pattern), folder, manifest, files, splits)
+
+
+def _some(names, limit=3):
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def parse_batch(serialized, spec, dtype):
@@ -63,7 +139,7 @@ def parse_batch(serialized, spec, dtype):
       dtype: how the values are stored, ``"float32"`` or ``"float16"``.
 
     Returns:
-      ``({"features": float32 [B, T, D], "num_frames": int32 [B]}, label int32 [B])``.
+      ``({"features": float32 [B, T, D], "num_frames": int32 [B]}, label int32 [B], video_id string [B])``.
     """
     import tensorflow as tf
 
@@ -75,6 +151,7 @@ def parse_batch(serialized, spec, dtype):
     context, sequences, _ = tf.io.parse_sequence_example(
         serialized,
         context_features={
+            schema.VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
             schema.LABEL: tf.io.FixedLenFeature([], tf.int64),
             schema.NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64),
         },
@@ -90,20 +167,24 @@ def parse_batch(serialized, spec, dtype):
               tf.debugging.assert_non_negative(label, message="negative label")]
     with tf.control_dependencies(checks):
         label = tf.identity(label)
-    return {"features": features, "num_frames": tf.cast(context[schema.NUM_FRAMES], tf.int32)}, label
+    inputs = {"features": features, "num_frames": tf.cast(context[schema.NUM_FRAMES], tf.int32)}
+    return inputs, label, context[schema.VIDEO_ID]
 
 
-def make_dataset(pattern, spec, dtype, batch_size, training, seed=None, parallel_files=8, shuffle_buffer=1024):
-    """Builds the input pipeline for the shards matching ``pattern``.
+def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_video_ids=False,
+                 parallel_files=8, shuffle_buffer=1024):
+    """Builds the input pipeline over shard files.
 
     Args:
-      pattern: glob pattern of TFRecord shards.
+      files: shard files (``ShardSet.files``) or a glob pattern.
       spec: ``FeatureSpec`` the model expects.
       dtype: storage dtype of the shards (the manifest's ``dtype``).
       batch_size: examples per batch.
       training: shuffle, repeat forever and drop the last partial batch;
         otherwise one pass in a fixed order.
       seed: shuffling seed.
+      with_video_ids: elements are ``(inputs, labels, video_ids)`` instead of
+        ``(inputs, labels)``.
       parallel_files: shards read at once.
       shuffle_buffer: examples in the shuffle buffer.
 
@@ -112,7 +193,7 @@ def make_dataset(pattern, spec, dtype, batch_size, training, seed=None, parallel
     """
     import tensorflow as tf
 
-    files = list_files(pattern)
+    files = list_files(files) if isinstance(files, (str, pathlib.Path)) else list(files)
     autotune = tf.data.AUTOTUNE
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
@@ -122,6 +203,38 @@ def make_dataset(pattern, spec, dtype, batch_size, training, seed=None, parallel
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(lambda serialized: parse_batch(serialized, spec, dtype), num_parallel_calls=autotune,
-                          deterministic=not training)
+
+    def parse(serialized):
+        inputs, labels, video_ids = parse_batch(serialized, spec, dtype)
+        return (inputs, labels, video_ids) if with_video_ids else (inputs, labels)
+
+    dataset = dataset.map(parse, num_parallel_calls=autotune, deterministic=not training)
     return dataset.prefetch(autotune)
+
+
+def scan_shards(files, spec, dtype):
+    """Reads every record of every file, to say which files are damaged
+    (after a read error) or hold non-finite feature values (after a NaN).
+
+    Returns:
+      ``[(file, problem)]``, empty if every file reads cleanly and every value
+      is finite.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    problems = []
+    for file in files:
+        non_finite = []
+        try:
+            batches = make_dataset([file], spec, dtype, 64, training=False, with_video_ids=True)
+            for inputs, _, video_ids in batches:
+                finite = np.isfinite(inputs["features"].numpy()).all(axis=(1, 2))
+                non_finite += [v.decode("utf-8") for v, ok in zip(video_ids.numpy(), finite) if not ok]
+        except tf.errors.DataLossError as e:
+            problems.append((file, f"damaged or cut short ({e.message.strip().splitlines()[0]})"))
+            continue
+        if non_finite:
+            problems.append((file, f"non-finite feature values (NaN or Inf) in {len(non_finite)} videos: "
+                                   f"{_some(non_finite)}"))
+    return problems

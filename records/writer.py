@@ -1,21 +1,25 @@
 """Shard files that are either complete or invisible.
 
-A shard is written under a hidden temporary name (``.NAME.partial``, which no
-``*.tfrecord`` pattern matches). ``commit`` first stores the shard's index
+A shard is written under a hidden temporary name (``.NAME.ATTEMPT.partial``,
+which no ``*.tfrecord`` pattern matches; unique per attempt, so that two
+attempts at one shard never write into the same file). ``commit`` first stores the shard's index
 (which videos it holds and which of its videos failed) in
 ``index/NAME.json``, then renames the shard into place. A shard counts as
 done only when both exist, so a process killed at any moment leaves either
 a finished shard or one that the next run writes again from scratch.
 """
 
-import json
+import contextlib
+import glob
+import logging
 import os
 import pathlib
+import uuid
 
-from records.manifest import write_json_atomic
+from records import files
 
 INDEX_DIR = "index"
-_PARTIAL_SUFFIX = ".partial"
+log = logging.getLogger(__name__)
 
 
 def shard_name(split, index, count):
@@ -28,25 +32,37 @@ def index_path(output_dir, name):
 
 
 def read_committed_index(output_dir, name):
-    """Returns the index of a committed shard, or None if the shard is not done."""
+    """Returns the index of a committed shard, or None if the shard is not done.
+
+    An index that cannot be parsed (edited, or damaged on disk: indexes are
+    written atomically) makes the shard count as not done, so that it is
+    extracted again; a warning names the file.
+    """
     index = index_path(output_dir, name)
     if not (pathlib.Path(output_dir) / name).exists() or not index.exists():
         return None
-    with open(index, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        stored = files.read_json(index, f"shard {name} will be extracted again")
+    except files.UnreadableFile as e:
+        log.warning("%s", e)
+        return None
+    if not (isinstance(stored, dict) and {"shard", "videos", "errors"} <= stored.keys()):
+        log.warning("%s is not a shard index of python -m extract; shard %s will be extracted again", index, name)
+        return None
+    return stored
+
+
+def partial_files(output_dir, name):
+    """Leftovers of unfinished attempts at shard ``name``."""
+    pattern = os.path.join(glob.escape(str(output_dir)), f".{glob.escape(name)}.*.partial")
+    return [pathlib.Path(path) for path in glob.glob(pattern)]
 
 
 def discard(output_dir, name):
     """Removes every trace of shard ``name`` (finished or not)."""
     output_dir = pathlib.Path(output_dir)
-    for path in (output_dir / name, index_path(output_dir, name), output_dir / f".{name}{_PARTIAL_SUFFIX}"):
+    for path in (output_dir / name, index_path(output_dir, name), *partial_files(output_dir, name)):
         path.unlink(missing_ok=True)
-
-
-def remove_partial_files(output_dir):
-    """Deletes leftovers of shards that a killed run was still writing."""
-    for path in pathlib.Path(output_dir).glob(f".*{_PARTIAL_SUFFIX}"):
-        path.unlink()
 
 
 class ShardWriter:
@@ -62,7 +78,7 @@ class ShardWriter:
 
         self.output_dir = pathlib.Path(output_dir)
         self.name = name
-        self._partial = self.output_dir / f".{name}{_PARTIAL_SUFFIX}"
+        self._partial = files.partial_path(self.output_dir / name, uuid.uuid4().hex[:12])
         self._writer = tf.io.TFRecordWriter(str(self._partial))
         self.videos = []
         self.errors = []
@@ -92,6 +108,12 @@ class ShardWriter:
         index = {"shard": self.name, "videos": self.videos, "errors": self.errors}
         index_file = index_path(self.output_dir, self.name)
         index_file.parent.mkdir(exist_ok=True)
-        write_json_atomic(index_file, index)
+        files.write_json_atomic(index_file, index)
         os.replace(self._partial, self.output_dir / self.name)
         return index
+
+    def abandon(self):
+        """Closes and deletes the unfinished shard (the attempt failed)."""
+        with contextlib.suppress(Exception):  # closing flushes, which fails again on a full disk
+            self._writer.close()
+        self._partial.unlink(missing_ok=True)

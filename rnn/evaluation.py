@@ -13,24 +13,50 @@ def inference_function(model):
     return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
 
 
+def top_k_for(num_classes):
+    """The k of the top-k accuracy reported beside top-1: 5, or less so that
+    it stays below the number of classes (top-k is always 1 when k reaches
+    it); None with fewer than 3 classes."""
+    k = min(5, num_classes - 1)
+    return k if k >= 2 else None
+
+
+class NonFiniteOutputs(ValueError):
+    """The model gave NaN or Inf for some videos (their features hold NaN or Inf)."""
+
+    def __init__(self, video_ids):
+        super().__init__(f"non-finite model outputs for {len(video_ids)} videos: {', '.join(video_ids[:3])}")
+        self.video_ids = video_ids
+
+
 def predict_logits(predict, dataset):
-    """Runs ``predict`` (from ``inference_function``) over one pass of ``dataset``.
+    """Runs ``predict`` (from ``inference_function``) over one pass of ``dataset``
+    (made ``with_video_ids``).
 
     Returns:
-      ``(logits [N, C], labels [N])`` as numpy arrays.
+      ``(logits [N, C], labels [N], video_ids [N])`` as numpy arrays.
+
+    Raises:
+      NonFiniteOutputs: some logits are NaN or Inf.
     """
-    logits, labels = [], []
-    for inputs, label in dataset:
+    logits, labels, video_ids = [], [], []
+    for inputs, label, ids in dataset:
         logits.append(predict(inputs).numpy())
         labels.append(label.numpy())
+        video_ids.append(ids.numpy())
     if not logits:
         raise ValueError("the evaluation data holds no examples")
-    return np.concatenate(logits), np.concatenate(labels)
+    logits, labels, video_ids = np.concatenate(logits), np.concatenate(labels), np.concatenate(video_ids)
+    finite = np.isfinite(logits).all(axis=1)
+    if not finite.all():
+        raise NonFiniteOutputs([v.decode("utf-8") for v in video_ids[~finite]])
+    return logits, labels, video_ids
 
 
 def evaluate(predict, dataset, class_names):
     """``metrics_from_logits`` over one pass of ``dataset`` through ``predict``."""
-    return metrics_from_logits(*predict_logits(predict, dataset), class_names)
+    logits, labels, _ = predict_logits(predict, dataset)
+    return metrics_from_logits(logits, labels, class_names)
 
 
 def metrics_from_logits(logits, labels, class_names):
@@ -43,8 +69,10 @@ def metrics_from_logits(logits, labels, class_names):
 
     Returns:
       A JSON-serializable dict: ``examples``, ``loss`` (mean cross-entropy),
-      ``top1``, ``top5``, ``per_class`` (name -> precision, recall, support)
-      and ``confusion_matrix`` (rows: true class, columns: predicted).
+      ``top1``, ``k`` and ``top_k`` (top-k accuracy with ``k = top_k_for(C)``;
+      both None with fewer than 3 classes), ``per_class`` (name -> precision,
+      recall, support) and ``confusion_matrix`` (rows: true class, columns:
+      predicted).
     """
     num_classes = len(class_names)
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -52,7 +80,8 @@ def metrics_from_logits(logits, labels, class_names):
     loss = -log_probabilities[np.arange(len(labels)), labels].mean()
     ranked = np.argsort(-logits, axis=1)
     predicted = ranked[:, 0]
-    top5 = (ranked[:, :5] == labels[:, None]).any(axis=1).mean()
+    k = top_k_for(num_classes)
+    top_k = float((ranked[:, :k] == labels[:, None]).any(axis=1).mean()) if k else None
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     per_class = {}
@@ -67,7 +96,8 @@ def metrics_from_logits(logits, labels, class_names):
         "examples": int(len(labels)),
         "loss": float(loss),
         "top1": float((predicted == labels).mean()),
-        "top5": float(top5),
+        "k": k,
+        "top_k": top_k,
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
     }

@@ -32,6 +32,14 @@ class ModelConfig:
     dropout: float = 0.0
     bidirectional: bool = False
 
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown --cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        if self.layers < 1 or self.units < 1:
+            raise ValueError(f"--layers and --units must be at least 1, got {self.layers} and {self.units}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+
 
 CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
 
@@ -61,10 +69,6 @@ def build_model(config, num_classes, feature_dim, max_frames=None):
       A ``keras.Model`` taking ``{"features": [B, T, D], "num_frames": [B]}``
       and returning class logits ``[B, num_classes]``.
     """
-    if config.cell not in CELLS:
-        raise ValueError(f"unknown cell {config.cell!r}; choose one of {', '.join(CELLS)}")
-    if config.layers < 1:
-        raise ValueError("a model needs at least one recurrent layer")
     features = keras.Input((max_frames, feature_dim), name="features")
     num_frames = keras.Input((), dtype="int32", name="num_frames")
     mask = FrameMask(name="frame_mask")(features, num_frames)

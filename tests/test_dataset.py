@@ -76,7 +76,7 @@ def test_videos_outside_class_folders_are_reported(tmp_path):
     _ucf_tree(tmp_path, groups=2, clips=1)
     _touch(tmp_path, "stray.mp4", "notes.txt", ".hidden/v_X_g01_c01.avi")
     video_set = dataset.load_videos(tmp_path)
-    assert [p for p, _ in video_set.problems] == ["stray.mp4"]
+    assert [(p, split) for p, _, split in video_set.problems] == [("stray.mp4", None)]
     assert "class folder" in video_set.problems[0][1]
     assert sum(map(len, video_set.splits.values())) == 6
 
@@ -110,7 +110,7 @@ def test_official_split_lists(tmp_path):
     assert {v.video_id for v in video_set.splits["test"]} == {
         "HandstandPushups/v_HandStandPushups_g01_c01.avi", "Archery/v_Archery_g01_c01.avi"}
     assert video_set.problems == [("Archery/v_Archery_g10_c01.avi",
-                                   "listed in trainlist01.txt but not found under --videos")]
+                                   "listed in trainlist01.txt but not found under --videos", "train")]
     assert video_set.unlisted == 1  # g09 is in neither list
     with pytest.raises(ValueError, match="trainlist02.txt not found"):
         dataset.load_videos(videos, tmp_path / "lists", split=2)

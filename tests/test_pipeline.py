@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_video, run_cli
-from extract import dataset, pipeline
-from records import schema
+from extract import dataset, local_runner, plan, shards
+from records import files, schema
 from records.inspect import inspect
 
 
@@ -25,7 +25,7 @@ def test_frame_batcher_packs_videos_into_full_batches_in_order():
         calls.append(len(frames))
         return frames.reshape(len(frames), -1)[:, :1].astype(np.float32)
 
-    batcher = pipeline.FrameBatcher(batch_size=4)
+    batcher = shards.FrameBatcher(batch_size=4)
     lengths = {"a": 3, "b": 6, "c": 1, "d": 2}
     done = []
     for name, length in lengths.items():
@@ -45,12 +45,12 @@ def test_frame_batcher_packs_videos_into_full_batches_in_order():
 
 def test_plan_is_deterministic_and_covers_every_video_once(tmp_path):
     videos = [dataset.Video(f"/v/{i}", f"c{i % 3}/v{i}.mp4", i % 3, f"c{i % 3}") for i in range(25)]
-    shards = pipeline.plan_shards({"train": videos}, videos_per_shard=10)
-    again = pipeline.plan_shards({"train": list(reversed(videos))}, videos_per_shard=10)
-    assert [s.name for s in shards] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
-    assert [[v.video_id for v in s.videos] for s in shards] == [[v.video_id for v in s.videos] for s in again]
-    assert sorted(v.video_id for s in shards for v in s.videos) == sorted(v.video_id for v in videos)
-    assert sorted(len(s.videos) for s in shards) == [8, 8, 9]
+    planned = plan.plan_shards({"train": videos}, videos_per_shard=10)
+    again = plan.plan_shards({"train": list(reversed(videos))}, videos_per_shard=10)
+    assert [s.name for s in planned] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    assert [[v.video_id for v in s.videos] for s in planned] == [[v.video_id for v in s.videos] for s in again]
+    assert sorted(v.video_id for s in planned for v in s.videos) == sorted(v.video_id for v in videos)
+    assert sorted(len(s.videos) for s in planned) == [8, 8, 9]
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,8 @@ class _RecordingBackbone:
 def test_batch_size_defaults_to_the_engines_choice(video_folder, tmp_path, asked, expected):
     backbone = _RecordingBackbone()
     video_set = dataset.load_videos(video_folder, test_fraction=0)
-    config = pipeline.ExtractConfig(weights="none", batch_size=asked)
-    pipeline.extract(video_set, tmp_path, config, show_progress=False, backbone=backbone)
+    config = plan.ExtractConfig(weights="none", batch_size=asked)
+    local_runner.extract(video_set, tmp_path, config, show_progress=False, backbone=backbone)
     assert backbone.batch_sizes[:-1] == [expected] * (len(backbone.batch_sizes) - 1)
     assert 1 <= backbone.batch_sizes[-1] <= expected
 
@@ -140,7 +140,7 @@ def test_extract_cli_end_to_end_with_broken_files(video_folder, tmp_path):
     manifest_before = (output / "manifest.json").read_bytes()
     again = _extract_cli(video_folder, output)
     assert again.returncode == 3
-    assert "0 shards written" in again.stdout and "loading" not in again.stderr
+    assert "nothing to do, all 6 shards were done" in again.stdout and "loading" not in again.stderr
     assert _shard_stats(output) == before
     assert (output / "manifest.json").read_bytes() == manifest_before
 
@@ -215,7 +215,7 @@ def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(shared_videos / clip)
     video_set = dataset.load_videos(videos, test_fraction=0)
-    summary = pipeline.extract(video_set, tmp_path / "out", pipeline.ExtractConfig(), show_progress=False)
+    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(), show_progress=False)
     assert (summary.written, summary.failed) == (4, 0)
 
     durations = {}
@@ -277,7 +277,7 @@ def test_two_runs_never_write_to_one_folder(tmp_path):
     output = tmp_path / "out"
     output.mkdir()
     video_set = dataset.VideoSet(["a"], {"train": [dataset.Video("/x.mp4", "a/x.mp4", 0, "a")]}, [])
-    with open(output / pipeline.LOCK_NAME, "w") as lock:
+    with open(output / files.LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
-        with pytest.raises(pipeline.ExtractionRefused, match="another extraction"):
-            pipeline.extract(video_set, output, pipeline.ExtractConfig(), show_progress=False)
+        with pytest.raises(plan.ExtractionRefused, match="another extraction"):
+            local_runner.extract(video_set, output, plan.ExtractConfig(), show_progress=False)

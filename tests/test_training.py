@@ -2,6 +2,7 @@
 metrics, bad input, evaluation and prediction."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -77,13 +78,14 @@ def test_reader_rejects_labels_outside_the_model(tmp_path):
 
 
 def test_manifest_checks(tmp_path):
-    with pytest.raises(ValueError, match="no files match"):
-        reader.manifest_for(str(tmp_path / "*.tfrecord"))
+    with pytest.raises(reader.NoShards, match="no files match"):
+        reader.open_shards(str(tmp_path / "*.tfrecord"))
     manifest = write_extraction(tmp_path, {"train": temporal_order_examples(4, 8, 4)}, CLASSES, 8)
-    assert reader.manifest_for(str(tmp_path / "train-*.tfrecord")) == manifest
+    shards = reader.open_shards(str(tmp_path / "train-*.tfrecord"))
+    assert (shards.manifest, shards.splits, shards.videos) == (manifest, ["train"], 4)
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
     with pytest.raises(ValueError, match="not finished"):
-        reader.manifest_for(str(tmp_path / "train-*.tfrecord"))
+        reader.open_shards(str(tmp_path / "train-*.tfrecord"))
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +127,14 @@ def test_both_cells_learn_temporal_order(order_task, tmp_path, cell):
     assert stored["train"]["examples_per_second"] > 0
 
     # The run folder holds what TensorBoard shows.
-    assert _tags(tmp_path / cell / "train") >= {"loss", "top1", "top5", "learning_rate", "gradient_norm",
+    # With 4 classes top-5 would always be 1: top-3 is reported instead.
+    assert _tags(tmp_path / cell / "train") >= {"loss", "top1", "top3", "learning_rate", "gradient_norm",
                                                 "parameter_norm", "examples_per_second", "input_wait_fraction",
                                                 "_hparams_/session_start_info"}
+    assert "top5" not in _tags(tmp_path / cell / "train") | _tags(tmp_path / cell / "eval")
+    assert (stored["final_eval"]["k"], 0 <= stored["final_eval"]["top_k"] <= 1) == (3, True)
     assert any(tag.endswith("kernel") for tag in _tags(tmp_path / cell / "train"))  # weight histograms
-    assert _tags(tmp_path / cell / "eval") >= {"loss", "top1", "top5", "confusion_matrix"}
+    assert _tags(tmp_path / cell / "eval") >= {"loss", "top1", "top3", "confusion_matrix"}
 
     # Evaluating the saved run without training gives the same accuracy.
     evaluated = train.evaluate_run(tmp_path / cell, config.eval_pattern)
@@ -166,10 +171,21 @@ def test_running_again_resumes_from_the_last_checkpoint(order_task, tmp_path):
     assert restarted["step"] == 20 and _steps_logged(tmp_path / "gru" / "train") == [[10, 20]]
 
 
-def test_resuming_with_another_architecture_is_refused(order_task, tmp_path):
+def test_resuming_with_other_settings_is_refused_and_a_longer_run_is_recorded(order_task, tmp_path):
     train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
-    with pytest.raises(train.TrainingError, match="other model settings"):
+    with pytest.raises(train.TrainingError, match=r"other settings \(units: 32 there, 64 now\)"):
         train.train(_config(order_task, tmp_path, steps=20, run_name="run", model=models.ModelConfig(units=64)))
+    with pytest.raises(train.TrainingError, match=r"batch_size: 32 there, 8 now; learning_rate: 0.001 there, 0.01 now"):
+        train.train(_config(order_task, tmp_path, steps=20, run_name="run", batch_size=8, learning_rate=0.01))
+    other_data = tmp_path / "copy"
+    shutil.copytree(order_task, other_data)
+    with pytest.raises(train.TrainingError, match="train_pattern: .* there, .*copy/train-.* now"):
+        train.train(_config(order_task, tmp_path, steps=20, run_name="run",
+                            train_pattern=str(other_data / "train-*.tfrecord")))
+    # A longer run is fine, and run.json says so.
+    assert train.train(_config(order_task, tmp_path, steps=20, run_name="run"))["step"] == 20
+    sessions = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"]
+    assert [(s["from_step"], s["steps"]) for s in sessions] == [(0, 10), (10, 20)]
 
 
 def test_eval_data_from_another_extraction_is_refused(order_task, tmp_path):

