@@ -79,6 +79,7 @@ def main(argv):
         raise app.UsageError("usage: python -m predict --run RUN_DIR VIDEO [VIDEO ...]\n"
                              "(a video named -x.mp4 goes after --: python -m predict --run RUN_DIR -- -x.mp4)")
     console.log_plainly()
+    console.import_tensorflow()
     try:
         predictor = Predictor(FLAGS.run)
     except ValueError as e:

@@ -39,6 +39,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from extract import console  # noqa: E402
+
+console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
+
 from records import files  # noqa: E402
 from records import manifest as manifest_lib  # noqa: E402
 from records import reader  # noqa: E402
@@ -249,6 +252,7 @@ def _train_in(run_dir, run, config, train_shards, eval_shards):
 
     # Model, optimizer and checkpoints; resume from the latest by default.
     model = models.build_model(config.model, spec.num_classes, spec.feature_dim, spec.max_frames)
+    console.warm_up(model)
     optimizer = keras.optimizers.Adam(_schedule(config, total_steps))
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -531,7 +535,8 @@ def main(argv):
     # Treat "kill PID" like Ctrl-C: save a checkpoint, then stop.
     signal.signal(signal.SIGTERM, interrupt)
     console.log_plainly()
-    tf = console.import_tensorflow()
+    import tensorflow as tf
+
     try:
         if FLAGS.mode == "eval":
             results = evaluate_run(config.run_dir, config.eval_pattern, config.batch_size)

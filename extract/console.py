@@ -2,6 +2,7 @@
 TensorFlow imported without its start-up noise, and progress that shows as a
 bar on a terminal and as periodic log lines elsewhere."""
 
+import contextlib
 import datetime
 import logging
 import os
@@ -26,11 +27,12 @@ def log_plainly():
 
 
 # What TensorFlow's C++ start-up prints to stderr before its logging is set up
-# (so TF_CPP_MIN_LOG_LEVEL cannot hide it): informational lines, and on a
-# machine without an NVIDIA driver, a "failed call to cuInit" error that only
-# says there is no GPU. Errors of any other kind still get through.
+# (so TF_CPP_MIN_LOG_LEVEL cannot hide it): informational lines; on a machine
+# without an NVIDIA driver, a "failed call to cuInit" error that only says
+# there is no GPU; and, at a model's first run, oneDNN's notice that it leaves
+# boolean ops to another implementation. Errors of any other kind get through.
 _STARTUP_INFO = re.compile(r"^(I\d{4} \d|WARNING: All log messages before absl::InitializeLog|"
-                           r"To enable the following instructions:)")
+                           r"To enable the following instructions:)|oneDNN supports DT_BOOL only on platforms")
 _NO_DRIVER_NOISE = re.compile(r"failed call to cuInit|Could not find cuda drivers|cuda_(driver|platform)\.cc")
 
 
@@ -40,37 +42,57 @@ def _has_nvidia_driver():
 
 def startup_noise(line, has_driver):
     """True for a line of TensorFlow's start-up output that is not worth a user's attention."""
-    return bool(_STARTUP_INFO.match(line)) or (not has_driver and bool(_NO_DRIVER_NOISE.search(line)))
+    return bool(_STARTUP_INFO.search(line)) or (not has_driver and bool(_NO_DRIVER_NOISE.search(line)))
 
 
-def import_tensorflow():
-    """Imports TensorFlow and probes for GPUs (which is when CUDA is
-    initialised) with their start-up lines filtered (see ``startup_noise``).
-
-    Returns:
-      The ``tensorflow`` module.
-    """
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
+@contextlib.contextmanager
+def tensorflow_startup_filtered():
+    """Runs the block with the process's stderr captured, then prints what it
+    wrote except TensorFlow's start-up noise (see ``startup_noise``). For
+    short start-up steps only (no progress bar is shown meanwhile)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode("utf-8", "replace")
-    has_driver = _has_nvidia_driver()
-    kept = [line for line in text.splitlines() if line.strip() and not startup_noise(line, has_driver)]
-    if kept:
-        print("\n".join(kept), file=sys.stderr)
+            has_driver = _has_nvidia_driver()
+            kept = [line for line in text.splitlines() if line.strip() and not startup_noise(line, has_driver)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def import_tensorflow():
+    """Imports TensorFlow and probes for GPUs (which is when CUDA is
+    initialised) without their start-up noise.
+
+    Returns:
+      The ``tensorflow`` module.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with tensorflow_startup_filtered():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
     return tf
+
+
+def warm_up(model):
+    """Runs a Keras model once on zeros, without the notices TensorFlow prints
+    at a model's first run."""
+    import numpy as np
+
+    inputs = {tensor.name: np.zeros((1, *(size or 1 for size in tensor.shape[1:])), tensor.dtype)
+              for tensor in model.inputs}
+    with tensorflow_startup_filtered():
+        model(inputs)
 
 
 def _duration(seconds):

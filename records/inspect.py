@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import sys
 
 import numpy as np
 
@@ -18,11 +19,22 @@ def iterate_videos(pattern):
         yield schema.decode_video(serialized)
 
 
+def _read_file(path):
+    """Yields the videos of one shard file; raises tf.errors.DataLossError
+    where the file is damaged."""
+    import tensorflow as tf
+
+    for serialized in tf.data.TFRecordDataset([path]).as_numpy_iterator():
+        yield schema.decode_video(serialized)
+
+
 def inspect(pattern, per_video=False):
     """Reads every example of the matching shards and summarizes them.
 
     Checks as it goes that all examples agree on feature size, padded length
-    and dtype, and that padding frames are zero.
+    and dtype, that padding frames are zero and values finite, that no video
+    id occurs twice, that every file is one the folder's manifest lists, and
+    that every file reads to its end.
 
     Args:
       pattern: glob pattern of TFRecord files.
@@ -30,29 +42,41 @@ def inspect(pattern, per_video=False):
 
     Returns:
       A JSON-serializable dict: files, examples, feature_dim, max_frames,
-      dtype, label histogram (by name), num_frames min/mean/max, fps values.
+      dtype, label histogram (by name), num_frames min/mean/max, fps values,
+      and ``problems`` (one sentence each; empty when all is well).
 
     Raises:
       ValueError: no matching file, or examples that disagree.
     """
+    import tensorflow as tf
+
     files = list_files(pattern)
     shapes, dtypes, fps_values = set(), set(), set()
-    num_frames, labels, videos = [], {}, {}
-    nonzero_padding = []
-    for video in iterate_videos(pattern):
-        features = video[schema.FEATURES]
-        shapes.add(features.shape)
-        dtypes.add(video["dtype"])
-        fps_values.add(round(video[schema.FPS], 6))
-        num_frames.append(video[schema.NUM_FRAMES])
-        videos[video[schema.VIDEO_ID]] = video[schema.NUM_FRAMES]
-        name = f"{video[schema.LABEL]}:{video[schema.LABEL_NAME]}"
-        labels[name] = labels.get(name, 0) + 1
-        if np.any(features[video[schema.NUM_FRAMES]:]):
-            nonzero_padding.append(video[schema.VIDEO_ID])
+    num_frames, labels, videos, occurrences = [], {}, {}, {}
+    nonzero_padding, non_finite, damaged = [], [], {}
+    for path in files:
+        try:
+            for video in _read_file(path):
+                features = video[schema.FEATURES]
+                video_id = video[schema.VIDEO_ID]
+                shapes.add(features.shape)
+                dtypes.add(video["dtype"])
+                fps_values.add(round(video[schema.FPS], 6))
+                num_frames.append(video[schema.NUM_FRAMES])
+                videos[video_id] = video[schema.NUM_FRAMES]
+                occurrences[video_id] = occurrences.get(video_id, 0) + 1
+                name = f"{video[schema.LABEL]}:{video[schema.LABEL_NAME]}"
+                labels[name] = labels.get(name, 0) + 1
+                if np.any(features[video[schema.NUM_FRAMES]:]):
+                    nonzero_padding.append(video_id)
+                if not np.isfinite(features).all():
+                    non_finite.append(video_id)
+        except tf.errors.DataLossError as e:
+            damaged[path] = e.message.strip().splitlines()[0]
     if len(shapes) > 1 or len(dtypes) > 1:
         raise ValueError(f"examples disagree: feature shapes {sorted(shapes)}, dtypes {sorted(dtypes)}")
     summary = {"files": len(files), "examples": len(num_frames)}
+    problems = []
     if num_frames:
         (max_frames, feature_dim), = shapes
         summary.update({
@@ -67,19 +91,63 @@ def inspect(pattern, per_video=False):
         })
     if per_video:
         summary["videos"] = dict(sorted(videos.items()))
-    manifest = manifest_lib.read_manifest(pathlib.Path(files[0]).parent)
-    if manifest is not None and num_frames:
+    duplicates = {video_id: count for video_id, count in sorted(occurrences.items()) if count > 1}
+    if duplicates:
+        summary["duplicate_video_ids"] = duplicates
+        problems.append(f"{len(duplicates)} video ids occur more than once ({_some(duplicates)}): "
+                        f"{len(num_frames)} examples hold {len(occurrences)} videos")
+    if damaged:
+        summary["damaged_files"] = damaged
+        problems += [f"{path} is damaged or cut short ({message}); delete it and run the same python -m extract "
+                     "command again to extract it anew" for path, message in damaged.items()]
+    if non_finite:
+        problems.append(f"{len(non_finite)} videos hold NaN or Inf feature values: {_some(non_finite)}")
+    if nonzero_padding:
+        problems.append(f"{len(nonzero_padding)} videos have non-zero padding: {_some(nonzero_padding)}")
+    problems += _manifest_problems(files, summary)
+    summary["problems"] = problems
+    return summary
+
+
+def _some(names, limit=3):
+    names = list(names)
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
+
+
+def _manifest_problems(files, summary):
+    """Checks the files against the manifest of their folder (if it has one)."""
+    folder = pathlib.Path(files[0]).parent
+    try:
+        manifest = manifest_lib.read_manifest(folder)
+    except ValueError as e:
+        return [str(e)]
+    if manifest is None:
+        return []
+    problems = []
+    summary["weights"] = manifest.get("weights")
+    if manifest.get("weights") == "none":
+        problems.append("these features come from RANDOM weights (--weights none): they are meaningless")
+    listed = {name for split in manifest.get("splits", {}).values() for name in split.get("shards", [])}
+    strays = [pathlib.Path(f).name for f in files if pathlib.Path(f).name not in listed]
+    if strays:
+        summary["not_in_manifest"] = strays
+        problems.append(f"{len(strays)} files are not shards that {folder / manifest_lib.MANIFEST_NAME} lists: "
+                        f"{_some(strays)} (left by another extraction?)")
+    if summary["examples"]:
         for key in ("feature_dim", "max_frames", "dtype"):
             if manifest.get(key) != summary[key]:
                 summary.setdefault("disagrees_with_manifest", {})[key] = manifest.get(key)
-    return summary
+                problems.append(f"{key} is {summary[key]} in the records, {manifest.get(key)} in the manifest")
+    return problems
 
 
 USAGE = """usage: python -m records inspect 'OUTPUT_DIR/*.tfrecord' [--videos]
 
 Prints a JSON summary of the shards: examples, feature_dim, max_frames, dtype,
-label histogram, num_frames min/mean/max. --videos also lists each video's
-num_frames."""
+label histogram, num_frames min/mean/max, and problems found (duplicate video
+ids, damaged files, NaN values, files the manifest does not list). --videos
+also lists each video's num_frames. Exit status: 0, or 1 when it found
+problems (also printed on stderr)."""
 
 
 def main(argv):
@@ -88,9 +156,15 @@ def main(argv):
     if len(arguments) != 2 or arguments[0] != "inspect" or set(options) - {"--videos"}:
         print(USAGE)
         return 0 if {"-h", "--help"} & set(options) else 2
+    from extract import console
+
+    console.import_tensorflow()
     try:
-        print(json.dumps(inspect(arguments[1], per_video="--videos" in options), indent=2, ensure_ascii=False))
+        summary = inspect(arguments[1], per_video="--videos" in options)
     except ValueError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    return 0
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    for problem in summary["problems"]:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if summary["problems"] else 0

@@ -22,10 +22,12 @@ def top_k_for(num_classes):
 
 
 class NonFiniteOutputs(ValueError):
-    """The model gave NaN or Inf for some videos (their features hold NaN or Inf)."""
+    """Some videos have NaN or Inf features (which may or may not turn the
+    model's outputs into NaN: tanh(Inf) is 1), or NaN or Inf outputs."""
 
     def __init__(self, video_ids):
-        super().__init__(f"non-finite model outputs for {len(video_ids)} videos: {', '.join(video_ids[:3])}")
+        super().__init__(f"NaN or Inf in the features or outputs of {len(video_ids)} held-out videos "
+                         f"({', '.join(video_ids[:3])})")
         self.video_ids = video_ids
 
 
@@ -37,17 +39,18 @@ def predict_logits(predict, dataset):
       ``(logits [N, C], labels [N], video_ids [N])`` as numpy arrays.
 
     Raises:
-      NonFiniteOutputs: some logits are NaN or Inf.
+      NonFiniteOutputs: some features or logits are NaN or Inf.
     """
-    logits, labels, video_ids = [], [], []
+    logits, labels, video_ids, finite = [], [], [], []
     for inputs, label, ids in dataset:
         logits.append(predict(inputs).numpy())
         labels.append(label.numpy())
         video_ids.append(ids.numpy())
+        finite.append(np.isfinite(inputs["features"].numpy()).all(axis=(1, 2)))
     if not logits:
         raise ValueError("the evaluation data holds no examples")
     logits, labels, video_ids = np.concatenate(logits), np.concatenate(labels), np.concatenate(video_ids)
-    finite = np.isfinite(logits).all(axis=1)
+    finite = np.concatenate(finite) & np.isfinite(logits).all(axis=1)
     if not finite.all():
         raise NonFiniteOutputs([v.decode("utf-8") for v in video_ids[~finite]])
     return logits, labels, video_ids

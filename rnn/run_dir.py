@@ -142,14 +142,17 @@ def load_final_model(run_dir):
     """
     import keras
 
+    from extract import console
     from rnn import models  # noqa: F401  (registers the model's custom layer for loading)
 
     path = pathlib.Path(run_dir) / MODEL_FILE
     if not path.is_file():
         raise RunFolderError(f"{run_dir} has no {MODEL_FILE}; is it a finished training run? (python train.py ...)")
     try:
-        return keras.models.load_model(path)
+        model = keras.models.load_model(path)
     except Exception as e:  # Keras reports a damaged archive in many ways, some misleading ("File not found")
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunFolderError(f"{path} cannot be loaded ({detail}): it may be cut short or damaged. Run the same "
                              "train.py command again: it re-exports the model from the last checkpoint.") from None
+    console.warm_up(model)
+    return model

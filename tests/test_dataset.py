@@ -120,3 +120,101 @@ def test_malformed_class_index(tmp_path):
     (tmp_path / "classInd.txt").write_text("1 A\n3 B\n")
     with pytest.raises(ValueError, match="without gaps"):
         dataset.read_class_index(tmp_path / "classInd.txt")
+
+
+def _all_videos(video_set):
+    return sorted(v.video_id for videos in video_set.splits.values() for v in videos)
+
+
+def test_symlinks_list_each_real_file_once(tmp_path):
+    """Hardening 3: a link back into the tree, a link above it, two links that
+    point at each other and a duplicate file link list nothing twice and never
+    relabel a video; what was left out is reported."""
+    videos = tmp_path / "videos"
+    _ucf_tree(videos, classes=("Archery", "Diving"), groups=2, clips=1)
+    (videos / "Archery" / "loop").symlink_to(".")  # ln -s . class/loop
+    (videos / "Diving" / "up").symlink_to("..")  # ln -s .. class/up: the videos folder itself
+    (videos / "Diving" / "above").symlink_to("../..")  # the folder holding the videos folder
+    (videos / "Diving" / "a").symlink_to("b")  # two links to each other
+    (videos / "Diving" / "b").symlink_to("a")
+    (videos / "Diving" / "again.avi").symlink_to(videos / "Archery" / "v_Archery_g01_c01.avi")
+    outside = tmp_path / "elsewhere" / "Swimming"
+    _touch(outside.parent, "Swimming/v_Swimming_g01_c01.avi", "Swimming/v_Swimming_g02_c01.avi")
+    (videos / "Swimming").symlink_to(outside)  # a class kept on another disk: followed
+    (videos / "Swimming2").symlink_to(outside)  # the same folder again: not
+
+    video_set = dataset.load_videos(videos, test_fraction=0.5)
+    assert _all_videos(video_set) == [
+        "Archery/v_Archery_g01_c01.avi", "Archery/v_Archery_g02_c01.avi", "Diving/v_Diving_g01_c01.avi",
+        "Diving/v_Diving_g02_c01.avi", "Swimming/v_Swimming_g01_c01.avi", "Swimming/v_Swimming_g02_c01.avi"]
+    assert video_set.class_names == ["Archery", "Diving", "Swimming"]
+    for videos_of_split in video_set.splits.values():
+        for video in videos_of_split:
+            assert video.label_name == video.video_id.split("/")[0]
+    listing = dataset.find_video_files(videos)
+    reasons = dict(listing.skipped)
+    assert "inside the videos folder" in reasons["Archery/loop"]
+    assert "inside the videos folder" in reasons["Diving/up"]
+    assert "above the videos folder" in reasons["Diving/above"]
+    assert "broken or looping" in reasons["Diving/a"] and "broken or looping" in reasons["Diving/b"]
+    assert "same file as Archery/v_Archery_g01_c01.avi" in reasons["Diving/again.avi"]
+    assert "listed already" in reasons["Swimming2"]
+    assert any("left out so that each video is listed once" in notice for notice in video_set.notices)
+
+
+def test_split_lists_repeated_lines_count_once_and_a_video_in_both_is_refused(tmp_path):
+    """Hardening 4."""
+    videos = tmp_path / "videos"
+    _touch(videos, "Archery/v_Archery_g01_c01.avi", "Archery/v_Archery_g02_c01.avi")
+    _write_ucf_lists(tmp_path / "lists", ["Archery"],
+                     train=["Archery/v_Archery_g01_c01.avi", "Archery/v_Archery_g01_c01.avi",
+                            "archery/V_ARCHERY_G01_C01.avi"],
+                     test=["Archery/v_Archery_g02_c01.avi"])
+    video_set = dataset.load_videos(videos, tmp_path / "lists")
+    assert [v.video_id for v in video_set.splits["train"]] == ["Archery/v_Archery_g01_c01.avi"]
+    assert any("trainlist01.txt names 2 videos more than once" in n for n in video_set.notices)
+
+    (tmp_path / "lists" / "testlist01.txt").write_text("Archery/v_Archery_g02_c01.avi\nArchery/v_archery_g01_c01.avi\n")
+    with pytest.raises(ValueError, match="listed in both trainlist01.txt and testlist01.txt: "
+                                         "Archery/v_archery_g01_c01.avi"):
+        dataset.load_videos(videos, tmp_path / "lists")
+
+
+def test_missing_class_index_is_a_clear_error(tmp_path):
+    """Hardening 7: no traceback-level FileNotFoundError."""
+    _touch(tmp_path / "videos", "Archery/v_Archery_g01_c01.avi")
+    (tmp_path / "lists").mkdir()
+    with pytest.raises(ValueError, match="classInd.txt not found: --splits_dir must hold"):
+        dataset.load_videos(tmp_path / "videos", tmp_path / "lists")
+
+
+def test_nested_layout_is_flagged_and_class_depth_reads_it(tmp_path):
+    """Hardening 10: source/class/clip gives source folders as classes unless
+    --class_depth 2; the layout is flagged; empty class folders are reported."""
+    _touch(tmp_path, "hmdb/wave/a.avi", "hmdb/wave/b.avi", "ucf/wave/c.avi", "ucf/run/d.avi", "ucf/run/e.avi")
+    (tmp_path / "empty_class").mkdir()
+    flat = dataset.load_videos(tmp_path, test_fraction=0)
+    assert flat.class_names == ["hmdb", "ucf"]
+    assert any("hold videos only in subfolders" in n and "--class_depth 2" in n for n in flat.notices)
+    assert any("1 class folders hold no video and are left out: empty_class" in n for n in flat.notices)
+
+    nested = dataset.load_videos(tmp_path, test_fraction=0, class_depth=2)
+    assert nested.class_names == ["run", "wave"]
+    labels = {v.video_id: v.label_name for v in nested.splits["train"]}
+    assert labels == {"hmdb/wave/a.avi": "wave", "hmdb/wave/b.avi": "wave", "ucf/wave/c.avi": "wave",
+                      "ucf/run/d.avi": "run", "ucf/run/e.avi": "run"}
+    assert not any("subfolders" in n for n in nested.notices)
+
+
+def test_classes_without_a_test_video_are_named(tmp_path):
+    """Hardening 11: one group per class means no test video; say which and why."""
+    _touch(tmp_path, "a/v_A_g01_c01.avi", "a/v_A_g01_c02.avi", "b/v_B_g01_c01.avi", "b/v_B_g02_c01.avi")
+    video_set = dataset.load_videos(tmp_path, test_fraction=0.2)
+    assert {v.video_id for v in video_set.splits["test"]} <= {"b/v_B_g01_c01.avi", "b/v_B_g02_c01.avi"}
+    assert any(n.startswith("1 classes have no test video, because all their videos form one group") and
+               n.endswith(": a") for n in video_set.notices)
+
+    _touch(tmp_path / "only", "a/v_A_g01_c01.avi", "b/v_B_g01_c01.avi")
+    none = dataset.load_videos(tmp_path / "only", test_fraction=0.2)
+    assert set(none.splits) == {"train"}
+    assert any("no test split is written" in n for n in none.notices)

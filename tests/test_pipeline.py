@@ -3,6 +3,7 @@ re-runs, refusing to mix settings, and the command line."""
 
 import csv
 import json
+import re
 import os
 import signal
 import subprocess
@@ -103,9 +104,18 @@ def test_batch_size_defaults_to_the_engines_choice(video_folder, tmp_path, asked
 
 def test_extract_cli_end_to_end_with_broken_files(video_folder, tmp_path):
     output = tmp_path / "out"
-    result = _extract_cli(video_folder, output)
+    result = _extract_cli(video_folder, output, "--progress_seconds", 0.3)
     assert result.returncode == 3, result.stderr  # finished, some videos failed
     assert "16 written, 2 failed" in result.stdout
+    assert "2 classes: bars, pattern" in result.stdout
+    # Hardening 14: the two rates say what they measure.
+    assert re.search(r"speed: [\d.]+ frames/s decoding \+ CNN \([\d.]+ s\); [\d.]+ s wall time including "
+                     "start-up", result.stdout), result.stdout
+    # Hardening 12: without a bar, progress lines with a rate and the time left.
+    assert re.search(r"INFO: extracting: \d+/18 videos \(\d+ %\), [\d.]+ frames/s, .* elapsed, ETA ", result.stderr), \
+        result.stderr
+    # Hardening 13: none of TensorFlow's CUDA start-up noise on a machine without a GPU.
+    assert "cuInit" not in result.stderr and "cuda drivers" not in result.stderr
 
     errors = (output / "errors.tsv").read_text().splitlines()
     assert errors[0] == "video\treason"
@@ -281,3 +291,158 @@ def test_two_runs_never_write_to_one_folder(tmp_path):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
         with pytest.raises(plan.ExtractionRefused, match="another extraction"):
             local_runner.extract(video_set, output, plan.ExtractConfig(), show_progress=False)
+
+
+def _files_and_contents(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_deletes_only_what_the_previous_extraction_wrote(video_folder, tmp_path):
+    """Hardening 2: user files beside the outputs survive --overwrite, a folder
+    with .tfrecord files that no manifest of ours lists is refused, and a
+    refused run leaves the lock file as it was."""
+    output = tmp_path / "out"
+    user_files = {"notes.txt": b"mine", "index/README": b"my index notes", ".draft.partial": b"hidden",
+                  "results.tsv": b"a\tb\n", "sub/errors.tsv": b"not the extractor's"}
+    for name, content in user_files.items():
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_bytes(content)
+    video_set = dataset.load_videos(video_folder)
+    first = plan.ExtractConfig(weights="none", videos_per_shard=4)
+    local_runner.extract(video_set, output, first, show_progress=False, backbone=_RecordingBackbone())
+    ours_before = set(_files_and_contents(output)) - set(user_files)
+    assert {"manifest.json", "errors.tsv", "warnings.tsv"} < ours_before
+
+    second = plan.ExtractConfig(weights="none", videos_per_shard=6, fps=2)
+    local_runner.extract(video_set, output, second, overwrite=True, show_progress=False,
+                         backbone=_RecordingBackbone())
+    after = _files_and_contents(output)
+    assert {name: after[name] for name in user_files} == user_files
+    assert json.loads(after["manifest.json"])["fps"] == 2.0
+    assert {n for n in after if n.endswith(".tfrecord")} == {n for s in json.loads(after["manifest.json"])[
+        "splits"].values() for n in s["shards"]}
+
+    (output / "other-00000-of-00001.tfrecord").write_bytes(b"someone else's")
+    (output / files.LOCK_NAME).write_bytes(b"lock content")
+    with pytest.raises(plan.ExtractionRefused, match="holds 1 .tfrecord files that no manifest of python -m "
+                                                     "extract lists .other-00000-of-00001.tfrecord."):
+        local_runner.extract(video_set, output, first, overwrite=True, show_progress=False,
+                             backbone=_RecordingBackbone())
+    assert (output / "other-00000-of-00001.tfrecord").read_bytes() == b"someone else's"
+    assert (output / files.LOCK_NAME).read_bytes() == b"lock content"
+    assert _files_and_contents(output).keys() == after.keys() | {"other-00000-of-00001.tfrecord"}
+
+
+def test_a_new_extraction_never_replaces_a_users_file(video_folder, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "errors.tsv").write_text("my own list\n")
+    with pytest.raises(plan.ExtractionRefused, match="holds errors.tsv, which python -m extract would replace"):
+        local_runner.extract(dataset.load_videos(video_folder), output, plan.ExtractConfig(weights="none"),
+                             show_progress=False, backbone=_RecordingBackbone())
+    assert (output / "errors.tsv").read_text() == "my own list\n"
+
+
+def test_unreadable_manifest_and_index_are_named(video_folder, tmp_path):
+    """Hardening 7: a cut-short manifest is refused by name (even with
+    --overwrite, which could not tell our files from others without it); a
+    damaged index makes its shard be extracted again, with a warning."""
+    output = tmp_path / "out"
+    video_set = dataset.load_videos(video_folder)
+    config = plan.ExtractConfig(weights="none", videos_per_shard=4)
+    local_runner.extract(video_set, output, config, show_progress=False, backbone=_RecordingBackbone())
+    before = _shard_stats(output)
+    damaged = sorted(before)[0]
+    (output / "index" / f"{damaged}.json").write_text('{"shard": "')
+    summary = local_runner.extract(video_set, output, config, show_progress=False, backbone=_RecordingBackbone())
+    assert summary.shards_written == 1 and summary.written == 16
+    after = _shard_stats(output)
+    assert after[damaged] != before[damaged]
+    assert {name: after[name] for name in before if name != damaged} == {
+        name: stats for name, stats in before.items() if name != damaged}
+
+    manifest = (output / "manifest.json").read_text()
+    (output / "manifest.json").write_text(manifest[:13])
+    for overwrite in (False, True):
+        with pytest.raises(plan.ExtractionRefused, match=r"manifest.json is not valid JSON \(.*: line \d+, column \d+; cut short"):
+            local_runner.extract(video_set, output, config, overwrite=overwrite, show_progress=False,
+                                 backbone=_RecordingBackbone())
+    assert _shard_stats(output) == after
+
+
+@pytest.mark.parametrize("flag, value, message", [("--fps", 0, "--fps must be a positive frame rate"),
+                                                  ("--seconds", -1, "--seconds must be a positive window"),
+                                                  ("--videos_per_shard", 0, "--videos_per_shard must be at least 1"),
+                                                  ("--test_fraction", 1, "--test_fraction must be in [0, 1)")])
+def test_flags_are_checked_before_anything_is_done(video_folder, tmp_path, flag, value, message):
+    """Hardening 8: a usage error, not a run in which every video fails."""
+    result = _extract_cli(video_folder, tmp_path / "out", flag, value)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_full_disk_is_a_clear_error_and_the_run_resumes(video_folder, tmp_path):
+    """Hardening 7: a disk that fills up mid-run (a 400 kB tmpfs, mounted in a
+    private mount namespace) gives one sentence, no traceback."""
+    output = tmp_path / "small_disk"
+    output.mkdir()
+    script = (f"mount -t tmpfs -o size=400k tmpfs {output} && exec {sys.executable} -m extract --videos "
+              f"{video_folder} --output_dir {output} --videos_per_shard 2 --progress=false")
+    try:
+        result = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+    except FileNotFoundError:
+        pytest.skip("unshare is not available")
+    if "mount" in result.stderr and "Traceback" not in result.stderr and result.returncode != 1:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    assert result.returncode == 1, result.stderr
+    assert re.search(r"error: the disk holding .*small_disk is full \(.*No space left on device.*\)\. Free some "
+                     "space and run the same command again: finished shards are kept\\.", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_like_ctrl_c(video_folder, tmp_path):
+    """Hardening 15: kill PID gives the resume message and exit status 130."""
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "extract", "--videos", str(video_folder), "--output_dir", str(output),
+               "--videos_per_shard", "2", "--progress=false"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(output.glob("*.tfrecord")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted: finished shards are kept; run the same command again to resume" in stderr
+    assert not list(output.glob(".*.partial"))  # the unfinished shard was cleaned up
+
+
+def test_failures_round_trip_and_are_counted_once(tmp_path):
+    """Hardening 15: errors.tsv keeps odd video ids exactly (escaped, not
+    altered); a listed-but-missing video counts as failed in its split, in
+    the manifest as in the summary."""
+    videos = tmp_path / "videos"
+    make_video(videos / "Archery" / "v_Archery_g01_c01.avi", 1.0)
+    make_video(videos / "Archery" / "v_Archery_g02_c01.avi", 1.0)
+    odd = "Archery/broken\ttab  and\\backslash.avi"
+    (videos / odd).write_bytes(b"")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 Archery\n")
+    (lists / "trainlist01.txt").write_text("Archery/v_Archery_g01_c01.avi 1\nArchery/v_Archery_g09_c01.avi 1\n")
+    (lists / "testlist01.txt").write_text(f"Archery/v_Archery_g02_c01.avi\n{odd.replace(chr(9), ' ')}\n")
+    video_set = dataset.load_videos(videos, lists)
+    video_set.splits["test"].append(dataset.Video(str(videos / odd), odd, 0, "Archery"))
+    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(weights="none"),
+                                   show_progress=False, backbone=_RecordingBackbone())
+    header, rows = files.read_tsv(tmp_path / "out" / "errors.tsv")
+    assert header == ["video", "reason"]
+    reasons = dict(rows)
+    assert "empty file" in reasons[odd]
+    assert "listed in trainlist01.txt but not found" in reasons["Archery/v_Archery_g09_c01.avi"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    failed = {split: info["failed"] for split, info in manifest["splits"].items()}
+    assert summary.failed == sum(failed.values()) + manifest["unusable_inputs"] == len(rows)
+    assert failed["train"] >= 1  # the missing listed video counts in its split
+    assert "RANDOM weights" in str(summary)  # Hardening 15: --weights none is flagged at the end too

@@ -2,6 +2,8 @@
 predict on held-out videos."""
 
 import json
+import subprocess
+import sys
 
 from conftest import run_cli
 from records.inspect import inspect
@@ -13,13 +15,15 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     result = run_cli("train", "--cell", "gru", "--units", 64, "--steps", 100, "--logdir", tmp_path,
                      "--train_pattern", features / "train-*.tfrecord", "--eval_pattern", features / "test-*.tfrecord")
     assert result.returncode == 0, result.stderr
-    assert "held-out top-1" in result.stdout
+    assert "held-out top-1" in result.stdout and "top-3" in result.stdout and "top-5" not in result.stdout
+    assert "cuInit" not in result.stderr and "cuda drivers" not in result.stderr  # Hardening 13
     run = tmp_path / "gru"
     assert json.loads((run / "metrics.json").read_text())["final_eval"]["top1"] >= 0.875
 
     held_out = sorted(inspect(features / "test-*.tfrecord", per_video=True)["videos"])
     result = run_cli("predict", "--run", run, *(videos / video_id for video_id in held_out))
     assert result.returncode == 0, result.stderr
+    assert "(top 4 labels per video: the run knows 4 classes)" in result.stdout  # Hardening 15
     lines = result.stdout.splitlines()
     correct = 0
     for video_id in held_out:
@@ -40,6 +44,14 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     assert result.returncode == 1  # one video could not be read...
     assert "cannot be read: empty file" in result.stdout
     assert result.stdout.count("    ") >= 5  # ...the other was still labelled
+
+    # Hardening 15: a video whose name starts with "-" goes after "--".
+    dashed = tmp_path / "-clip.avi"
+    dashed.write_bytes((videos / held_out[0]).read_bytes())
+    result = subprocess.run([sys.executable, "-m", "predict", "--run", str(run), "--", "-clip.avi"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1] == "-clip.avi"
 
 
 def test_predict_needs_a_trained_run(tmp_path):

@@ -65,3 +65,33 @@ def test_shard_without_index_is_not_done(tmp_path):
 def test_inspect_without_matches():
     with pytest.raises(ValueError, match="no files match"):
         inspect("/nonexistent/*.tfrecord")
+
+
+def test_inspect_reports_duplicates_damage_strays_and_random_weights(tmp_path):
+    """Hardening 5, 7, 15: records inspect names what is wrong and exits 1."""
+    import json
+    import shutil
+
+    from conftest import run_cli
+    from features import temporal_order_examples, write_extraction
+
+    folder = tmp_path / "features"
+    write_extraction(folder, {"train": temporal_order_examples(6, 8, 4)}, ["a", "b", "c", "d"], 8)
+    clean = run_cli("records", "inspect", folder / "*.tfrecord")
+    assert clean.returncode == 1  # the synthetic shards say --weights none
+    assert json.loads(clean.stdout)["problems"] == [
+        "these features come from RANDOM weights (--weights none): they are meaningless"]
+
+    # A copy of a shard under another name: its videos now occur twice, and the manifest does not list it.
+    shutil.copy(folder / "train-00000-of-00002.tfrecord", folder / "train-00000-of-00001.tfrecord")
+    data = bytearray((folder / "train-00001-of-00002.tfrecord").read_bytes())
+    (folder / "train-00001-of-00002.tfrecord").write_bytes(bytes(data[:-7]))  # cut short
+    result = run_cli("records", "inspect", folder / "*.tfrecord")
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["duplicate_video_ids"] == {f"{name}/train_{i}.avi": 2 for i, name in
+                                              [(0, "class0"), (2, "class2"), (4, "class0")]}
+    assert list(summary["damaged_files"]) == [str(folder / "train-00001-of-00002.tfrecord")]
+    assert summary["not_in_manifest"] == ["train-00000-of-00001.tfrecord"]
+    assert "3 video ids occur more than once" in result.stderr
+    assert "train-00001-of-00002.tfrecord is damaged or cut short" in result.stderr

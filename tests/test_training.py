@@ -1,7 +1,9 @@
 """Stage 2: reader, masking, learning temporal order, resume, TensorBoard,
 metrics, bad input, evaluation and prediction."""
 
+import dataclasses
 import json
+import re
 import shutil
 
 import numpy as np
@@ -202,7 +204,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
     data = tmp_path / "data"
     write_extraction(data, {"train": examples, "test": temporal_order_examples(8)}, CLASSES, max_frames=20)
     config = _config(data, tmp_path / "logs", steps=30)
-    with pytest.raises(train.TrainingError, match="loss became nan at step"):
+    with pytest.raises(train.TrainingError, match=r"loss became nan at step .*train-00000-of-00002.tfrecord: "
+                                                  r"non-finite feature values \(NaN or Inf\) in 4 videos"):
         train.train(config)
     assert tf.train.latest_checkpoint(tmp_path / "logs" / "gru" / "checkpoints") is None
 
@@ -241,3 +244,147 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(order_task, tmp
     assert resumed.returncode == 0, resumed.stderr
     assert f"(step {interrupted_at})" in resumed.stderr
     assert f"step {interrupted_at + 5}:" in resumed.stdout
+
+
+def _user_folder(folder):
+    folder.mkdir(parents=True)
+    (folder / "thesis.tex").write_text("\\documentclass{article}")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("run_name", ["..", ".", "a/b", "../escape", ""])
+def test_run_names_are_plain_folder_names(run_name):
+    """Hardening 1: --run_name .. once made --restart delete the working directory."""
+    with pytest.raises(ValueError, match="must be a plain folder name"):
+        train.TrainConfig(run_name=run_name)
+
+
+def test_restart_deletes_only_what_train_wrote(order_task, tmp_path):
+    """Hardening 1: --restart on a user's folder is refused and deletes
+    nothing; on a run, it deletes train.py's files and keeps the user's."""
+    docs = _user_folder(tmp_path / "docs")
+    for restart in (False, True):
+        with pytest.raises(train.TrainingError, match="is not a run of train.py .* never writes into or deletes"):
+            train.train(_config(order_task, tmp_path, steps=10, run_name="docs", restart=restart))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "docs").iterdir()} == docs
+
+    train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
+    run = tmp_path / "run"
+    (run / "notes.md").write_text("what I tried")
+    (run / "checkpoints" / "my_copy.txt").write_text("keep me")
+    train.train(_config(order_task, tmp_path, steps=10, run_name="run", restart=True))
+    assert (run / "notes.md").read_text() == "what I tried"
+    assert (run / "checkpoints" / "my_copy.txt").read_text() == "keep me"
+    assert _steps_logged(run / "train") == [[10]]  # one fresh event stream: the old one was deleted
+
+
+def test_two_runs_never_train_in_one_folder(order_task, tmp_path):
+    """Hardening 6: the run folder is locked like the extractor's output."""
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running train.py holds it
+        with pytest.raises(train.TrainingError, match="another train.py is using .*run"):
+            train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
+    assert not (run / "run.json").exists()
+
+
+def test_stray_or_missing_shards_are_refused_by_name(tmp_path):
+    """Hardening 5: shards of a second extraction beside the first, or a
+    deleted shard, are named instead of silently changing the data."""
+    features = tmp_path / "features"
+    write_extraction(features, {"train": temporal_order_examples(8, 8, 4)}, CLASSES, 8)
+    second = tmp_path / "second"
+    write_extraction(second, {"train": temporal_order_examples(4, 8, 4)}, CLASSES, 8)
+    stray = features / "train-00000-of-00001.tfrecord"
+    stray.write_bytes((second / "train-00000-of-00002.tfrecord").read_bytes())
+    config = train.TrainConfig(train_pattern=str(features / "train-*.tfrecord"), eval_pattern="",
+                               logdir=str(tmp_path / "logs"), steps=2)
+    with pytest.raises(train.TrainingError, match="matches 1 files that .*manifest.json does not list: "
+                                                  "train-00000-of-00001.tfrecord"):
+        train.train(config)
+    stray.unlink()
+    with pytest.raises(train.TrainingError, match="matches 1 of the 'train' split's shards"):
+        train.train(dataclasses.replace(config, train_pattern=str(features / "train-00000-*.tfrecord")))
+    (features / "train-00001-of-00002.tfrecord").unlink()
+    with pytest.raises(train.TrainingError, match="1 shards of the 'train' split .* are missing: "
+                                                  "train-00001-of-00002.tfrecord. Run the same python -m extract"):
+        train.train(config)
+
+
+def _damage(shard):
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte: the record's checksum no longer matches
+    shard.write_bytes(bytes(data))
+
+
+def test_damaged_shards_and_nan_held_out_features_are_named(order_task, tmp_path):
+    """Hardening 7 and 9: train.py and --mode eval name the damaged shard and
+    say what to do; NaN held-out features are an error naming the shard, not
+    an eval loss of NaN."""
+    data = tmp_path / "data"
+    shutil.copytree(order_task, data)
+    config = _config(data, tmp_path / "logs", steps=20, eval_every=10)
+    metrics = train.train(config)
+    _damage(data / "train-00001-of-00002.tfrecord")
+    with pytest.raises(train.TrainingError, match=r"train-00001-of-00002.tfrecord: damaged or cut short .*Delete "
+                                                  "these shards and run the same python -m extract command again"):
+        train.train(dataclasses.replace(config, steps=60, run_name="second"))
+
+    _damage(data / "test-00000-of-00002.tfrecord")
+    with pytest.raises(train.TrainingError, match="test-00000-of-00002.tfrecord: damaged or cut short"):
+        train.evaluate_run(tmp_path / "logs" / "gru", config.eval_pattern)
+
+    held_out = tmp_path / "nan_test"
+    examples = temporal_order_examples(8, seed=1)
+    examples[3][0][2, 5] = np.inf
+    write_extraction(held_out, {"test": examples}, CLASSES, max_frames=20)
+    with pytest.raises(train.TrainingError, match=r"test-00001-of-00002.tfrecord: non-finite feature values "
+                                                  r"\(NaN or Inf\) in 1 videos: class3/test_3.avi"):
+        train.evaluate_run(tmp_path / "logs" / "gru", str(held_out / "test-*.tfrecord"))
+    assert metrics["final_eval"]["top1"] >= 0  # the first run was fine
+
+
+def test_truncated_model_is_named_and_training_again_restores_it(order_task, tmp_path):
+    """Hardening 7: a cut-short model.keras says so (Keras says "File not
+    found"), and the same train.py command writes it again."""
+    config = _config(order_task, tmp_path, steps=10)
+    train.train(config)
+    model = tmp_path / "gru" / "model.keras"
+    model.write_bytes(model.read_bytes()[:2000])
+    with pytest.raises(train.TrainingError, match="model.keras cannot be loaded .*cut short or damaged. Run the "
+                                                  "same train.py command again"):
+        train.evaluate_run(tmp_path / "gru", config.eval_pattern)
+    train.train(config)
+    assert train.evaluate_run(tmp_path / "gru", config.eval_pattern)["examples"] == 64
+
+
+def test_training_without_a_test_split(tmp_path, caplog):
+    """Hardening 11: an extraction without a test split trains, says so, and
+    exports a model; hardening 12: without a bar, progress lines with the
+    loss and the time left."""
+    data = tmp_path / "data"
+    write_extraction(data, {"train": temporal_order_examples(64)}, CLASSES, max_frames=20)
+    config = train.TrainConfig(model=models.ModelConfig(units=16), train_pattern=str(data / "train-*.tfrecord"),
+                               eval_pattern=str(data / "test-*.tfrecord"), logdir=str(tmp_path / "logs"), steps=12,
+                               log_every=4, progress_seconds=0)
+    with caplog.at_level("INFO"):
+        metrics = train.train(config)
+    assert metrics["final_eval"] is None and metrics["best_eval"] is None
+    assert "no held-out data: the extraction in" in caplog.text and "wrote no test split" in caplog.text
+    assert re.search(r"training gru: \d+/12 steps \(\d+ %\), loss [\d.]+, .* elapsed, ETA ", caplog.text)
+    assert (tmp_path / "logs" / "gru" / "model.keras").exists()
+    # A pattern that matches nothing elsewhere is still an error (a typo must not skip evaluation).
+    with pytest.raises(train.TrainingError, match="no files match .*--eval_pattern=''"):
+        train.train(dataclasses.replace(config, eval_pattern=str(tmp_path / "typo" / "test-*.tfrecord")))
+
+
+@pytest.mark.parametrize("overrides, message", [({"batch_size": 0}, "--batch_size must be positive"),
+                                                ({"learning_rate": -1.0}, "--learning_rate must be positive"),
+                                                ({"lr_decay": "step"}, "unknown --lr_decay")])
+def test_training_settings_are_checked_up_front(overrides, message):
+    """Hardening 8."""
+    with pytest.raises(ValueError, match=message):
+        train.TrainConfig(**overrides)
