@@ -29,7 +29,8 @@ def write_extraction(output_dir, splits, class_names, max_frames, dtype="float32
         "complete": True, "backbone": backbone, "weights": "none", "image_size": 224, "feature_dim": feature_dim,
         "fps": 5.0, "seconds": max_frames / 5.0, "max_frames": max_frames, "dtype": dtype,
         "class_names": class_names,
-        "splits": {name: write_split(output_dir, name, examples, max_frames, dtype) for name, examples in splits.items()},
+        "splits": {name: write_split(output_dir, name, examples, max_frames, dtype)
+                   for name, examples in splits.items()},
     }
     manifest_lib.write_manifest(output_dir, manifest)
     return manifest

@@ -237,6 +237,7 @@ def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path
         assert abs(num_frames - min(durations[video_id], 10) * 5) <= 1, video_id
 
     ranking = imagenet_top_classes(tmp_path / "out" / "*.tfrecord")
+    assert list(ranking) == sorted(ranking)  # printed in video id order, not shard order
     for clip, classes in REAL_CLIPS.items():
         top5 = {index for index, _, _ in ranking[clip.split("/", 1)[1]]}
         assert top5 & classes, (clip, ranking[clip.split("/", 1)[1]])
@@ -245,8 +246,8 @@ def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path
 def test_help_explains_every_flag():
     result = run_cli("extract", "--help")  # absl exits with status 1 after printing help
     for flag in ("videos", "output_dir", "demo", "backbone", "weights", "engine", "fps", "seconds", "dtype",
-                 "batch_size", "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction", "overwrite",
-                 "progress"):
+                 "batch_size", "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction",
+                 "overwrite", "class_depth", "progress", "progress_seconds"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout, flag
     assert "efficientnet_lite0" in result.stdout
 
@@ -364,7 +365,8 @@ def test_unreadable_manifest_and_index_are_named(video_folder, tmp_path):
     manifest = (output / "manifest.json").read_text()
     (output / "manifest.json").write_text(manifest[:13])
     for overwrite in (False, True):
-        with pytest.raises(plan.ExtractionRefused, match=r"manifest.json is not valid JSON \(.*: line \d+, column \d+; cut short"):
+        with pytest.raises(plan.ExtractionRefused,
+                           match=r"manifest.json is not valid JSON \(.*: line \d+, column \d+; cut short"):
             local_runner.extract(video_set, output, config, overwrite=overwrite, show_progress=False,
                                  backbone=_RecordingBackbone())
     assert _shard_stats(output) == after

@@ -193,7 +193,8 @@ def test_resuming_with_other_settings_is_refused_and_a_longer_run_is_recorded(or
 def test_eval_data_from_another_extraction_is_refused(order_task, tmp_path):
     other = tmp_path / "other"
     write_extraction(other, {"test": temporal_order_examples(8, max_frames=30)}, CLASSES, max_frames=30)
-    with pytest.raises(train.TrainingError, match="extracted differently.*max_frames: 20 in the training data, 30 there"):
+    with pytest.raises(train.TrainingError,
+                       match="extracted differently.*max_frames: 20 in the training data, 30 there"):
         train.train(_config(order_task, tmp_path, eval_pattern=str(other / "test-*.tfrecord")))
 
 
