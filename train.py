@@ -167,8 +167,8 @@ def _eval_shards(eval_pattern, train_shards):
     try:
         shards = reader.open_shards(eval_pattern)
     except reader.NoShards as e:
-        manifest = train_shards.manifest
-        if eval_pattern and (pathlib.Path(eval_pattern).parent != train_shards.folder or "test" in manifest["splits"]):
+        same_folder = files.same_folder(files.dirname(eval_pattern), train_shards.folder)
+        if eval_pattern and (not same_folder or "test" in train_shards.manifest["splits"]):
             raise TrainingError(f"{e}: give --eval_pattern the held-out shards, or --eval_pattern='' to train "
                                 "without held-out evaluation") from None
         logging.warning("no held-out data: %s; training without held-out evaluation (no eval scores, no best "
@@ -436,9 +436,9 @@ def _metrics(run_dir, step, final_eval, best_eval, session, previous):
 def _export(model, run_dir):
     """Saves the final model (with run.json's class names beside it) atomically."""
     final = run_dir / run_dir_lib.MODEL_FILE
-    partial = files.partial_path(final).with_suffix(".partial.keras")  # Keras insists on the suffix
+    partial = files.partial_path(final) + ".keras"  # Keras insists on the suffix
     model.save(partial)
-    partial.replace(final)
+    os.replace(partial, final)
 
 
 def evaluate_run(run_dir, eval_pattern, batch_size=32):

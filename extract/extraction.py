@@ -10,7 +10,6 @@ on a Ray cluster. Both produce the same files.
 """
 
 import logging
-import pathlib
 import time
 
 from extract import finalize, plan as plan_lib
@@ -48,8 +47,8 @@ def run(video_set, output_dir, config, runner, split_source=None, overwrite=Fals
       OutputUnwritable: the disk filled up.
     """
     started = time.monotonic()
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = str(output_dir)
+    files.makedirs(output_dir)
     try:
         with files.exclusive(output_dir, f"another extraction is writing to {output_dir}; wait for it to end"):
             plan = plan_lib.prepare(video_set, output_dir, config, split_source, overwrite)

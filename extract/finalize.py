@@ -12,7 +12,6 @@ total.
 
 import dataclasses
 import importlib.metadata
-import pathlib
 import platform
 import subprocess
 import typing
@@ -31,7 +30,7 @@ class Summary:
     ``wall_seconds`` also counts start-up (listing, loading the model).
     """
 
-    output_dir: pathlib.Path
+    output_dir: str
     written: int
     failed: int
     warnings: int
@@ -48,7 +47,7 @@ class Summary:
         lines = [
             f"output: {self.output_dir}",
             f"videos: {self.written} written, {self.failed} failed"
-            + (f" (see {self.output_dir / ERRORS_NAME})" if self.failed else ""),
+            + (f" (see {files.join(self.output_dir, ERRORS_NAME)})" if self.failed else ""),
         ]
         if self.shards_written:
             rate = self.frames_extracted / self.extract_seconds if self.extract_seconds else 0.0
@@ -63,7 +62,7 @@ class Summary:
                          f"({self.wall_seconds:.1f} s)")
         if self.warnings:
             lines.append(f"{self.warnings} videos decoded with errors and were kept "
-                         f"(see {self.output_dir / WARNINGS_NAME})")
+                         f"(see {files.join(self.output_dir, WARNINGS_NAME)})")
         if self.weights == "none":
             lines.append("*** these features come from RANDOM weights (--weights none): they are meaningless; "
                          "use them for smoke tests only ***")
@@ -142,9 +141,9 @@ def finalize(plan, runner, videos_extracted, frames_extracted, extract_seconds, 
                       for v in plan.indexes[shard.name]["videos"] if "warning" in v)
     shards_written = len(plan.pending)
     if shards_written or not plan.was_complete:
-        files.write_tsv(plan.output_dir / ERRORS_NAME, ("video", "reason"),
+        files.write_tsv(files.join(plan.output_dir, ERRORS_NAME), ("video", "reason"),
                         [(f.video_id, f.reason) for f in failed])
-        files.write_tsv(plan.output_dir / WARNINGS_NAME, ("video", "warning"), warnings)
+        files.write_tsv(files.join(plan.output_dir, WARNINGS_NAME), ("video", "warning"), warnings)
         manifest_lib.write_manifest(plan.output_dir, final_manifest(plan, failed, runner))
     return Summary(
         output_dir=plan.output_dir,

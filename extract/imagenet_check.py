@@ -12,14 +12,13 @@ imagenet``.
 """
 
 import os
-import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from records import schema  # noqa: E402
+from records import files, schema  # noqa: E402
 from records.inspect import iterate_videos  # noqa: E402
 from records.reader import list_files  # noqa: E402
 from records.manifest import read_manifest  # noqa: E402
@@ -37,7 +36,7 @@ def imagenet_top_classes(pattern, top=5):
 
     from extract import efficientnet_lite
 
-    manifest = read_manifest(pathlib.Path(list_files(pattern)[0]).parent) or {}
+    manifest = read_manifest(files.dirname(list_files(pattern)[0])) or {}
     if (manifest.get("backbone"), manifest.get("weights")) != ("efficientnet_lite0", "imagenet"):
         raise ValueError("these shards were not made by efficientnet_lite0 with imagenet weights "
                          f"(manifest: {manifest.get('backbone')}, {manifest.get('weights')})")

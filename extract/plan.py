@@ -17,9 +17,7 @@ pending; the runner extracts the pending ones (``extract.shards``) and then
 """
 
 import dataclasses
-import glob
 import math
-import pathlib
 import random
 import typing
 
@@ -102,7 +100,7 @@ class Plan:
       pending: the shards that were not committed when the run started.
     """
 
-    output_dir: pathlib.Path
+    output_dir: str
     video_set: typing.Any
     config: ExtractConfig
     settings: dict
@@ -174,12 +172,12 @@ def own_shards(output_dir, manifest):
     those its manifest lists, and those an index file of ours names (manifests
     of older versions listed shards only once complete)."""
     names = {name for split in (manifest or {}).get("splits", {}).values() for name in split.get("shards", [])}
-    for index_file in (pathlib.Path(output_dir) / writer.INDEX_DIR).glob("*.tfrecord.json"):
+    for index_file in files.glob(files.join(output_dir, writer.INDEX_DIR, "*.tfrecord.json")):
         try:
             index = files.read_json(index_file, "")
         except files.UnreadableFile:
             continue
-        if isinstance(index, dict) and index.get("shard") == index_file.name[:-len(".json")]:
+        if isinstance(index, dict) and index.get("shard") == files.basename(index_file)[:-len(".json")]:
             names.add(index["shard"])
     return names
 
@@ -187,21 +185,28 @@ def own_shards(output_dir, manifest):
 def own_files(output_dir, manifest, shard_names):
     """Relative paths of every file an extraction of ours may have written
     in ``output_dir``, for the given shards (whether or not they exist)."""
-    output_dir = pathlib.Path(output_dir)
+    def leftovers(folder, pattern):
+        return [files.basename(path) for path in files.glob(files.join(output_dir, *folder, pattern))]
+
     names = []
     for shard in shard_names:
         names += [shard, f"{writer.INDEX_DIR}/{shard}.json"]
-        names += [path.name for path in writer.partial_files(output_dir, shard)]
-        names += [f"{writer.INDEX_DIR}/{p.name}"
-                  for p in (output_dir / writer.INDEX_DIR).glob(f".{glob.escape(shard)}.json.*.partial")]
+        names += [files.basename(path) for path in writer.partial_files(output_dir, shard)]
+        names += [f"{writer.INDEX_DIR}/{name}"
+                  for name in leftovers([writer.INDEX_DIR], f".{files.escape(shard)}.json.*.partial")]
     if manifest is not None:
         for name in (manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME):
-            names += [name] + [p.name for p in output_dir.glob(f".{name}.*.partial")]
+            names += [name] + leftovers([], f".{name}.*.partial")
     return names
 
 
+def shard_files(output_dir):
+    """Names of the ``.tfrecord`` files in ``output_dir``."""
+    return [files.basename(path) for path in files.glob(files.join(output_dir, "*.tfrecord"))]
+
+
 def _refuse_foreign_shards(output_dir, ours, remedy):
-    foreign = sorted(p.name for p in pathlib.Path(output_dir).glob("*.tfrecord") if p.name not in ours)
+    foreign = sorted(name for name in shard_files(output_dir) if name not in ours)
     if foreign:
         named = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise ExtractionRefused(f"{output_dir} holds {len(foreign)} .tfrecord files that no manifest of "
@@ -226,7 +231,7 @@ def _refuse_to_overwrite_others(output_dir, existing, shards):
     ours = own_files(output_dir, existing, own_shards(output_dir, None))
     would_write = [manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME]
     would_write += [f"{writer.INDEX_DIR}/{shard.name}.json" for shard in shards]
-    theirs = [name for name in would_write if (pathlib.Path(output_dir) / name).exists() and name not in ours]
+    theirs = [name for name in would_write if files.exists(files.join(output_dir, name)) and name not in ours]
     if theirs:
         raise ExtractionRefused(f"{output_dir} holds {', '.join(theirs)}, which python -m extract would "
                                 "replace but did not write; use another --output_dir")
@@ -245,7 +250,7 @@ def _check_resumable(output_dir, existing, settings, shards):
         raise ExtractionRefused(f"{output_dir} holds features made with other settings ({changes}). "
                                 "Use another --output_dir, or --overwrite to delete them and start over.")
     planned_names = {shard.name for shard in shards}
-    stale = [path.name for path in pathlib.Path(output_dir).glob("*.tfrecord") if path.name not in planned_names]
+    stale = [name for name in shard_files(output_dir) if name not in planned_names]
     committed = {}
     for shard in shards:
         index = writer.read_committed_index(output_dir, shard.name)
@@ -287,7 +292,7 @@ def prepare(video_set, output_dir, config, split_source=None, overwrite=False):
         or videos, files that are not ours where ours would go, or an
         unreadable manifest.
     """
-    output_dir = pathlib.Path(output_dir)
+    output_dir = str(output_dir)
     existing = _read_existing(output_dir)
     if overwrite and existing is not None:
         _clear_previous(output_dir, existing)

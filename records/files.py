@@ -1,9 +1,14 @@
-"""How the project writes, reads, locks and deletes its own files.
+"""How the project writes, reads, locks and deletes its own files, on a local
+disk or in object storage.
 
 Rules every command follows (see README, "What is deleted"):
 
-- a file is written under a hidden temporary name and renamed into place, so
-  a reader sees the old file or the new one, never half of one;
+- a file appears whole or not at all: on a local (or shared POSIX) disk it is
+  written under a hidden temporary name and renamed into place; in object
+  storage (any ``scheme://`` path that TensorFlow's ``tf.io.gfile`` speaks:
+  ``gs://``, ``s3://``, ``ram://``...), which has no rename, an object becomes
+  visible only when its upload completes, so it is written (or uploaded from
+  a local temporary file) straight to its final name;
 - a folder that a run writes to is locked (``.lock``, an advisory lock the
   kernel drops when the process ends, even on kill -9); the lock file is
   never truncated or rewritten;
@@ -12,14 +17,21 @@ Rules every command follows (see README, "What is deleted"):
   wholesale;
 - a JSON file that cannot be parsed is reported with its path and what to do,
   not as a traceback.
+
+Paths are strings (``pathlib`` would turn ``gs://b/x`` into ``gs:/b/x``).
+Local paths never import TensorFlow, so quick commands stay quick.
 """
 
 import contextlib
 import errno
 import fcntl
+import glob as glob_lib
+import hashlib
 import json
 import os
 import pathlib
+import posixpath
+import tempfile
 
 LOCK_NAME = ".lock"
 
@@ -32,22 +44,137 @@ class UnreadableFile(ValueError):
     """A file of ours that exists but cannot be parsed (cut short, edited)."""
 
 
+def is_remote(path):
+    """True for object-storage paths (``scheme://...``)."""
+    return "://" in str(path)
+
+
+def _gfile():
+    from extract import console
+
+    return console.import_tensorflow().io.gfile
+
+
+def join(folder, *names):
+    folder = str(folder)
+    if is_remote(folder):
+        return posixpath.join(folder, *names)
+    return os.path.join(folder, *names)
+
+
+def basename(path):
+    return posixpath.basename(str(path).rstrip("/")) if is_remote(path) else os.path.basename(str(path))
+
+
+def dirname(path):
+    return posixpath.dirname(str(path)) if is_remote(path) else os.path.dirname(str(path))
+
+
+def same_folder(first, second):
+    """True if two folder paths name the same folder (relative or absolute)."""
+    if is_remote(first) or is_remote(second):
+        return str(first).rstrip("/") == str(second).rstrip("/")
+    return os.path.abspath(first) == os.path.abspath(second)
+
+
+def exists(path):
+    return _gfile().exists(str(path)) if is_remote(path) else os.path.exists(path)
+
+
+def glob(pattern):
+    """Sorted paths matching a glob pattern (hidden names only if the pattern
+    spells out their leading dot)."""
+    if is_remote(pattern):
+        return sorted(_gfile().glob(str(pattern)))
+    return sorted(glob_lib.glob(str(pattern)))
+
+
+def escape(name):
+    """``name`` with glob wildcards escaped."""
+    return glob_lib.escape(name)
+
+
+def makedirs(path):
+    if is_remote(path):
+        _gfile().makedirs(str(path))
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def remove(path):
+    """Deletes a file if it exists."""
+    if is_remote(path):
+        if _gfile().exists(str(path)):
+            _gfile().remove(str(path))
+    else:
+        pathlib.Path(path).unlink(missing_ok=True)
+
+
+def read_text(path):
+    """The text of a file, or None if it does not exist."""
+    if is_remote(path):
+        if not _gfile().exists(str(path)):
+            return None
+        with _gfile().GFile(str(path), "rb") as f:
+            return f.read().decode("utf-8")
+    try:
+        return pathlib.Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
 def partial_path(path, tag=None):
-    """Hidden temporary name beside ``path`` (``.NAME.partial`` or ``.NAME.TAG.partial``)."""
-    path = pathlib.Path(path)
-    return path.with_name(f".{path.name}.{tag}.partial" if tag else f".{path.name}.partial")
+    """Hidden temporary name beside a local ``path`` (``.NAME.partial`` or ``.NAME.TAG.partial``)."""
+    folder, name = os.path.split(str(path))
+    return os.path.join(folder, f".{name}.{tag}.partial" if tag else f".{name}.partial")
 
 
 def write_text_atomic(path, text):
     """Writes ``text`` to ``path`` so that readers see the old file or the new
     one, never a half-written one."""
-    path = pathlib.Path(path)
+    if is_remote(path):
+        _replaceable(path)
+        with _gfile().GFile(str(path), "wb") as f:  # the object appears when the upload completes
+            f.write(text.encode("utf-8"))
+        return
     partial = partial_path(path, os.getpid())
     with open(partial, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
+
+
+def _replaceable(path):
+    """Deletes an existing object before it is written again. Object stores
+    replace an object on upload, but TensorFlow's ram:// filesystem (the
+    tests' stand-in for gs://) appends to it; the object is briefly absent,
+    which matters only for ``manifest.json`` and the TSVs, rewritten at the
+    end of a run (shards and indexes are written once)."""
+    if _gfile().exists(str(path)):
+        _gfile().remove(str(path))
+
+
+def upload(local_path, path):
+    """Puts a finished local file at ``path``: a rename on a local disk, an
+    upload (then the local file is deleted) in object storage."""
+    if is_remote(path):
+        _replaceable(path)
+        _gfile().copy(str(local_path), str(path), overwrite=True)
+        os.unlink(local_path)
+    else:
+        os.replace(local_path, path)
+
+
+def scratch_file(path, tag):
+    """Where to write a file that will become ``path``: beside it on a local
+    disk (so that the final rename is atomic), in the local temporary folder
+    for object storage."""
+    if not is_remote(path):
+        return partial_path(path, tag)
+    descriptor, local = tempfile.mkstemp(prefix=f"{basename(path)}.{tag}.", suffix=".partial")
+    os.close(descriptor)
+    return local
 
 
 def write_json_atomic(path, obj):
@@ -69,13 +196,12 @@ def read_json(path, remedy):
       UnreadableFile: the file exists but is not valid UTF-8 JSON; the message
         names it and says ``remedy``.
     """
-    path = pathlib.Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
+        text = read_text(path)
     except UnicodeDecodeError:
         raise UnreadableFile(f"{path} is not a text file; {remedy}") from None
+    if text is None:
+        return None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -83,17 +209,29 @@ def read_json(path, remedy):
                              f"cut short or edited?); {remedy}") from None
 
 
+def _lock_path(folder):
+    if not is_remote(folder):
+        return os.path.join(folder, LOCK_NAME)
+    # Object storage has no locks: lock a local file named after the URL,
+    # which keeps out other runs on this machine (not on other machines).
+    from extract import efficientnet_lite
+
+    locks = os.path.join(efficientnet_lite.cache_dir(), "locks")
+    os.makedirs(locks, exist_ok=True)
+    return os.path.join(locks, hashlib.sha256(str(folder).encode()).hexdigest()[:24] + LOCK_NAME)
+
+
 @contextlib.contextmanager
 def exclusive(folder, busy_message):
-    """Holds ``folder/.lock`` for the duration, so that two runs never write to
-    one folder at once.
+    """Holds ``folder``'s lock for the duration, so that two runs never write
+    to one folder at once.
 
     The file is opened without truncation: a refused run leaves it as it was.
 
     Raises:
       FolderBusy: another process holds the lock (``busy_message``).
     """
-    descriptor = os.open(pathlib.Path(folder) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    descriptor = os.open(_lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,35 +244,41 @@ def exclusive(folder, busy_message):
 
 def delete_own_files(folder, relative_names):
     """Deletes the named files below ``folder`` (those that exist), then the
-    subfolders that this left empty; nothing else.
+    local subfolders that this left empty; nothing else.
 
     Args:
       folder: the folder.
-      relative_names: paths relative to ``folder`` of files the project wrote.
+      relative_names: ``/``-separated paths relative to ``folder`` of files
+        the project wrote.
 
     Returns:
       The relative names actually deleted.
 
     Raises:
-      ValueError: a name leads outside ``folder`` or is not a plain file (a
-        folder, a link to elsewhere): never followed.
+      ValueError: a name leads outside ``folder``, or (on a local disk) is not
+        a plain file (a folder, a link to elsewhere): never followed.
     """
-    folder = pathlib.Path(folder)
     deleted, parents = [], set()
     for name in sorted(set(relative_names)):
-        path = folder / name
-        if ".." in pathlib.PurePath(name).parts or pathlib.PurePath(name).is_absolute():
+        parts = pathlib.PurePosixPath(name)
+        path = join(folder, name)
+        if ".." in parts.parts or parts.is_absolute():
             raise ValueError(f"refusing to delete {path}: outside {folder}")
+        if is_remote(folder):
+            if exists(path):
+                remove(path)
+                deleted.append(name)
+            continue
         if not os.path.lexists(path):
             continue
-        if path.is_symlink() or not path.is_file():
+        if os.path.islink(path) or not os.path.isfile(path):
             raise ValueError(f"refusing to delete {path}: not a regular file written by this project")
-        path.unlink()
+        os.unlink(path)
         deleted.append(name)
-        parents.update(p for p in pathlib.PurePath(name).parents if str(p) != ".")
-    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        parents.update(str(p) for p in parts.parents if str(p) != ".")
+    for parent in sorted(parents, key=lambda p: p.count("/"), reverse=True):
         with contextlib.suppress(OSError):  # not empty: it holds something that is not ours
-            (folder / parent).rmdir()
+            os.rmdir(join(folder, parent))
     return deleted
 
 
@@ -173,6 +317,5 @@ def write_tsv(path, header, rows):
 
 def read_tsv(path):
     """Reads a TSV file written by ``write_tsv``: ``(header, rows)``."""
-    lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
-    table = [[unescape_tsv(value) for value in line.split("\t")] for line in lines]
+    table = [[unescape_tsv(value) for value in line.split("\t")] for line in read_text(path).splitlines()]
     return table[0], table[1:]

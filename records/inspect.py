@@ -1,11 +1,11 @@
 """Summary of TFRecord shards: ``python -m records inspect 'OUT/*.tfrecord'``."""
 
 import json
-import pathlib
 import sys
 
 import numpy as np
 
+from records import files as files_lib
 from records import manifest as manifest_lib
 from records import schema
 from records.reader import list_files
@@ -116,7 +116,7 @@ def _some(names, limit=3):
 
 def _manifest_problems(files, summary):
     """Checks the files against the manifest of their folder (if it has one)."""
-    folder = pathlib.Path(files[0]).parent
+    folder = files_lib.dirname(files[0])
     try:
         manifest = manifest_lib.read_manifest(folder)
     except ValueError as e:
@@ -128,10 +128,10 @@ def _manifest_problems(files, summary):
     if manifest.get("weights") == "none":
         problems.append("these features come from RANDOM weights (--weights none): they are meaningless")
     listed = {name for split in manifest.get("splits", {}).values() for name in split.get("shards", [])}
-    strays = [pathlib.Path(f).name for f in files if pathlib.Path(f).name not in listed]
+    strays = [files_lib.basename(f) for f in files if files_lib.basename(f) not in listed]
     if strays:
         summary["not_in_manifest"] = strays
-        problems.append(f"{len(strays)} files are not shards that {folder / manifest_lib.MANIFEST_NAME} lists: "
+        problems.append(f"{len(strays)} files are not shards that {manifest_lib.manifest_path(folder)} lists: "
                         f"{_some(strays)} (left by another extraction?)")
     if summary["examples"]:
         for key in ("feature_dim", "max_frames", "dtype"):

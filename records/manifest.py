@@ -5,8 +5,6 @@ settings, so a later run can tell whether it may resume) and again when the
 run ends. Readers check it against what a model expects.
 """
 
-import pathlib
-
 from records import files
 
 MANIFEST_NAME = "manifest.json"
@@ -33,7 +31,7 @@ def describe_differences(first, second, keys, first_name, second_name):
 
 
 def manifest_path(output_dir):
-    return pathlib.Path(output_dir) / MANIFEST_NAME
+    return files.join(output_dir, MANIFEST_NAME)
 
 
 # Entries every manifest written by ``python -m extract`` has, from the start

@@ -18,9 +18,8 @@ rather than silently doubling or dropping videos.
 """
 
 import dataclasses
-import glob
-import pathlib
 
+from records import files as files_lib
 from records import manifest as manifest_lib
 from records import schema
 
@@ -48,7 +47,7 @@ def list_files(pattern):
     Raises:
       NoShards: none does.
     """
-    files = sorted(glob.glob(str(pattern)))
+    files = files_lib.glob(pattern)
     if not files:
         raise NoShards(f"no files match {pattern!r}")
     return files
@@ -67,7 +66,7 @@ class ShardSet:
     """
 
     pattern: str
-    folder: pathlib.Path
+    folder: str
     manifest: dict
     files: list
     splits: list
@@ -95,7 +94,7 @@ def open_shards(pattern):
         a listed shard of a matched split that is missing.
     """
     files = list_files(pattern)
-    folders = {pathlib.Path(f).parent for f in files}
+    folders = {files_lib.dirname(f) for f in files}
     if len(folders) != 1:
         raise ValueError(f"{pattern!r} matches shards in {len(folders)} folders; use one extraction's folder")
     folder = folders.pop()
@@ -106,23 +105,23 @@ def open_shards(pattern):
         raise ValueError(f"the extraction in {folder} is not finished (manifest says complete: false); "
                          "run the same python -m extract command again to complete it")
     split_of = {name: split for split, info in manifest["splits"].items() for name in info["shards"]}
-    matched = {pathlib.Path(f).name for f in files}
+    matched = {files_lib.basename(f) for f in files}
     foreign = sorted(matched - split_of.keys())
     if foreign:
-        raise ValueError(f"{pattern!r} matches {len(foreign)} files that {folder / manifest_lib.MANIFEST_NAME} does "
+        raise ValueError(f"{pattern!r} matches {len(foreign)} files that {manifest_lib.manifest_path(folder)} does "
                          f"not list: {_some(foreign)} (left by another extraction?). Reading them would count "
                          f"some videos twice: move them out of {folder}, or narrow the pattern.")
     splits = sorted({split_of[name] for name in matched})
     for split in splits:
         missing = [name for name in manifest["splits"][split]["shards"] if name not in matched]
-        gone = [name for name in missing if not (folder / name).exists()]
+        gone = [name for name in missing if not files_lib.exists(files_lib.join(folder, name))]
         if gone:
-            raise ValueError(f"{len(gone)} shards of the {split!r} split that {folder / manifest_lib.MANIFEST_NAME} "
+            raise ValueError(f"{len(gone)} shards of the {split!r} split that {manifest_lib.manifest_path(folder)} "
                              f"lists are missing: {_some(gone)}. Run the same python -m extract command again "
                              "to extract them anew.")
         if missing:
             raise ValueError(f"{pattern!r} matches {len(matched)} of the {split!r} split's shards; use a pattern "
-                             f"that matches all of them, e.g. '{folder}/{split}-*.tfrecord'")
+                             f"that matches all of them, e.g. '{files_lib.join(folder, split)}-*.tfrecord'")
     return ShardSet(str(pattern), folder, manifest, files, splits)
 
 
@@ -193,7 +192,7 @@ def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_video
     """
     import tensorflow as tf
 
-    files = list_files(files) if isinstance(files, (str, pathlib.Path)) else list(files)
+    files = list_files(files) if isinstance(files, str) or hasattr(files, "__fspath__") else list(files)
     autotune = tf.data.AUTOTUNE
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:

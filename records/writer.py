@@ -1,19 +1,25 @@
 """Shard files that are either complete or invisible.
 
-A shard is written under a hidden temporary name (``.NAME.ATTEMPT.partial``,
-which no ``*.tfrecord`` pattern matches; unique per attempt, so that two
-attempts at one shard never write into the same file). ``commit`` first stores the shard's index
-(which videos it holds and which of its videos failed) in
-``index/NAME.json``, then renames the shard into place. A shard counts as
-done only when both exist, so a process killed at any moment leaves either
-a finished shard or one that the next run writes again from scratch.
+A shard counts as done only when both the shard file and its index
+(``index/NAME.json``: which videos it holds and which of its videos failed)
+exist, and each of them appears whole or not at all:
+
+- on a local or shared POSIX disk, the shard is written under a hidden
+  temporary name beside it (``.NAME.ATTEMPT.partial``, which no
+  ``*.tfrecord`` pattern matches; unique per attempt, so that two attempts
+  at one shard never write into the same file); ``commit`` stores the index,
+  then renames the shard into place;
+- in object storage (``gs://``...), which has no rename, the shard is
+  written to a local temporary file; ``commit`` uploads it to its final name
+  (an object appears only when its upload completes), then stores the index.
+
+A process killed at any moment leaves either a finished shard or one that
+the next run writes again from scratch.
 """
 
 import contextlib
-import glob
 import logging
 import os
-import pathlib
 import uuid
 
 from records import files
@@ -28,7 +34,7 @@ def shard_name(split, index, count):
 
 
 def index_path(output_dir, name):
-    return pathlib.Path(output_dir) / INDEX_DIR / f"{name}.json"
+    return files.join(output_dir, INDEX_DIR, f"{name}.json")
 
 
 def read_committed_index(output_dir, name):
@@ -39,12 +45,14 @@ def read_committed_index(output_dir, name):
     extracted again; a warning names the file.
     """
     index = index_path(output_dir, name)
-    if not (pathlib.Path(output_dir) / name).exists() or not index.exists():
+    if not files.exists(files.join(output_dir, name)):
         return None
     try:
         stored = files.read_json(index, f"shard {name} will be extracted again")
     except files.UnreadableFile as e:
         log.warning("%s", e)
+        return None
+    if stored is None:
         return None
     if not (isinstance(stored, dict) and {"shard", "videos", "errors"} <= stored.keys()):
         log.warning("%s is not a shard index of python -m extract; shard %s will be extracted again", index, name)
@@ -53,33 +61,34 @@ def read_committed_index(output_dir, name):
 
 
 def partial_files(output_dir, name):
-    """Leftovers of unfinished attempts at shard ``name``."""
-    pattern = os.path.join(glob.escape(str(output_dir)), f".{glob.escape(name)}.*.partial")
-    return [pathlib.Path(path) for path in glob.glob(pattern)]
+    """Leftovers (beside the shard, on a local disk) of unfinished attempts at shard ``name``."""
+    if files.is_remote(output_dir):
+        return []
+    return files.glob(files.join(output_dir, f".{files.escape(name)}.*.partial"))
 
 
 def discard(output_dir, name):
     """Removes every trace of shard ``name`` (finished or not)."""
-    output_dir = pathlib.Path(output_dir)
-    for path in (output_dir / name, index_path(output_dir, name), *partial_files(output_dir, name)):
-        path.unlink(missing_ok=True)
+    for path in (files.join(output_dir, name), index_path(output_dir, name), *partial_files(output_dir, name)):
+        files.remove(path)
 
 
 class ShardWriter:
     """Writes one shard of serialized examples.
 
     Args:
-      output_dir: folder of the shard.
+      output_dir: folder of the shard (local path or object-storage URL).
       name: final file name, from ``shard_name``.
     """
 
     def __init__(self, output_dir, name):
         import tensorflow as tf
 
-        self.output_dir = pathlib.Path(output_dir)
+        self.output_dir = str(output_dir)
         self.name = name
-        self._partial = files.partial_path(self.output_dir / name, uuid.uuid4().hex[:12])
-        self._writer = tf.io.TFRecordWriter(str(self._partial))
+        self._final = files.join(self.output_dir, name)
+        self._partial = files.scratch_file(self._final, uuid.uuid4().hex[:12])
+        self._writer = tf.io.TFRecordWriter(self._partial)
         self.videos = []
         self.errors = []
 
@@ -107,13 +116,18 @@ class ShardWriter:
             os.fsync(f.fileno())
         index = {"shard": self.name, "videos": self.videos, "errors": self.errors}
         index_file = index_path(self.output_dir, self.name)
-        index_file.parent.mkdir(exist_ok=True)
-        files.write_json_atomic(index_file, index)
-        os.replace(self._partial, self.output_dir / self.name)
+        files.makedirs(files.dirname(index_file))
+        if files.is_remote(self.output_dir):
+            files.upload(self._partial, self._final)
+            files.write_json_atomic(index_file, index)
+        else:
+            files.write_json_atomic(index_file, index)
+            files.upload(self._partial, self._final)
         return index
 
     def abandon(self):
         """Closes and deletes the unfinished shard (the attempt failed)."""
         with contextlib.suppress(Exception):  # closing flushes, which fails again on a full disk
             self._writer.close()
-        self._partial.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._partial)

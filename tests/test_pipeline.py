@@ -448,3 +448,47 @@ def test_failures_round_trip_and_are_counted_once(tmp_path):
     assert summary.failed == sum(failed.values()) + manifest["unusable_inputs"] == len(rows)
     assert failed["train"] >= 1  # the missing listed video counts in its split
     assert "RANDOM weights" in str(summary)  # Hardening 15: --weights none is flagged at the end too
+
+
+def _examples(pattern):
+    from records.inspect import iterate_videos
+
+    return {video["video_id"]: video for video in iterate_videos(pattern)}
+
+
+def test_object_storage_output_without_rename(video_folder, tmp_path):
+    """Issue 9, storage: an output folder in object storage (TensorFlow's own
+    ram:// filesystem stands in for gs://) gets the same shards, index,
+    manifest and TSVs as a local folder, written without a rename; resuming,
+    refusing and reading work there too."""
+    import uuid
+
+    import tensorflow as tf
+
+    from records import reader
+
+    video_set = dataset.load_videos(video_folder)
+    config = plan.ExtractConfig(weights="none", videos_per_shard=4)
+    local = tmp_path / "local"
+    local_runner.extract(video_set, local, config, show_progress=False, backbone=_RecordingBackbone())
+    remote = f"ram://features-{uuid.uuid4().hex}"
+    summary = local_runner.extract(video_set, remote, config, show_progress=False, backbone=_RecordingBackbone())
+    assert (summary.written, summary.failed) == (16, 2)
+
+    names = sorted(tf.io.gfile.listdir(remote))
+    assert names == sorted(p.name for p in local.iterdir() if p.name != files.LOCK_NAME)
+    assert sorted(tf.io.gfile.listdir(f"{remote}/index")) == sorted(p.name for p in (local / "index").iterdir())
+    assert not [name for name in names if name.endswith(".partial")]
+    assert files.read_tsv(f"{remote}/errors.tsv") == files.read_tsv(local / "errors.tsv")
+    remote_examples, local_examples = _examples(f"{remote}/*.tfrecord"), _examples(str(local / "*.tfrecord"))
+    assert remote_examples.keys() == local_examples.keys()
+    for video_id, example in remote_examples.items():
+        np.testing.assert_array_equal(example["features"], local_examples[video_id]["features"])
+    local_manifest = json.loads((local / "manifest.json").read_text())
+    assert reader.open_shards(f"{remote}/train-*.tfrecord").videos == local_manifest["splits"]["train"]["videos"]
+
+    again = local_runner.extract(video_set, remote, config, show_progress=False, backbone=_RecordingBackbone())
+    assert again.shards_written == 0
+    with pytest.raises(plan.ExtractionRefused, match="fps: 5.0 there, 2 now"):
+        local_runner.extract(video_set, remote, plan.ExtractConfig(weights="none", videos_per_shard=4, fps=2),
+                             show_progress=False, backbone=_RecordingBackbone())

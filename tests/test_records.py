@@ -1,6 +1,7 @@
 """Record schema round trip and the all-or-nothing shard writer."""
 
 import glob
+import os
 
 import numpy as np
 import pytest
@@ -58,7 +59,7 @@ def test_shard_is_invisible_until_committed(tmp_path):
 def test_shard_without_index_is_not_done(tmp_path):
     name = writer.shard_name("test", 0, 1)
     writer.ShardWriter(tmp_path, name).commit()
-    writer.index_path(tmp_path, name).unlink()  # a shard file alone (copied by hand, say)
+    os.unlink(writer.index_path(tmp_path, name))  # a shard file alone (copied by hand, say)
     assert writer.read_committed_index(tmp_path, name) is None
 
 
