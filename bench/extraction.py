@@ -171,7 +171,7 @@ def main():
                      for way, fps in r["frames_per_second"].items()])
     save("extraction", {"backbone": config.backbone, "engine": backbone.engine,
                         "batch_size": config.batch_size_for(backbone), "fps": config.fps,
-                        "decode_workers": config.decode_workers, "sets": results})
+                        "decode_workers": config.decoders(), "sets": results})
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ flags.DEFINE_integer("batch_size", None, "Frames per CNN call; frames of several
                      "together. Default: " + ", ".join(f"{size} with {engine}" for engine, size in
                                                       backbones.DEFAULT_BATCH_SIZES.items()) + ".",
                      lower_bound=1)
-flags.DEFINE_integer("decode_workers", _DEFAULTS.decode_workers,
-                     "Videos decoded in parallel (one ffmpeg process each) while the CNN runs.")
+flags.DEFINE_integer("decode_workers", None, "Videos decoded in parallel (one ffmpeg process each) while the CNN "
+                     "runs. Default: one per CPU core this process may use.", lower_bound=1)
 flags.DEFINE_integer("videos_per_shard", _DEFAULTS.videos_per_shard,
                      "Videos per TFRecord shard. A shard is also the unit of resumption: an interrupted run "
                      "redoes at most the shards it had not finished.")

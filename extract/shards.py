@@ -215,8 +215,8 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
         progress.note(f"{frames_done / (time.monotonic() - started):.1f} frames/s")
 
     try:
-        decoded = _decode_ahead(jobs, config, backbone.image_size, config.decode_workers,
-                                in_flight=4 * config.decode_workers)
+        decoded = _decode_ahead(jobs, config, backbone.image_size, config.decoders(),
+                                in_flight=4 * config.decoders())
         for (shard, video), result in decoded:
             if isinstance(result, DecodeError):
                 log.warning("skipping %s: %s", video.video_id, result)

@@ -127,3 +127,48 @@ def test_efficientnet_lite0_takes_a_local_weights_file(lite0):
     np.testing.assert_allclose(from_file(frames), lite0(frames), rtol=1e-5, atol=1e-5)
     random = backbones.Backbone("efficientnet_lite0", "none")
     assert not np.allclose(random(frames), lite0(frames), atol=1e-2)
+
+
+def test_litert_conversion_is_cached_and_reused(lite0, monkeypatch):
+    """Issue 9, start-up: a later process loads the cached conversion instead
+    of building and converting the model again (the lite0 fixture converted it)."""
+    path = backbones.converted_model_path(backbones.get_spec("efficientnet_lite0"), "imagenet")
+    assert path.exists() and path.parent.parent == efficientnet_lite.cache_dir()
+    before = path.stat().st_mtime_ns
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built again")
+
+    monkeypatch.setattr(backbones.Backbone, "_traced_function", no_build)
+    cached = backbones.Backbone("efficientnet_lite0", "imagenet", engine="litert", threads=1)
+    frames = np.random.default_rng(4).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    np.testing.assert_allclose(cached(frames), lite0(frames), rtol=1e-5, atol=1e-5)
+    assert path.stat().st_mtime_ns == before
+    # Another model (other weights) has another cache entry.
+    assert backbones.converted_model_path(backbones.get_spec("efficientnet_lite0"), "none") != path
+
+
+def test_random_weights_are_the_same_in_every_process():
+    """--weights none draws its weights with a fixed seed, so that the
+    workers of a distributed run (and predict) compute the same features."""
+    frames = np.random.default_rng(5).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    first = backbones.Backbone("mobilenet_v2", "none", engine="tensorflow")(frames)
+    second = backbones.Backbone("mobilenet_v2", "none", engine="tensorflow")(frames)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_mixed_precision_features_stay_close_to_float32():
+    """Issue 9, GPU: the TensorFlow engine's mixed precision (the default on a
+    GPU) keeps features within the documented tolerance of float32."""
+    from skimage import data
+
+    reference = backbones.Backbone("efficientnet_lite0", engine="tensorflow", precision="float32")
+    mixed = backbones.Backbone("efficientnet_lite0", engine="tensorflow", precision="mixed")
+    assert (reference.precision, mixed.precision) == ("float32", "mixed")
+    photos = np.stack([_center_square(data.chelsea(), 224), _center_square(data.coffee(), 224)])
+    noise = np.random.default_rng(6).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    frames = np.concatenate([photos, noise])
+    expected, features = reference(frames), mixed(frames)
+    assert features.dtype == np.float32
+    assert np.abs(features - expected).max() <= backbones.MIXED_PRECISION_TOLERANCE * np.abs(expected).max()
+    assert np.abs(features - expected).max() > 0  # it did compute in float16
