@@ -33,5 +33,8 @@ setuptools.setup(
     extras_require={
         # scikit-image provides the ImageNet test photos (cat, espresso).
         "test": ["pytest", "scikit-image"],
+        # python -m extract --runner ray: shards scheduled on a Ray cluster
+        # (Ray core only; see extract/ray_runner.py for why Ray).
+        "ray": ["ray>=2.9"],
     },
 )

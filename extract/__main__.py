@@ -66,6 +66,15 @@ flags.DEFINE_enum("split", "1", ["1", "2", "3"], "Which official split to use wi
 flags.DEFINE_float("test_fraction", 0.2, "Without --splits_dir: share of each class's groups held out as the "
                    "test split (UCF-style v_X_gNN_cMM clips of one group stay together; other files are "
                    "their own group). 0 writes only a train split.")
+flags.DEFINE_enum("runner", "local", ["local", "ray"], "What extracts the shards: 'local' (this process, "
+                  "the default) or 'ray' (a pool of workers on a Ray cluster; pip install -e '.[ray]').")
+flags.DEFINE_string("ray_address", None, "With --runner ray: HOST:PORT of the cluster's head (ray start --head "
+                    "prints it). Default: a local Ray instance with this machine's cores, for the run.")
+flags.DEFINE_integer("ray_workers", None, "With --runner ray: number of workers (default: one per GPU with the "
+                     "TensorFlow engine on GPUs, else the cluster's CPUs / --ray_cpus_per_worker).", lower_bound=1)
+flags.DEFINE_integer("ray_cpus_per_worker", None, "With --runner ray: CPU cores per worker, shared by its CNN "
+                     "threads and its ffmpeg decoders (default: the CPUs per GPU, or 4 on CPUs, at most a "
+                     "node's).", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Delete the files of an earlier extraction in --output_dir (those its "
                   "manifest lists, and nothing else) and start over.")
 flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress line "
@@ -94,6 +103,18 @@ def _config():
         raise app.UsageError(str(e)) from None
 
 
+def _runner():
+    if FLAGS.runner == "local":
+        return local_runner.LocalRunner(FLAGS.progress, FLAGS.progress_seconds)
+    try:
+        from extract import ray_runner
+        import ray  # noqa: F401
+    except ImportError:
+        raise app.UsageError("--runner ray needs Ray: pip install -e '.[ray]'") from None
+    return ray_runner.RayRunner(FLAGS.ray_address, FLAGS.ray_workers, FLAGS.ray_cpus_per_worker, FLAGS.progress,
+                                FLAGS.progress_seconds)
+
+
 def _describe(video_set):
     """What was found, printed before the long part starts."""
     names = video_set.class_names
@@ -110,6 +131,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _config()
+    runner = _runner()
     # "kill PID" stops like Ctrl-C: finished shards are kept, and the message says how to resume.
     signal.signal(signal.SIGTERM, _interrupt)
     console.log_plainly()
@@ -132,9 +154,8 @@ def main(argv):
         video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction,
                                         FLAGS.class_depth)
         _describe(video_set)
-        summary = local_runner.extract(video_set, FLAGS.output_dir, config, split_source=split_source,
-                                       overwrite=FLAGS.overwrite, show_progress=FLAGS.progress,
-                                       progress_seconds=FLAGS.progress_seconds)
+        summary = extraction.run(video_set, FLAGS.output_dir, config, runner, split_source=split_source,
+                                 overwrite=FLAGS.overwrite)
     except (ValueError, plan.ExtractionRefused, extraction.OutputUnwritable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -130,6 +130,11 @@ class Plan:
         missing = [shard.name for shard in self.pending if self.indexes[shard.name] is None]
         if missing:
             raise RuntimeError(f"shards {', '.join(missing[:3])} were not committed; run the same command again")
+        # Attempts that were killed (a worker lost mid-shard, then the shard
+        # redone elsewhere) left their unfinished files behind.
+        for shard in self.pending:
+            for leftover in writer.partial_files(self.output_dir, shard.name):
+                files.remove(leftover)
 
 
 def plan_shards(splits, videos_per_shard):

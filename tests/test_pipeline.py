@@ -492,3 +492,35 @@ def test_object_storage_output_without_rename(video_folder, tmp_path):
     with pytest.raises(plan.ExtractionRefused, match="fps: 5.0 there, 2 now"):
         local_runner.extract(video_set, remote, plan.ExtractConfig(weights="none", videos_per_shard=4, fps=2),
                              show_progress=False, backbone=_RecordingBackbone())
+
+
+def test_a_shard_task_run_twice_or_after_a_kill_commits_one_shard(video_folder, tmp_path):
+    """Issue 9: extracting one shard is idempotent. A second run of the same
+    task leaves the committed shard alone; a run after an attempt that died
+    mid-shard (its partial file left behind) commits the shard with each
+    video once, and the leftover is cleaned up once the shard is done."""
+    from records import writer
+
+    video_set = dataset.load_videos(video_folder, test_fraction=0)
+    config = plan.ExtractConfig(weights="none", videos_per_shard=6)
+    output = tmp_path / "out"
+    output.mkdir()
+    planned = plan.prepare(video_set, output, config)
+    shard = planned.pending[0]
+    killed = writer.ShardWriter(output, shard.name)  # an attempt that wrote a record, then died
+    killed.write(b"half", shard.videos[0].video_id, 0, 1)
+
+    assert shards.extract_shards([shard], str(output), _RecordingBackbone(), config)[0] == len(shard.videos)
+    committed = (output / shard.name).stat().st_mtime_ns
+    assert shards.extract_shards([shard], str(output), _RecordingBackbone(), config) == (0, 0)
+    assert (output / shard.name).stat().st_mtime_ns == committed
+    index = writer.read_committed_index(output, shard.name)
+    stored = [v["video_id"] for v in index["videos"]] + [e["video_id"] for e in index["errors"]]
+    assert sorted(stored) == sorted(v.video_id for v in shard.videos)
+    ids = list(_examples(str(output / shard.name)))
+    assert sorted(ids) == sorted(v["video_id"] for v in index["videos"])  # each video once
+    assert len(writer.partial_files(output, shard.name)) == 1
+
+    planned.pending = [shard]
+    planned.read_indexes()
+    assert writer.partial_files(output, shard.name) == []
