@@ -44,6 +44,10 @@ flags.DEFINE_string("weights", _DEFAULTS.weights,
 flags.DEFINE_enum("engine", _DEFAULTS.engine, list(backbones.ENGINES),
                   "What runs the CNN: 'litert' (TensorFlow Lite's CPU interpreter, fastest on CPU), "
                   "'tensorflow' (use it with a GPU), or 'auto' (tensorflow if a GPU is visible, else litert).")
+flags.DEFINE_enum("precision", _DEFAULTS.precision, list(backbones.PRECISIONS),
+                  "With the TensorFlow engine on a GPU: 'mixed' computes in float16 (features within 1 % of "
+                  "float32's largest value, faster), 'float32' does not; 'auto' is mixed on a GPU. LiteRT always "
+                  "computes in float32.")
 flags.DEFINE_float("fps", _DEFAULTS.fps,
                    "Frames per second sampled from each video. 5 keeps the motion of human actions while "
                    "sparing the CNN the near-duplicate frames of 25-30 fps video (6x less work).")
@@ -96,7 +100,8 @@ def _config():
         dataset.check_test_fraction(FLAGS.test_fraction)
         dataset.check_class_depth(FLAGS.class_depth)
         return plan.ExtractConfig(
-            backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, fps=FLAGS.fps,
+            backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, precision=FLAGS.precision,
+            fps=FLAGS.fps,
             seconds=FLAGS.seconds, dtype=FLAGS.dtype, batch_size=FLAGS.batch_size,
             decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard)
     except ValueError as e:

@@ -28,7 +28,8 @@ class LocalRunner:
     def extract_pending(self, plan):
         """Returns ``(videos, frames, seconds)`` of the work done (start-up excluded)."""
         config = plan.config
-        backbone = self.backbone or backbones.Backbone(config.backbone, config.weights, config.engine)
+        backbone = self.backbone or backbones.Backbone(config.backbone, config.weights, config.engine,
+                                                         precision=config.precision)
         started = time.monotonic()
         total = sum(len(shard.videos) for shard in plan.pending)
         with console.Progress(total, "video", "extracting", self.show_progress, self.progress_seconds) as progress:

@@ -45,6 +45,7 @@ class ExtractConfig:
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     engine: str = "auto"
+    precision: str = "auto"  # the TensorFlow engine on a GPU: mixed unless "float32"
     fps: float = 5.0
     seconds: float = 10.0
     dtype: str = "float32"
@@ -172,6 +173,8 @@ def settings_of(config, video_set, split_source):
         "seconds": config.seconds,
         "max_frames": config.max_frames,
         "dtype": config.dtype,
+        "engine": config.engine,
+        "precision": config.precision,
         "videos_per_shard": config.videos_per_shard,
         "split_source": split_source,
         "class_names": video_set.class_names,

@@ -48,7 +48,8 @@ class ShardWorker:
 
         console.log_plainly()
         self.config = dataclasses.replace(config, decode_workers=config.decode_workers or cpus)
-        self.backbone = backbones.Backbone(config.backbone, config.weights, config.engine, threads=cpus)
+        self.backbone = backbones.Backbone(config.backbone, config.weights, config.engine, threads=cpus,
+                                            precision=config.precision)
 
     def ready(self):
         return os.getpid()

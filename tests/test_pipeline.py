@@ -247,7 +247,8 @@ def test_help_explains_every_flag():
     result = run_cli("extract", "--help")  # absl exits with status 1 after printing help
     for flag in ("videos", "output_dir", "demo", "backbone", "weights", "engine", "fps", "seconds", "dtype",
                  "batch_size", "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction",
-                 "overwrite", "class_depth", "progress", "progress_seconds"):
+                 "overwrite", "class_depth", "progress", "progress_seconds", "precision", "runner", "ray_address",
+                 "ray_workers", "ray_cpus_per_worker"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout, flag
     assert "efficientnet_lite0" in result.stdout
 
