@@ -24,13 +24,16 @@ update; every ``--log_every`` steps write train scalars; every
 checkpoint; every ``--checkpoint_every`` steps save a checkpoint.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 import typing
 
@@ -40,17 +43,20 @@ from absl import app, flags  # noqa: E402
 
 from extract import console  # noqa: E402
 
-console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
+# Before Keras (imported by rnn.models) prints TensorFlow's start-up noise; no
+# GPU probe yet: a multi-worker strategy must be created first (main).
+console.import_tensorflow(probe_gpus=False)
 
 from records import files  # noqa: E402
 from records import manifest as manifest_lib  # noqa: E402
 from records import reader  # noqa: E402
-from rnn import models, run_dir as run_dir_lib  # noqa: E402
+from rnn import distribute, models, run_dir as run_dir_lib  # noqa: E402
 
 # Settings that define what a run learns: resuming with other values is refused.
 DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "batch_size", "learning_rate", "lr_decay", "clip_norm", "seed")
 # Settings a resumed run may change (each session's values are recorded in run.json).
-ADJUSTABLE_SETTINGS = ("epochs", "steps", "eval_every", "checkpoint_every", "log_every")
+ADJUSTABLE_SETTINGS = ("epochs", "steps", "eval_every", "checkpoint_every", "log_every", "strategy",
+                       "mixed_precision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +79,8 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     restart: bool = False
+    strategy: str = "auto"
+    mixed_precision: typing.Optional[bool] = None  # None: on when training on GPUs
     show_progress: bool = True
     progress_seconds: float = 30.0
 
@@ -89,6 +97,8 @@ class TrainConfig:
                 raise ValueError(f"--{flag} must be positive, got {value}")
         if self.lr_decay not in ("none", "cosine"):
             raise ValueError(f"unknown --lr_decay {self.lr_decay!r}; use none or cosine")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"unknown --strategy {self.strategy!r}; choose one of {', '.join(distribute.STRATEGIES)}")
 
     @property
     def run_dir(self):
@@ -208,8 +218,17 @@ def _schedule(config, total_steps):
     return config.learning_rate
 
 
-def train(config):
+def train(config, strategy=None):
     """Trains (or resumes) a run; returns the contents of ``metrics.json``.
+
+    Under a multi-worker strategy every worker calls this; the chief alone
+    writes the run folder (and returns its metrics; other workers return {}).
+
+    Args:
+      config: a ``TrainConfig``.
+      strategy: the ``tf.distribute.Strategy`` made from ``config.strategy``
+        (``distribute.make_strategy``); made here if None, which a
+        multi-worker strategy does not allow once TensorFlow has run.
 
     Raises:
       TrainingError: bad data, a run folder holding another run or in use, or
@@ -221,18 +240,33 @@ def train(config):
     train_shards = _open_shards(config.train_pattern)
     eval_shards = _eval_shards(config.eval_pattern, train_shards)
     record = _run_record(config, train_shards.manifest)
+    if strategy is None:
+        try:
+            strategy = distribute.make_strategy(config.strategy)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+    chief = distribute.is_chief(strategy)
+    logging.info("training with %s", distribute.describe(strategy))
     try:
-        with run_dir_lib.open_run_folder(config.run_dir, config.restart) as stored:
+        # Only the chief opens (locks, maybe clears) the run folder; the others
+        # wait for it, then read its checkpoints.
+        with run_dir_lib.open_run_folder(config.run_dir, config.restart) if chief else _nothing() as stored:
             if stored is not None:
                 _check_same_run(config.run_dir, stored, record)
+            distribute.barrier(strategy)
             run = stored or {**record, "config": dataclasses.asdict(config)}
-            return _train_in(config.run_dir, run, config, train_shards, eval_shards)
+            return _train_in(config.run_dir, run, config, train_shards, eval_shards, strategy, chief)
     except run_dir_lib.RunFolderError as e:
         raise TrainingError(str(e)) from None
 
 
-def _train_in(run_dir, run, config, train_shards, eval_shards):
-    """The training run proper, in a locked run folder."""
+@contextlib.contextmanager
+def _nothing():
+    yield None
+
+
+def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
+    """The training run proper, in a run folder the chief holds."""
     import keras
     import tensorflow as tf
 
@@ -246,54 +280,82 @@ def _train_in(run_dir, run, config, train_shards, eval_shards):
     # Short runs checkpoint often too, so that a kill loses little of them.
     checkpoint_every = config.checkpoint_every or max(1, min(50, total_steps // 20))
     top_k = evaluation.top_k_for(spec.num_classes)
-    train_data = reader.make_dataset(train_shards.files, spec, manifest["dtype"], config.batch_size,
-                                     training=True, seed=config.seed)
+    train_data, input_split = distribute.distribute_input(
+        strategy, reader.make_dataset(train_shards.files, spec, manifest["dtype"], config.batch_size,
+                                      training=True, seed=config.seed), train_shards.files)
+    logging.info("input: %s", input_split)
     eval_data = _eval_dataset(eval_shards, config.batch_size) if eval_shards else None
+    mixed = _use_mixed_precision(config)
 
-    # Model, optimizer and checkpoints; resume from the latest by default.
-    model = models.build_model(config.model, spec.num_classes, spec.feature_dim, spec.max_frames)
+    # Model, optimizer and checkpoints (under the strategy); resume from the latest by default.
+    with strategy.scope():
+        if mixed:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            model = models.build_model(config.model, spec.num_classes, spec.feature_dim, spec.max_frames)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        optimizer = keras.optimizers.Adam(_schedule(config, total_steps))
+        if mixed:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     console.warm_up(model)
-    optimizer = keras.optimizers.Adam(_schedule(config, total_steps))
-    optimizer.build(model.trainable_variables)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    latest = tf.train.CheckpointManager(checkpoint, run_dir / run_dir_lib.CHECKPOINTS, max_to_keep=3)
-    best = tf.train.CheckpointManager(checkpoint, run_dir / run_dir_lib.BEST, max_to_keep=1)
-    if latest.latest_checkpoint:
-        checkpoint.restore(latest.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed from %s (step %d)", latest.latest_checkpoint, int(optimizer.iterations))
-    step = int(optimizer.iterations)
-    _record_session(run_dir, run, config, step, total_steps)
+    # Every worker saves checkpoints (saving runs collectives); the chief's are
+    # the run's, the others' go to a temporary folder, deleted at the end.
+    scratch = None if chief else tempfile.mkdtemp(prefix="train_worker_")
+    own = run_dir if chief else pathlib.Path(scratch)
+    latest = tf.train.CheckpointManager(checkpoint, own / run_dir_lib.CHECKPOINTS, max_to_keep=3)
+    best = tf.train.CheckpointManager(checkpoint, own / run_dir_lib.BEST, max_to_keep=1)
+    resume_from = tf.train.latest_checkpoint(run_dir / run_dir_lib.CHECKPOINTS)
+    if resume_from:
+        checkpoint.restore(resume_from).assert_existing_objects_matched()
+        logging.info("resumed from %s (step %d)", resume_from, _step_of(optimizer))
+    step = _step_of(optimizer)
     metrics_path = run_dir / run_dir_lib.METRICS_FILE
     metrics = {}
-    if latest.latest_checkpoint:
-        metrics = files.read_json(metrics_path, "delete it; it is written again at the next checkpoint") or {}
+    if chief:
+        _record_session(run_dir, run, config, step, total_steps)
+        if resume_from:
+            metrics = files.read_json(metrics_path, "delete it; it is written again at the next checkpoint") or {}
+        # Steps logged after the checkpoint we resume from are done again: drop them.
+        for events in (run_dir_lib.TRAIN_EVENTS, run_dir_lib.EVAL_EVENTS):
+            run_dir_lib.drop_events_after(run_dir / events, step)
     best_eval = metrics.get("best_eval")
 
-    train_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.TRAIN_EVENTS))
-    eval_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.EVAL_EVENTS))
+    if chief:
+        train_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.TRAIN_EVENTS))
+        eval_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.EVAL_EVENTS))
+    else:
+        train_writer = eval_writer = tf.summary.create_noop_writer()
     with train_writer.as_default():
         _log_hparams(config, manifest, run_dir.name)
-    train_step = _make_train_step(model, optimizer, config.clip_norm, top_k)
+    train_step = _make_train_step(model, optimizer, config.clip_norm, top_k, strategy, config.batch_size)
     predict = evaluation.inference_function(model)
 
     def evaluate_and_log(step):
+        # Every worker evaluates (the same weights on the same data give the
+        # same scores), so that all of them take the same best-checkpoint
+        # decision; only the chief's writers write.
         nonlocal best_eval
         if eval_data is None:
             return None
         results = evaluation.evaluate(predict, eval_data, class_names)
-        image = evaluation.confusion_matrix_png(results["confusion_matrix"], class_names,
-                                                f"{run_dir.name}, step {step}, top-1 {results['top1']:.3f}")
         with eval_writer.as_default(step=step):
             tf.summary.scalar("loss", results["loss"])
             tf.summary.scalar("top1", results["top1"])
             if top_k:
                 tf.summary.scalar(f"top{top_k}", results["top_k"])
-            tf.summary.image("confusion_matrix", tf.image.decode_png(image)[None])
+            if chief:
+                image = evaluation.confusion_matrix_png(results["confusion_matrix"], class_names,
+                                                        f"{run_dir.name}, step {step}, top-1 {results['top1']:.3f}")
+                tf.summary.image("confusion_matrix", tf.image.decode_png(image)[None])
         with train_writer.as_default(step=step):
             for variable in model.trainable_variables:
                 tf.summary.histogram(variable.path, variable)
-        logging.info("step %d: eval top-1 %.3f%s, loss %.4f", step, results["top1"],
-                     f", top-{top_k} {results['top_k']:.3f}" if top_k else "", results["loss"])
+        if chief:
+            logging.info("step %d: eval top-1 %.3f%s, loss %.4f", step, results["top1"],
+                         f", top-{top_k} {results['top_k']:.3f}" if top_k else "", results["loss"])
         if best_eval is None or results["top1"] > best_eval["top1"]:
             best_eval = {**results, "step": step}
             best.save(checkpoint_number=step)
@@ -303,15 +365,15 @@ def _train_in(run_dir, run, config, train_shards, eval_shards):
     final_eval = metrics.get("final_eval")
     interval, session = _Meter(), _Meter()
     batches = iter(train_data)
-    progress = console.Progress(total_steps, "step", f"training {run_dir.name}", config.show_progress,
-                                config.progress_seconds, initial=step)
+    progress = console.Progress(total_steps, "step", f"training {run_dir.name}", config.show_progress and chief,
+                                config.progress_seconds if chief else float("inf"), initial=step)
     try:
         while step < total_steps:
             started = time.perf_counter()
             inputs, labels = next(batches)
             got_batch = time.perf_counter()
             outputs = {key: float(value) for key, value in train_step(inputs, labels).items()}
-            step = int(optimizer.iterations)
+            step = _step_of(optimizer)
             if not math.isfinite(outputs["loss"]):
                 kept = f"the last good checkpoint ({latest.latest_checkpoint or 'none yet'}) is kept"
                 logging.info("the loss became %s: looking for NaN or Inf in the training shards", outputs["loss"])
@@ -320,7 +382,7 @@ def _train_in(run_dir, run, config, train_shards, eval_shards):
                 raise TrainingError(f"the loss became {outputs['loss']} at step {step}; {kept}. The features are "
                                     "finite: lower --learning_rate or --clip_norm and run again.")
             for meter in (interval, session):
-                meter.add(outputs, len(labels), time.perf_counter() - started, got_batch - started)
+                meter.add(outputs, config.batch_size, time.perf_counter() - started, got_batch - started)
             progress.update(1)
 
             if step % config.log_every == 0 or step == total_steps:
@@ -328,7 +390,7 @@ def _train_in(run_dir, run, config, train_shards, eval_shards):
                 with train_writer.as_default(step=step):
                     for key, value in means.items():
                         tf.summary.scalar(key, value)
-                    tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+                    tf.summary.scalar("learning_rate", float(optimizer.learning_rate.numpy()))
                     tf.summary.scalar("parameter_norm", float(tf.linalg.global_norm(model.trainable_variables)))
                 progress.note(f"loss {means['loss']:.3f}")
                 interval = _Meter()
@@ -337,51 +399,99 @@ def _train_in(run_dir, run, config, train_shards, eval_shards):
             if step % checkpoint_every == 0 or step == total_steps:
                 latest.save(checkpoint_number=step)
                 metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
-                files.write_json_atomic(metrics_path, metrics)
+                if chief:
+                    files.write_json_atomic(metrics_path, metrics)
 
         if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
             final_eval = evaluate_and_log(step)
             metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
-            files.write_json_atomic(metrics_path, metrics)
+            if chief:
+                files.write_json_atomic(metrics_path, metrics)
     except KeyboardInterrupt:
-        # Steps are atomic, so the state is consistent: keep it.
-        latest.save(checkpoint_number=int(optimizer.iterations))
-        logging.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
-                        int(optimizer.iterations))
+        if distribute.workers(strategy) == 1:
+            # Steps are atomic, so the state is consistent: keep it. (With
+            # several workers a save needs all of them: they resume from the
+            # last periodic checkpoint instead.)
+            latest.save(checkpoint_number=_step_of(optimizer))
+            logging.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
+                            _step_of(optimizer))
         raise
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
         raise _data_error(e, [train_shards, eval_shards]) from None
     finally:
         progress.close()
-    _export(model, run_dir)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)  # a folder this process made for itself
     train_writer.flush()
     eval_writer.flush()
+    if not chief:
+        return {}
+    _export(model, run_dir)
     return metrics
 
 
-def _make_train_step(model, optimizer, clip_norm, top_k):
-    """One optimization step as a ``tf.function``: forward, cross-entropy,
-    gradients, global norm (returned, as it was before clipping), clip, Adam.
-    Also returns the batch's top-1 and (if ``top_k``) top-k accuracy."""
+def _step_of(optimizer):
+    """The optimizer's step count (a mirrored variable under a strategy)."""
+    return int(optimizer.iterations.numpy())
+
+
+def _use_mixed_precision(config):
+    """``--mixed_precision``: on by default when the replicas are GPUs."""
+    if config.mixed_precision is not None:
+        return config.mixed_precision
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
+    """One optimization step over a global batch, as a ``tf.function``.
+
+    On every replica: forward, cross-entropy summed over its examples and
+    divided by the global batch, gradients. Then the gradients are summed
+    across replicas (all-reduce) *before* the global norm is taken and
+    clipped, so that ``--clip_norm`` means what it means on one device; the
+    norm returned is the one before clipping. Keras' optimizer sums the
+    gradients it gets across replicas once more, so each replica hands it
+    1/replicas of the clipped gradient. With mixed precision the loss is
+    scaled (``LossScaleOptimizer``) and the clip threshold with it.
+
+    Returns:
+      ``train_step(inputs, labels) -> {"loss", "gradient_norm", "top1"
+      [, "topK"]}`` for the global batch.
+    """
     import keras
     import tensorflow as tf
 
-    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    per_example_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    replicas = strategy.num_replicas_in_sync
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def replica_step(inputs, labels):
+        context = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(inputs, training=True), tf.float32)
+            loss = tf.reduce_sum(per_example_loss(labels, logits)) / global_batch
+            scaled_loss = optimizer.scale_loss(loss) if scaled else loss
+        gradients = tape.gradient(scaled_loss, model.trainable_variables)
+        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        scale = tf.cast(optimizer.dynamic_scale, tf.float32) if scaled else 1.0
+        scaled_norm = tf.linalg.global_norm(gradients)
+        clipped, _ = tf.clip_by_global_norm(gradients, clip_norm * scale, use_norm=scaled_norm)
+        optimizer.apply_gradients(zip([g / replicas for g in clipped], model.trainable_variables))
+        correct = {"top1": tf.math.in_top_k(labels, logits, 1)}
+        if top_k:
+            correct[f"top{top_k}"] = tf.math.in_top_k(labels, logits, top_k)
+        sums = context.all_reduce(tf.distribute.ReduceOp.SUM, {
+            "loss": loss, **{key: tf.reduce_sum(tf.cast(hit, tf.float32)) for key, hit in correct.items()}})
+        return {"loss": sums["loss"], "gradient_norm": scaled_norm / scale,
+                **{key: sums[key] / global_batch for key in correct}}
 
     @tf.function
     def train_step(inputs, labels):
-        with tf.GradientTape() as tape:
-            logits = model(inputs, training=True)
-            loss = loss_function(labels, logits)
-        gradients = tape.gradient(loss, model.trainable_variables)
-        gradient_norm = tf.linalg.global_norm(gradients)
-        clipped, _ = tf.clip_by_global_norm(gradients, clip_norm, use_norm=gradient_norm)
-        optimizer.apply_gradients(zip(clipped, model.trainable_variables))
-        outputs = {"loss": loss, "gradient_norm": gradient_norm,
-                   "top1": tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))}
-        if top_k:
-            outputs[f"top{top_k}"] = tf.reduce_mean(tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32))
-        return outputs
+        outputs = strategy.run(replica_step, args=(inputs, labels))
+        # Every replica holds the same all-reduced values: take the first.
+        return {key: strategy.experimental_local_results(value)[0] for key, value in outputs.items()}
 
     return train_step
 
@@ -504,6 +614,14 @@ flags.DEFINE_integer("log_every", TrainConfig.log_every, "Write training scalars
 flags.DEFINE_integer("seed", TrainConfig.seed, "Random seed (initialization, shuffling).")
 flags.DEFINE_bool("restart", False, "Start from step 0 instead of resuming: deletes the files train.py wrote in "
                   "the run folder (events, checkpoints, model, run.json, metrics) and nothing else.")
+flags.DEFINE_enum("strategy", TrainConfig.strategy, list(distribute.STRATEGIES),
+                  "Where to train: auto (all GPUs of this machine if more than one, else one device), one_device, "
+                  "mirrored (all GPUs of this machine), multi_worker (the machines TF_CONFIG names; run the same "
+                  "command on each). --batch_size stays the global batch.")
+flags.DEFINE_integer("logical_cpus", None, "Split the CPU into this many logical devices, so that --strategy "
+                     "mirrored has replicas without GPUs (for tests and benchmarks).", lower_bound=1)
+flags.DEFINE_bool("mixed_precision", None, "Compute in float16 with loss scaling (default: on when training on "
+                  "GPUs, off on CPUs). The recurrent layers keep their cuDNN kernels.")
 flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress line "
                   "every --progress_seconds instead, as does output to a file.")
 flags.DEFINE_float("progress_seconds", 30.0, "Seconds between progress lines when there is no bar.")
@@ -524,17 +642,26 @@ def main(argv):
             run_name=FLAGS.run_name, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             lr_decay=FLAGS.lr_decay, clip_norm=FLAGS.clip_norm, epochs=FLAGS.epochs, steps=FLAGS.steps,
             eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every,
-            seed=FLAGS.seed, restart=FLAGS.restart, show_progress=FLAGS.progress,
+            seed=FLAGS.seed, restart=FLAGS.restart, strategy=FLAGS.strategy,
+            mixed_precision=FLAGS.mixed_precision, show_progress=FLAGS.progress,
             progress_seconds=FLAGS.progress_seconds)
     except ValueError as e:
         raise app.UsageError(str(e)) from None
+
+    console.log_plainly()
+    if FLAGS.logical_cpus:
+        distribute.split_cpu(FLAGS.logical_cpus)
+    with console.tensorflow_startup_filtered():
+        try:
+            strategy = distribute.make_strategy(config.strategy) if FLAGS.mode == "train" else None
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
 
     def interrupt(signal_number, frame):
         raise KeyboardInterrupt
 
     # Treat "kill PID" like Ctrl-C: save a checkpoint, then stop.
     signal.signal(signal.SIGTERM, interrupt)
-    console.log_plainly()
     import tensorflow as tf
 
     try:
@@ -543,7 +670,7 @@ def main(argv):
             print(json.dumps({key: results[key] for key in ("eval_pattern", "examples", "top1", "k", "top_k",
                                                             "loss")}, indent=2))
             return 0
-        metrics = train(config)
+        metrics = train(config, strategy)
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -552,6 +679,8 @@ def main(argv):
     except tf.errors.InvalidArgumentError as e:  # a check in the input pipeline failed
         print(f"error: bad input data: {e.message.splitlines()[0]}", file=sys.stderr)
         return 1
+    if not metrics:  # a worker other than the chief: the chief reports
+        return 0
     best, final = metrics["best_eval"], metrics["final_eval"]
     held_out = (f"held-out {_scores(final)} (best top-1 {best['top1']:.3f} at step {best['step']})" if final
                 else "no held-out evaluation (no held-out data)")

@@ -55,14 +55,16 @@ def reader_rate(pattern, manifest, batch_size, batches):
 def model_rate(cell, manifest, batch_size, steps):
     import keras
     import numpy as np
+    import tensorflow as tf
 
     import train
-    from rnn import models
+    from rnn import evaluation, models
 
     model = models.build_model(models.ModelConfig(cell=cell), len(manifest["class_names"]),
                                manifest["feature_dim"], manifest["max_frames"])
     optimizer = keras.optimizers.Adam(1e-3)
-    step = train._make_train_step(model, optimizer, 1.0, len(manifest["class_names"]))
+    step = train._make_train_step(model, optimizer, 1.0, evaluation.top_k_for(len(manifest["class_names"])),
+                                  tf.distribute.get_strategy(), batch_size)
     rng = np.random.default_rng(0)
     inputs = {"features": rng.normal(size=(batch_size, manifest["max_frames"], manifest["feature_dim"]))
               .astype(np.float32),

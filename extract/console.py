@@ -68,9 +68,11 @@ def tensorflow_startup_filtered():
                 print("\n".join(kept), file=sys.stderr)
 
 
-def import_tensorflow():
-    """Imports TensorFlow and probes for GPUs (which is when CUDA is
-    initialised) without their start-up noise.
+def import_tensorflow(probe_gpus=True):
+    """Imports TensorFlow and (with ``probe_gpus``) probes for GPUs, which is
+    when CUDA is initialised, without their start-up noise. Without the
+    probe, TensorFlow's runtime stays uninitialised, as a multi-worker
+    strategy needs it at creation.
 
     Returns:
       The ``tensorflow`` module.
@@ -80,7 +82,8 @@ def import_tensorflow():
     with tensorflow_startup_filtered():
         import tensorflow as tf
 
-        tf.config.list_physical_devices("GPU")
+        if probe_gpus:
+            tf.config.list_physical_devices("GPU")
     return tf
 
 

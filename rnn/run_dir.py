@@ -32,7 +32,8 @@ CHECKPOINTS, BEST = "checkpoints", "best"
 # ``ckpt-N.data-*`` and, while saving, ``ckpt-N_temp/`` folders).
 OUTPUT_PATTERNS = (
     RUN_FILE, METRICS_FILE, MODEL_FILE, EVALUATION_FILE, ".*.partial", ".*.partial.keras",
-    *(f"{events}/events.out.tfevents.*" for events in (TRAIN_EVENTS, EVAL_EVENTS)),
+    *(f"{events}/{name}" for events in (TRAIN_EVENTS, EVAL_EVENTS)
+      for name in ("events.out.tfevents.*", ".rewrite.*.partial")),
     *(f"{folder}/{name}" for folder in (CHECKPOINTS, BEST) for name in ("checkpoint", "ckpt-*", "ckpt-*_temp/*")),
 )
 
@@ -156,3 +157,24 @@ def load_final_model(run_dir):
                              "train.py command again: it re-exports the model from the last checkpoint.") from None
     console.warm_up(model)
     return model
+
+
+def drop_events_after(folder, step):
+    """Removes from the event files in ``folder`` what was logged after
+    ``step``: a run resumed from the checkpoint of ``step`` logs those steps
+    again, and TensorBoard would show both (TensorFlow 2's summary writers do
+    not mark a restart). Files are rewritten only if they hold such events,
+    each atomically."""
+    import tensorflow as tf
+
+    for path in sorted(pathlib.Path(folder).glob("events.out.tfevents.*")):
+        records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+        kept = [record for record in records if tf.compat.v1.Event.FromString(record).step <= step]
+        if len(kept) == len(records):
+            continue
+        # Not named like an event file: TensorBoard must never read it.
+        partial = str(path.with_name(f".rewrite.{os.getpid()}.partial"))
+        with tf.io.TFRecordWriter(partial) as writer:
+            for record in kept:
+                writer.write(record)
+        os.replace(partial, path)
