@@ -1,0 +1,282 @@
+"""What a training run shows in TensorBoard, and where.
+
+Run folder ``<logdir>/<run>/``:
+
+- ``events`` at the run's root: the HParams tab's record of the run (its
+  hyperparameters, extraction settings included, the metrics it is judged
+  by, and how it ended);
+- ``train/`` and ``eval/``: scalars under the same tags, so that one chart
+  shows both (``metrics/loss``, ``metrics/top1``, ``metrics/topK``), plus
+  ``optim/...`` and ``perf/...`` for training; weight and gradient histograms
+  (``weights/...``, ``gradients/...``);
+- ``eval/`` also: the confusion matrix (counts and row percentages), per-class
+  precision and recall (one image, and PR curves, one per class), the
+  misclassified held-out clips as thumbnails with their true and predicted
+  labels, and the embeddings projector (each held-out video's final
+  recurrent state and mean CNN feature, with label, prediction and
+  thumbnail).
+"""
+
+import io
+import logging
+import math
+import os
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Scalar tags, grouped by prefix (TensorBoard makes one section per prefix).
+LOSS, TOP1 = "metrics/loss", "metrics/top1"
+LEARNING_RATE, GRADIENT_NORM, PARAMETER_NORM = "optim/learning_rate", "optim/gradient_norm", "optim/parameter_norm"
+EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_percent"
+CONFUSION_MATRIX = "confusion_matrix"
+PER_CLASS = "per_class/precision_recall"
+MISCLASSIFIED = "misclassified_clips"
+# The projector's files in eval/ (it finds the embeddings through the
+# "checkpoint" file, which keeps the folder movable).
+PROJECTOR_FILES = ("projector_config.pbtxt", "checkpoint", "embeddings.ckpt-*", "metadata.tsv", "sprite.png")
+
+
+def top_k_tag(k):
+    return f"metrics/top{k}"
+
+
+# --- HParams -------------------------------------------------------------------------------------
+
+
+def hparams_record(config, manifest):
+    """The hyperparameters of a run: model, optimization, length and the
+    extraction settings of its features (name -> bool, number or string)."""
+    import dataclasses
+
+    values = {f"model.{key}": value for key, value in dataclasses.asdict(config.model).items()}
+    values.update({
+        "batch_size": config.batch_size, "learning_rate": config.learning_rate, "lr_decay": config.lr_decay,
+        "clip_norm": config.clip_norm, "seed": config.seed, "steps": config.steps or 0, "epochs": config.epochs,
+        "strategy": config.strategy,
+    })
+    for key in ("backbone", "weights", "image_size", "feature_dim", "fps", "seconds", "max_frames", "dtype"):
+        values[f"features.{key}"] = manifest.get(key)
+    values["features.classes"] = len(manifest["class_names"])
+    return {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
+
+
+def write_hparams(writer, run_name, hyperparameters, top_k):
+    """Declares the experiment (which metrics judge a run: held-out top-1 and
+    loss from ``eval/``, training loss from ``train/``) and starts the run's
+    session, in the run's root writer."""
+    from tensorboard.plugins.hparams import api as hparams
+
+    metrics = [hparams.Metric(TOP1, group="eval", display_name="held-out top-1"),
+               hparams.Metric(LOSS, group="eval", display_name="held-out loss"),
+               hparams.Metric(LOSS, group="train", display_name="training loss"),
+               hparams.Metric(TOP1, group="train", display_name="training top-1")]
+    if top_k:
+        metrics.insert(1, hparams.Metric(top_k_tag(top_k), group="eval", display_name=f"held-out top-{top_k}"))
+    with writer.as_default():
+        hparams.hparams_config(hparams=[hparams.HParam(name) for name in hyperparameters], metrics=metrics)
+        hparams.hparams(hyperparameters, trial_id=run_name)
+    writer.flush()
+
+
+def write_session_end(writer, status):
+    """Records how the run's session ended: ``"success"``, ``"aborted"``
+    (interrupted) or ``"failure"``."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import summary as hparams_summary
+
+    code = {"success": api_pb2.STATUS_SUCCESS, "aborted": api_pb2.STATUS_ABORTED,
+            "failure": api_pb2.STATUS_FAILURE}[status]
+    with writer.as_default():
+        tf.summary.experimental.write_raw_pb(hparams_summary.session_end_pb(code).SerializeToString(), step=0)
+    writer.flush()
+
+
+# --- Images --------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def _png(figure):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+def confusion_matrix_png(confusion, class_names, title):
+    """The confusion matrix as one annotated image: colour = share of the true
+    class's videos (row percentage, with a colour bar), text = count and
+    percentage. Every cell is annotated (zeros included) up to 30 classes;
+    with more, cells are too small for text and only non-zero cells get their
+    count. The figure grows with the classes so that class names stay legible
+    (UCF-101's 101 classes: about 2000 x 2000 pixels).
+
+    Returns:
+      PNG bytes.
+    """
+    plt = _pyplot()
+    confusion = np.asarray(confusion, np.int64)
+    classes = len(class_names)
+    rows = confusion.sum(axis=1, keepdims=True)
+    percent = np.divide(100.0 * confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    cell = 0.55 if classes <= 30 else 0.19  # inches per class
+    size = 3.5 + cell * classes
+    label_size = 9 if classes <= 30 else 6.5
+    figure, axes = plt.subplots(figsize=(size + 1.2, size), dpi=100)
+    image = axes.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    colour_bar = figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
+    colour_bar.set_label("% of the true class's videos")
+    ticks = np.arange(classes)
+    axes.set_xticks(ticks, class_names, rotation=90, fontsize=label_size)
+    axes.set_yticks(ticks, class_names, fontsize=label_size)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title, fontsize=11)
+    for (i, j), count in np.ndenumerate(confusion):
+        if classes > 30 and not count:
+            continue
+        text = f"{count}\n{percent[i, j]:.0f}%" if classes <= 30 else str(count)
+        axes.text(j, i, text, ha="center", va="center", fontsize=8 if classes <= 30 else 4.5,
+                  color="white" if percent[i, j] > 55 else "black")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def per_class_png(per_class, title):
+    """Held-out precision and recall of every class as horizontal bars,
+    classes sorted by recall (worst first), support in the labels."""
+    plt = _pyplot()
+    names = sorted(per_class, key=lambda name: (per_class[name]["recall"] is None, per_class[name]["recall"] or 0))
+    recall = [per_class[name]["recall"] or 0 for name in names]
+    precision = [per_class[name]["precision"] or 0 for name in names]
+    labels = [f"{name} ({per_class[name]['support']})" for name in names]
+    height = 1.5 + 0.22 * len(names)
+    figure, axes = plt.subplots(figsize=(8, height), dpi=100)
+    positions = np.arange(len(names))
+    axes.barh(positions - 0.2, recall, height=0.4, label="recall", color="#3b75af")
+    axes.barh(positions + 0.2, precision, height=0.4, label="precision", color="#ef8636")
+    axes.set_yticks(positions, labels, fontsize=7 if len(names) > 30 else 9)
+    axes.set_xlim(0, 1)
+    axes.invert_yaxis()
+    axes.set_xlabel("held-out precision / recall (class, videos)")
+    axes.set_title(title, fontsize=11)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def thumbnails_png(entries, title, columns=6):
+    """A grid of clip thumbnails with a caption each (``[(jpeg bytes or None,
+    caption)]``); a short note instead when there are none."""
+    from PIL import Image
+
+    plt = _pyplot()
+    if not entries:
+        figure, axes = plt.subplots(figsize=(6, 1.2), dpi=100)
+        axes.axis("off")
+        axes.text(0.5, 0.5, title, ha="center", va="center", fontsize=11)
+        return _png(figure)
+    rows = math.ceil(len(entries) / columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.4), dpi=100, squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, (jpeg, caption) in zip(grid.flat, entries):
+        if jpeg:
+            axes.imshow(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+        else:
+            axes.text(0.5, 0.5, "no thumbnail", ha="center", va="center", fontsize=8)
+        axes.set_title(caption, fontsize=7)
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    return _png(figure)
+
+
+# --- Per-class curves ----------------------------------------------------------------------------
+
+
+def write_pr_curves(probabilities, labels, class_names, step):
+    """One precision-recall curve per class (one-vs-rest, over the held-out
+    videos' softmax probabilities), for TensorBoard's PR Curves tab."""
+    import tensorflow as tf
+    from tensorboard.plugins.pr_curve import summary as pr_curve
+
+    for index, name in enumerate(class_names):
+        truth = labels == index
+        if not truth.any():
+            continue
+        summary = pr_curve.pb(f"pr_curve/{name}", truth, probabilities[:, index].astype(np.float32),
+                              num_thresholds=51, display_name=name)
+        tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+
+
+# --- Embeddings projector ------------------------------------------------------------------------
+
+
+def _sprite(thumbnails):
+    """Thumbnails tiled into one square sprite image (PNG bytes) and the side
+    of one thumbnail; at most 8192 pixels a side, as the projector wants."""
+    from PIL import Image
+
+    per_row = math.ceil(math.sqrt(len(thumbnails)))
+    side = max(8, min(64, 8192 // per_row))
+    sheet = Image.new("RGB", (per_row * side, per_row * side))
+    for index, jpeg in enumerate(thumbnails):
+        tile = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((side, side))
+        sheet.paste(tile, ((index % per_row) * side, (index // per_row) * side))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue(), side
+
+
+def write_projector(folder, states, mean_features, video_ids, labels, predictions, class_names, thumbnails):
+    """Writes the embeddings projector's files into ``folder`` (``eval/``):
+    the held-out videos' final recurrent states and mean CNN features (a
+    checkpoint), their metadata (video, true label, prediction, correct) and,
+    when every video has a thumbnail, a sprite of them.
+
+    Returns:
+      None, or why there is no sprite.
+    """
+    import tensorflow as tf
+    from tensorboard.plugins import projector
+
+    from records import files
+
+    folder = str(folder)
+    for stale in PROJECTOR_FILES:  # the previous evaluation's, if any
+        for path in files.glob(os.path.join(files.escape(folder), stale)):
+            files.remove(path)
+    checkpoint = tf.train.Checkpoint(final_state=tf.Variable(states), mean_cnn_feature=tf.Variable(mean_features))
+    checkpoint.save(os.path.join(folder, "embeddings.ckpt"))
+    rows = [(video_id, class_names[label], class_names[predicted], "yes" if label == predicted else "no")
+            for video_id, label, predicted in zip(video_ids, labels, predictions)]
+    files.write_tsv(os.path.join(folder, "metadata.tsv"), ("video", "label", "prediction", "correct"), rows)
+    config = projector.ProjectorConfig()
+    missing_sprite = None
+    if all(thumbnails):
+        sprite, side = _sprite(thumbnails)
+        with open(os.path.join(folder, "sprite.png"), "wb") as f:
+            f.write(sprite)
+    else:
+        missing_sprite = (f"{sum(1 for t in thumbnails if not t)} of {len(thumbnails)} held-out videos have no "
+                          "thumbnail (their shards were extracted before thumbnails were stored): the projector "
+                          "shows points without pictures")
+    for name in ("final_state", "mean_cnn_feature"):
+        embedding = config.embeddings.add()
+        embedding.tensor_name = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+        embedding.metadata_path = "metadata.tsv"
+        if missing_sprite is None:
+            embedding.sprite.image_path = "sprite.png"
+            embedding.sprite.single_image_dim.extend([side, side])
+    projector.visualize_embeddings(folder, config)
+    return missing_sprite
