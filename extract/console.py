@@ -68,11 +68,10 @@ def tensorflow_startup_filtered():
                 print("\n".join(kept), file=sys.stderr)
 
 
-def import_tensorflow(probe_gpus=True):
-    """Imports TensorFlow and (with ``probe_gpus``) probes for GPUs, which is
-    when CUDA is initialised, without their start-up noise. Without the
-    probe, TensorFlow's runtime stays uninitialised, as a multi-worker
-    strategy needs it at creation.
+def import_tensorflow():
+    """Imports TensorFlow and probes for GPUs (which is when CUDA is
+    initialised) without their start-up noise. Listing the physical devices
+    leaves the runtime uninitialised, as a multi-worker strategy needs it.
 
     Returns:
       The ``tensorflow`` module.
@@ -82,8 +81,7 @@ def import_tensorflow(probe_gpus=True):
     with tensorflow_startup_filtered():
         import tensorflow as tf
 
-        if probe_gpus:
-            tf.config.list_physical_devices("GPU")
+        tf.config.list_physical_devices("GPU")
     return tf
 
 

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 
 def _decode_ahead(jobs, config, image_size, workers, in_flight):
-    """Decodes videos in a thread pool, yielding ``(job, Decoded or DecodeError)``
-    as each finishes.
+    """Decodes videos in a thread pool, yielding ``(job, (Decoded, thumbnail
+    JPEG) or DecodeError)`` as each finishes (the thumbnail is made in the
+    pool too, off the CNN's thread).
 
     At most ``in_flight`` videos are being decoded or waiting, which bounds
     memory. Taking them in the order they finish (not the order given) keeps
@@ -46,7 +47,8 @@ def _decode_ahead(jobs, config, image_size, workers, in_flight):
 
     def decode(job):
         try:
-            return decode_frames(job[1].path, config.fps, config.seconds, image_size)
+            decoded = decode_frames(job[1].path, config.fps, config.seconds, image_size)
+            return decoded, schema.thumbnail_jpeg(decoded.frames)
         except DecodeError as e:
             return e
         except OSError as e:  # vanished, unreadable, a dangling link
@@ -156,10 +158,10 @@ class _ShardsUnderWay:
         if self._unresolved[shard.name] == 0:
             self._writers.pop(shard.name).commit()
 
-    def write(self, shard, video, features, warning):
+    def write(self, shard, video, features, warning, thumbnail):
         config = self._config
         example = schema.encode_video(video.video_id, video.label, video.label_name, features,
-                                      config.max_frames, config.fps, config.dtype)
+                                      config.max_frames, config.fps, config.dtype, thumbnail)
         self._writer(shard).write(example, video.video_id, video.label, len(features), warning)
         self._resolved(shard)
 
@@ -208,8 +210,8 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
 
     def write(finished_videos):
         nonlocal frames_done
-        for (shard, video, warning), features in finished_videos:
-            under_way.write(shard, video, features, warning)
+        for (shard, video, warning, thumbnail), features in finished_videos:
+            under_way.write(shard, video, features, warning, thumbnail)
             frames_done += len(features)
             progress.update(1)
         progress.note(f"{frames_done / (time.monotonic() - started):.1f} frames/s")
@@ -217,15 +219,16 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
     try:
         decoded = _decode_ahead(jobs, config, backbone.image_size, config.decoders(),
                                 in_flight=4 * config.decoders())
-        for (shard, video), result in decoded:
-            if isinstance(result, DecodeError):
-                log.warning("skipping %s: %s", video.video_id, result)
-                under_way.fail(shard, video, str(result))
+        for (shard, video), outcome in decoded:
+            if isinstance(outcome, DecodeError):
+                log.warning("skipping %s: %s", video.video_id, outcome)
+                under_way.fail(shard, video, str(outcome))
                 progress.update(1)
                 continue
+            result, thumbnail = outcome
             if result.warning:
                 log.warning("%s: %s (kept %d frames)", video.video_id, result.warning, len(result.frames))
-            batcher.add((shard, video, result.warning), result.frames)
+            batcher.add((shard, video, result.warning, thumbnail), result.frames)
             while batcher.has_full_batch():
                 write(batcher.run_batch(backbone))
         while batcher.has_frames():

@@ -10,7 +10,8 @@ guide recommends:
 
 so the CPU prepares the next batches while the model works on the current one.
 Each element is ``({"features": [B, T, D], "num_frames": [B]}, label [B])``
-(plus the video ids ``[B]`` on request).
+(plus ``{"video_id": [B], "thumbnail": [B]}`` on request; a thumbnail is
+empty for shards written before thumbnails were stored).
 
 ``open_shards`` first checks the files a pattern matches against their
 extraction's manifest, so that a stray or missing shard is refused by name
@@ -138,7 +139,8 @@ def parse_batch(serialized, spec, dtype):
       dtype: how the values are stored, ``"float32"`` or ``"float16"``.
 
     Returns:
-      ``({"features": float32 [B, T, D], "num_frames": int32 [B]}, label int32 [B], video_id string [B])``.
+      ``({"features": float32 [B, T, D], "num_frames": int32 [B]}, label int32 [B],
+      {"video_id": string [B], "thumbnail": string [B] (JPEG, or empty)})``.
     """
     import tensorflow as tf
 
@@ -151,6 +153,7 @@ def parse_batch(serialized, spec, dtype):
         serialized,
         context_features={
             schema.VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
+            schema.THUMBNAIL: tf.io.FixedLenFeature([], tf.string, default_value=""),
             schema.LABEL: tf.io.FixedLenFeature([], tf.int64),
             schema.NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64),
         },
@@ -167,10 +170,10 @@ def parse_batch(serialized, spec, dtype):
     with tf.control_dependencies(checks):
         label = tf.identity(label)
     inputs = {"features": features, "num_frames": tf.cast(context[schema.NUM_FRAMES], tf.int32)}
-    return inputs, label, context[schema.VIDEO_ID]
+    return inputs, label, {key: context[key] for key in (schema.VIDEO_ID, schema.THUMBNAIL)}
 
 
-def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_video_ids=False,
+def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_details=False,
                  parallel_files=8, shuffle_buffer=1024):
     """Builds the input pipeline over shard files.
 
@@ -182,8 +185,8 @@ def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_video
       training: shuffle, repeat forever and drop the last partial batch;
         otherwise one pass in a fixed order.
       seed: shuffling seed.
-      with_video_ids: elements are ``(inputs, labels, video_ids)`` instead of
-        ``(inputs, labels)``.
+      with_details: elements are ``(inputs, labels, {"video_id", "thumbnail"})``
+        instead of ``(inputs, labels)``.
       parallel_files: shards read at once.
       shuffle_buffer: examples in the shuffle buffer.
 
@@ -204,8 +207,8 @@ def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_video
     dataset = dataset.batch(batch_size, drop_remainder=training)
 
     def parse(serialized):
-        inputs, labels, video_ids = parse_batch(serialized, spec, dtype)
-        return (inputs, labels, video_ids) if with_video_ids else (inputs, labels)
+        inputs, labels, details = parse_batch(serialized, spec, dtype)
+        return (inputs, labels, details) if with_details else (inputs, labels)
 
     dataset = dataset.map(parse, num_parallel_calls=autotune, deterministic=not training)
     return dataset.prefetch(autotune)
@@ -226,10 +229,11 @@ def scan_shards(files, spec, dtype):
     for file in files:
         non_finite = []
         try:
-            batches = make_dataset([file], spec, dtype, 64, training=False, with_video_ids=True)
-            for inputs, _, video_ids in batches:
+            batches = make_dataset([file], spec, dtype, 64, training=False, with_details=True)
+            for inputs, _, details in batches:
                 finite = np.isfinite(inputs["features"].numpy()).all(axis=(1, 2))
-                non_finite += [v.decode("utf-8") for v, ok in zip(video_ids.numpy(), finite) if not ok]
+                video_ids = details[schema.VIDEO_ID].numpy()
+                non_finite += [v.decode("utf-8") for v, ok in zip(video_ids, finite) if not ok]
         except tf.errors.DataLossError as e:
             problems.append((file, f"damaged or cut short ({e.message.strip().splitlines()[0]})"))
             continue

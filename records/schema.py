@@ -8,6 +8,10 @@ context
   ``label_name``  bytes   class name
   ``num_frames``  int64   real frames before padding
   ``fps``         float   frames per second the video was sampled at
+  ``thumbnail``   bytes   optional: a small JPEG (``THUMBNAIL_SIZE`` pixels a
+                          side) of the video's middle sampled frame, for
+                          TensorBoard's pictures of held-out clips; shards
+                          written before it existed lack it and read as before
 feature list ``features``
   exactly ``max_frames`` entries, one per sampled frame, zeros after
   ``num_frames``. With dtype ``float32`` each entry is a FloatList of D
@@ -22,7 +26,9 @@ LABEL = "label"
 LABEL_NAME = "label_name"
 NUM_FRAMES = "num_frames"
 FPS = "fps"
+THUMBNAIL = "thumbnail"
 FEATURES = "features"
+THUMBNAIL_SIZE = 64
 
 DTYPES = ("float32", "float16")
 _FLOAT16_LE = np.dtype("<f2")
@@ -33,7 +39,19 @@ def check_dtype(dtype):
         raise ValueError(f"unknown feature dtype {dtype!r}; expected one of {DTYPES}")
 
 
-def encode_video(video_id, label, label_name, features, max_frames, fps, dtype):
+def thumbnail_jpeg(frames):
+    """A ``THUMBNAIL_SIZE`` JPEG of the middle frame of uint8 RGB ``frames`` ``[T, S, S, 3]``."""
+    import io
+
+    from PIL import Image
+
+    image = Image.fromarray(frames[len(frames) // 2]).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def encode_video(video_id, label, label_name, features, max_frames, fps, dtype, thumbnail=None):
     """Serializes one video's features as a padded SequenceExample.
 
     Args:
@@ -44,6 +62,7 @@ def encode_video(video_id, label, label_name, features, max_frames, fps, dtype):
       max_frames: length every video is padded to.
       fps: frame rate the frames were sampled at.
       dtype: ``"float32"`` or ``"float16"``: how feature values are stored.
+      thumbnail: optional JPEG bytes (``thumbnail_jpeg``).
 
     Returns:
       The serialized ``tf.train.SequenceExample`` (bytes).
@@ -69,6 +88,8 @@ def encode_video(video_id, label, label_name, features, max_frames, fps, dtype):
         NUM_FRAMES: tf.train.Feature(int64_list=tf.train.Int64List(value=[num_frames])),
         FPS: tf.train.Feature(float_list=tf.train.FloatList(value=[fps])),
     }
+    if thumbnail:
+        context[THUMBNAIL] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[thumbnail]))
     example = tf.train.SequenceExample(
         context=tf.train.Features(feature=context),
         feature_lists=tf.train.FeatureLists(feature_list={FEATURES: tf.train.FeatureList(feature=frames)}),
@@ -81,8 +102,9 @@ def decode_video(serialized):
 
     Returns:
       A dict with ``video_id``, ``label``, ``label_name``, ``num_frames``,
-      ``fps``, ``dtype`` (how the values were stored) and ``features``, a
-      float32 array ``[max_frames, D]`` including the padding.
+      ``fps``, ``thumbnail`` (JPEG bytes, or None in older shards), ``dtype``
+      (how the values were stored) and ``features``, a float32 array
+      ``[max_frames, D]`` including the padding.
     """
     import tensorflow as tf
 
@@ -101,6 +123,7 @@ def decode_video(serialized):
         LABEL_NAME: context[LABEL_NAME].bytes_list.value[0].decode("utf-8"),
         NUM_FRAMES: context[NUM_FRAMES].int64_list.value[0],
         FPS: context[FPS].float_list.value[0],
+        THUMBNAIL: context[THUMBNAIL].bytes_list.value[0] if THUMBNAIL in context else None,
         "dtype": dtype,
         FEATURES: features,
     }

@@ -1,16 +1,21 @@
 """Video-level evaluation: accuracy, per-class precision and recall, confusion matrix."""
 
-import io
+import dataclasses
 
 import numpy as np
 
 
 def inference_function(model):
     """``model`` in inference mode as one ``tf.function`` (traced once, reused
-    by every evaluation)."""
+    by every evaluation), returning ``{"logits", "state"}``: the class scores,
+    and each video's final recurrent state (what the classifier layer reads,
+    for the embeddings projector)."""
+    import keras
     import tensorflow as tf
 
-    return tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    classifier = model.layers[-1]
+    with_state = keras.Model(model.inputs, {"logits": model.outputs[0], "state": classifier.input})
+    return tf.function(lambda inputs: with_state(inputs, training=False), reduce_retracing=True)
 
 
 def top_k_for(num_classes):
@@ -31,35 +36,68 @@ class NonFiniteOutputs(ValueError):
         self.video_ids = video_ids
 
 
-def predict_logits(predict, dataset):
-    """Runs ``predict`` (from ``inference_function``) over one pass of ``dataset``
-    (made ``with_video_ids``).
+@dataclasses.dataclass
+class Outputs:
+    """The model's outputs on one pass over held-out data, video by video.
+
+    Attributes:
+      logits: ``[N, C]`` class scores.
+      labels: ``[N]`` true classes.
+      video_ids: the N video ids.
+      thumbnails: the N JPEG thumbnails (None where the shards have none).
+      states: ``[N, U]`` final recurrent states.
+      mean_features: ``[N, D]`` each video's CNN features averaged over its real frames.
+    """
+
+    logits: np.ndarray
+    labels: np.ndarray
+    video_ids: list
+    thumbnails: list
+    states: np.ndarray
+    mean_features: np.ndarray
+
+    @property
+    def predictions(self):
+        return self.logits.argmax(axis=1)
+
+
+def run_model(predict, dataset):
+    """Runs ``predict`` (from ``inference_function``) over one pass of
+    ``dataset`` (made ``with_details``).
 
     Returns:
-      ``(logits [N, C], labels [N], video_ids [N])`` as numpy arrays.
+      ``Outputs``.
 
     Raises:
       NonFiniteOutputs: some features or logits are NaN or Inf.
     """
-    logits, labels, video_ids, finite = [], [], [], []
-    for inputs, label, ids in dataset:
-        logits.append(predict(inputs).numpy())
-        labels.append(label.numpy())
-        video_ids.append(ids.numpy())
-        finite.append(np.isfinite(inputs["features"].numpy()).all(axis=(1, 2)))
-    if not logits:
+    parts = {key: [] for key in ("logits", "labels", "video_ids", "thumbnails", "states", "mean_features",
+                                 "finite")}
+    for inputs, labels, details in dataset:
+        outputs = predict(inputs)
+        features = inputs["features"].numpy()
+        num_frames = inputs["num_frames"].numpy()
+        parts["logits"].append(outputs["logits"].numpy().astype(np.float32))
+        parts["states"].append(outputs["state"].numpy().astype(np.float32))
+        parts["labels"].append(labels.numpy())
+        parts["video_ids"] += [v.decode("utf-8") for v in details["video_id"].numpy()]
+        parts["thumbnails"] += [t or None for t in details["thumbnail"].numpy()]
+        parts["mean_features"].append(features.sum(axis=1) / np.maximum(num_frames, 1)[:, None])
+        parts["finite"].append(np.isfinite(features).all(axis=(1, 2)))
+    if not parts["logits"]:
         raise ValueError("the evaluation data holds no examples")
-    logits, labels, video_ids = np.concatenate(logits), np.concatenate(labels), np.concatenate(video_ids)
-    finite = np.concatenate(finite) & np.isfinite(logits).all(axis=1)
+    result = Outputs(np.concatenate(parts["logits"]), np.concatenate(parts["labels"]), parts["video_ids"],
+                     parts["thumbnails"], np.concatenate(parts["states"]), np.concatenate(parts["mean_features"]))
+    finite = np.concatenate(parts["finite"]) & np.isfinite(result.logits).all(axis=1)
     if not finite.all():
-        raise NonFiniteOutputs([v.decode("utf-8") for v in video_ids[~finite]])
-    return logits, labels, video_ids
+        raise NonFiniteOutputs([video_id for video_id, ok in zip(result.video_ids, finite) if not ok])
+    return result
 
 
 def evaluate(predict, dataset, class_names):
-    """``metrics_from_logits`` over one pass of ``dataset`` through ``predict``."""
-    logits, labels, _ = predict_logits(predict, dataset)
-    return metrics_from_logits(logits, labels, class_names)
+    """Runs the model over ``dataset``; returns ``(metrics_from_logits(...), Outputs)``."""
+    outputs = run_model(predict, dataset)
+    return metrics_from_logits(outputs.logits, outputs.labels, class_names), outputs
 
 
 def metrics_from_logits(logits, labels, class_names):
@@ -104,34 +142,3 @@ def metrics_from_logits(logits, labels, class_names):
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
     }
-
-
-def confusion_matrix_png(confusion, class_names, title):
-    """Renders a confusion matrix (rows normalized to recall) as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    confusion = np.asarray(confusion, np.float64)
-    rows = confusion.sum(axis=1, keepdims=True)
-    normalized = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
-    size = min(4 + 0.35 * len(class_names), 30)
-    figure, axes = plt.subplots(figsize=(size, size), dpi=80)
-    axes.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
-    ticks = np.arange(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=90, fontsize=8)
-    axes.set_yticks(ticks, class_names, fontsize=8)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title)
-    if len(class_names) <= 20:
-        for (i, j), count in np.ndenumerate(confusion):
-            if count:
-                axes.text(j, i, int(count), ha="center", va="center", fontsize=8,
-                          color="white" if normalized[i, j] > 0.5 else "black")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()

@@ -86,5 +86,5 @@ def build_model(config, num_classes, feature_dim, max_frames=None):
         if config.dropout:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     # float32 logits even under mixed precision: softmax and the loss want the range.
-    logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(x)
+    logits = keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
     return keras.Model({"features": features, "num_frames": num_frames}, logits, name=f"{config.cell}_classifier")

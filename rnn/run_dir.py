@@ -19,6 +19,7 @@ import os
 import pathlib
 
 from records import files
+from rnn import summaries
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
@@ -32,6 +33,8 @@ CHECKPOINTS, BEST = "checkpoints", "best"
 # ``ckpt-N.data-*`` and, while saving, ``ckpt-N_temp/`` folders).
 OUTPUT_PATTERNS = (
     RUN_FILE, METRICS_FILE, MODEL_FILE, EVALUATION_FILE, ".*.partial", ".*.partial.keras",
+    "events.out.tfevents.*",  # the HParams record, at the run's root
+    *(f"{EVAL_EVENTS}/{name}" for name in summaries.PROJECTOR_FILES),
     *(f"{events}/{name}" for events in (TRAIN_EVENTS, EVAL_EVENTS)
       for name in ("events.out.tfevents.*", ".rewrite.*.partial")),
     *(f"{folder}/{name}" for folder in (CHECKPOINTS, BEST) for name in ("checkpoint", "ckpt-*", "ckpt-*_temp/*")),

@@ -35,7 +35,8 @@ PER_CLASS = "per_class/precision_recall"
 MISCLASSIFIED = "misclassified_clips"
 # The projector's files in eval/ (it finds the embeddings through the
 # "checkpoint" file, which keeps the folder movable).
-PROJECTOR_FILES = ("projector_config.pbtxt", "checkpoint", "embeddings.ckpt-*", "metadata.tsv", "sprite.png")
+PROJECTOR_FILES = ("projector_config.pbtxt", "checkpoint", "embeddings.ckpt-*", "metadata.tsv",
+                   ".metadata.tsv.*.partial", "sprite.png")
 
 
 def top_k_tag(k):
@@ -81,13 +82,13 @@ def write_hparams(writer, run_name, hyperparameters, top_k):
 
 
 def write_session_end(writer, status):
-    """Records how the run's session ended: ``"success"``, ``"aborted"``
-    (interrupted) or ``"failure"``."""
+    """Records how the run's session ended: ``"success"``, ``"failure"``, or
+    ``"interrupted"`` (shown as Unknown: the run may still be resumed)."""
     import tensorflow as tf
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import summary as hparams_summary
 
-    code = {"success": api_pb2.STATUS_SUCCESS, "aborted": api_pb2.STATUS_ABORTED,
+    code = {"success": api_pb2.STATUS_SUCCESS, "interrupted": api_pb2.STATUS_UNKNOWN,
             "failure": api_pb2.STATUS_FAILURE}[status]
     with writer.as_default():
         tf.summary.experimental.write_raw_pb(hparams_summary.session_end_pb(code).SerializeToString(), step=0)
@@ -129,7 +130,7 @@ def confusion_matrix_png(confusion, class_names, title):
     classes = len(class_names)
     rows = confusion.sum(axis=1, keepdims=True)
     percent = np.divide(100.0 * confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
-    cell = 0.55 if classes <= 30 else 0.19  # inches per class
+    cell = 0.55 if classes <= 30 else 0.2  # inches per class
     size = 3.5 + cell * classes
     label_size = 9 if classes <= 30 else 6.5
     figure, axes = plt.subplots(figsize=(size + 1.2, size), dpi=100)
@@ -146,7 +147,7 @@ def confusion_matrix_png(confusion, class_names, title):
         if classes > 30 and not count:
             continue
         text = f"{count}\n{percent[i, j]:.0f}%" if classes <= 30 else str(count)
-        axes.text(j, i, text, ha="center", va="center", fontsize=8 if classes <= 30 else 4.5,
+        axes.text(j, i, text, ha="center", va="center", fontsize=8 if classes <= 30 else 5,
                   color="white" if percent[i, j] > 55 else "black")
     figure.tight_layout()
     return _png(figure)
@@ -169,8 +170,8 @@ def per_class_png(per_class, title):
     axes.set_xlim(0, 1)
     axes.invert_yaxis()
     axes.set_xlabel("held-out precision / recall (class, videos)")
-    axes.set_title(title, fontsize=11)
-    axes.legend(loc="lower right")
+    axes.set_title(title, fontsize=11, loc="left")
+    axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
     figure.tight_layout()
     return _png(figure)
 
@@ -280,3 +281,120 @@ def write_projector(folder, states, mean_features, video_ids, labels, prediction
             embedding.sprite.single_image_dim.extend([side, side])
     projector.visualize_embeddings(folder, config)
     return missing_sprite
+
+
+# --- The run's writers ---------------------------------------------------------------------------
+
+
+class Board:
+    """The TensorBoard side of a run: its three writers (``<run>/``,
+    ``train/``, ``eval/``) and what goes into each. On a worker other than
+    the chief every writer is a no-op and no image is drawn.
+
+    Args:
+      run_dir: the run folder.
+      chief: whether this process writes.
+      class_names: class names in label order.
+      top_k: the k of the reported top-k accuracy, or None.
+      held_out: what the held-out data is, for titles (e.g. "test split").
+    """
+
+    _TRAINING_TAGS = {"loss": LOSS, "top1": TOP1, "gradient_norm": GRADIENT_NORM,
+                      "examples_per_second": EXAMPLES_PER_SECOND}
+
+    def __init__(self, run_dir, chief, class_names, top_k, held_out):
+        import tensorflow as tf
+
+        from rnn import run_dir as run_dir_lib
+
+        self.run_dir, self.chief = run_dir, chief
+        self.class_names, self.top_k, self.held_out = class_names, top_k, held_out
+        if chief:
+            self.root = tf.summary.create_file_writer(str(run_dir))
+            self.train = tf.summary.create_file_writer(str(run_dir / run_dir_lib.TRAIN_EVENTS))
+            self.eval = tf.summary.create_file_writer(str(run_dir / run_dir_lib.EVAL_EVENTS))
+        else:
+            self.root = self.train = self.eval = tf.summary.create_noop_writer()
+
+    def start(self, hyperparameters):
+        if self.chief:
+            write_hparams(self.root, self.run_dir.name, hyperparameters, self.top_k)
+
+    def training(self, step, means, learning_rate, parameter_norm):
+        """Training scalars: the interval's means of the step outputs."""
+        import tensorflow as tf
+
+        with self.train.as_default(step=step):
+            for key, value in means.items():
+                if key == "input_wait_fraction":
+                    tf.summary.scalar(INPUT_WAIT, 100.0 * value)
+                elif self.top_k and key == f"top{self.top_k}":
+                    tf.summary.scalar(top_k_tag(self.top_k), value)
+                else:
+                    tf.summary.scalar(self._TRAINING_TAGS.get(key, key), value)
+            tf.summary.scalar(LEARNING_RATE, learning_rate)
+            tf.summary.scalar(PARAMETER_NORM, parameter_norm)
+
+    def evaluation(self, step, metrics, outputs, variables):
+        """Held-out scalars, confusion matrix, per-class precision and recall,
+        PR curves and misclassified clips; weight histograms."""
+        import tensorflow as tf
+
+        with self.eval.as_default(step=step):
+            tf.summary.scalar(LOSS, metrics["loss"])
+            tf.summary.scalar(TOP1, metrics["top1"])
+            if self.top_k:
+                tf.summary.scalar(top_k_tag(self.top_k), metrics["top_k"])
+            if self.chief:
+                title = (f"{self.run_dir.name}: {self.held_out}, step {step}, {metrics['examples']} videos, "
+                         f"top-1 {metrics['top1']:.3f}")
+                images = {CONFUSION_MATRIX: confusion_matrix_png(metrics["confusion_matrix"], self.class_names,
+                                                                 title),
+                          PER_CLASS: per_class_png(metrics["per_class"], title),
+                          MISCLASSIFIED: self._misclassified_png(step, outputs)}
+                for tag, png in images.items():
+                    tf.summary.image(tag, tf.image.decode_png(png)[None], step=step)
+                probabilities = tf.nn.softmax(outputs.logits).numpy()
+                write_pr_curves(probabilities, outputs.labels, self.class_names, step)
+        with self.train.as_default(step=step):
+            for variable in variables:
+                tf.summary.histogram(f"weights/{variable.path}", variable)
+
+    def _misclassified_png(self, step, outputs, most=24):
+        import tensorflow as tf
+
+        probabilities = tf.nn.softmax(outputs.logits).numpy()
+        predictions = outputs.predictions
+        wrong = np.flatnonzero(predictions != outputs.labels)
+        total = len(outputs.labels)
+        if not len(wrong):
+            return thumbnails_png([], f"step {step}: no held-out clip is misclassified ({total} clips)")
+        shown = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:most]
+        entries = [(outputs.thumbnails[i], f"{outputs.video_ids[i][-28:]}\ntrue: {self.class_names[outputs.labels[i]]}"
+                    f"\npredicted: {self.class_names[predictions[i]]} ({probabilities[i, predictions[i]]:.2f})")
+                   for i in shown]
+        return thumbnails_png(entries, f"step {step}: {len(wrong)} of {total} held-out clips misclassified"
+                                       + (f" (the {len(shown)} most confident)" if len(wrong) > len(shown) else ""))
+
+    def projector(self, outputs):
+        """The embeddings projector of the held-out videos (at the end of a run)."""
+        import tensorflow as tf
+
+        from rnn import run_dir as run_dir_lib
+
+        if not self.chief:
+            return
+        why = write_projector(self.run_dir / run_dir_lib.EVAL_EVENTS, outputs.states, outputs.mean_features,
+                              outputs.video_ids, outputs.labels, outputs.predictions, self.class_names,
+                              outputs.thumbnails)
+        if why:
+            log.warning("embeddings projector: %s", why)
+            with self.eval.as_default(step=0):
+                tf.summary.text("projector/no_sprite", why)
+
+    def end(self, status):
+        """Records how the run ended (``"success"``, ``"interrupted"``, ``"failure"``) and flushes."""
+        if self.chief:
+            write_session_end(self.root, status)
+        for writer in (self.root, self.train, self.eval):
+            writer.flush()

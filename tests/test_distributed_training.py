@@ -68,13 +68,14 @@ def test_mirrored_over_two_replicas_follows_the_one_device_trajectory(order_task
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "MirroredStrategy: 2 replica(s)" in result.stderr
-    for tag, tolerance in (("loss", 2e-4), ("gradient_norm", 2e-3)):
+    for tag, tolerance in (("metrics/loss", 2e-4), ("optim/gradient_norm", 2e-3)):
         one = [value for _, values in _events(tmp_path / "one_device" / "train", tag) for _, value in values]
         two = [value for _, values in _events(tmp_path / "mirrored" / "train", tag) for _, value in values]
         assert len(one) == len(two) == 30
         np.testing.assert_allclose(two, one, rtol=tolerance, atol=tolerance)
         assert one[0] != one[-1]  # it trained
-    norms = [value for _, values in _events(tmp_path / "one_device" / "train", "gradient_norm") for _, value in values]
+    norms = [value for _, values in _events(tmp_path / "one_device" / "train", "optim/gradient_norm")
+             for _, value in values]
     assert max(norms) > 0.5  # clipping was in play at the start
 
 
@@ -144,7 +145,7 @@ def test_two_workers_train_write_one_run_and_resume_after_a_kill(order_task, tmp
     assert run_dir.other_files(run) == []
     assert len(list((run / "train").glob("events.out.tfevents.*"))) == 2  # one per session
     # Monotone steps across both sessions: what the first logged after its last checkpoint was dropped.
-    steps = [step for _, points in _events(run / "train", "loss") for step, _ in points]
+    steps = [step for _, points in _events(run / "train", "metrics/loss") for step, _ in points]
     assert steps == sorted(set(steps)) and steps[-1] == 120 and steps[0] == 5
 
 
@@ -173,7 +174,7 @@ def test_mixed_precision_trains_with_loss_scaling_and_keeps_cudnn_layers(order_t
             # Keras' own test of the arguments (the GPU half of cudnn_ok cannot hold here).
             assert cell.recurrent_dropout == 0 and keras_rnn._do_lstm_arguments_support_cudnn(
                 cell.activation, cell.recurrent_activation, cell.unroll, cell.use_bias)
-    assert model.get_layer("logits").dtype_policy.compute_dtype == "float32"
+    assert model.get_layer("classifier").dtype_policy.compute_dtype == "float32"
 
     config = train.TrainConfig(model=models.ModelConfig(units=8), train_pattern=str(order_task / "train-*.tfrecord"),
                                eval_pattern=str(order_task / "test-*.tfrecord"), logdir=str(tmp_path), steps=4,

@@ -128,15 +128,11 @@ def test_both_cells_learn_temporal_order(order_task, tmp_path, cell):
     assert np.array(stored["final_eval"]["confusion_matrix"]).sum() == 64
     assert stored["train"]["examples_per_second"] > 0
 
-    # The run folder holds what TensorBoard shows.
+    # The run folder holds what TensorBoard shows (tests/test_tensorboard.py looks closer).
     # With 4 classes top-5 would always be 1: top-3 is reported instead.
-    assert _tags(tmp_path / cell / "train") >= {"loss", "top1", "top3", "learning_rate", "gradient_norm",
-                                                "parameter_norm", "examples_per_second", "input_wait_fraction",
-                                                "_hparams_/session_start_info"}
-    assert "top5" not in _tags(tmp_path / cell / "train") | _tags(tmp_path / cell / "eval")
+    assert _tags(tmp_path / cell / "train") >= {"metrics/loss", "metrics/top1", "metrics/top3"}
+    assert "metrics/top5" not in _tags(tmp_path / cell / "train") | _tags(tmp_path / cell / "eval")
     assert (stored["final_eval"]["k"], 0 <= stored["final_eval"]["top_k"] <= 1) == (3, True)
-    assert any(tag.endswith("kernel") for tag in _tags(tmp_path / cell / "train"))  # weight histograms
-    assert _tags(tmp_path / cell / "eval") >= {"loss", "top1", "top3", "confusion_matrix"}
 
     # Evaluating the saved run without training gives the same accuracy.
     evaluated = train.evaluate_run(tmp_path / cell, config.eval_pattern)
@@ -151,7 +147,7 @@ def _tags(folder):
     return tags
 
 
-def _steps_logged(folder, tag="loss"):
+def _steps_logged(folder, tag="metrics/loss"):
     steps = []
     for path in sorted(folder.glob("events.out.tfevents.*")):
         steps.append([e.step for e in tf.compat.v1.train.summary_iterator(str(path))
