@@ -51,7 +51,7 @@ def hparams_record(config, manifest):
     extraction settings of its features (name -> bool, number or string)."""
     import dataclasses
 
-    values = {f"model.{key}": value for key, value in dataclasses.asdict(config.model).items()}
+    values = dict(dataclasses.asdict(config.model))  # cell, layers, units, dropout, bidirectional
     values.update({
         "batch_size": config.batch_size, "learning_rate": config.learning_rate, "lr_decay": config.lr_decay,
         "clip_norm": config.clip_norm, "seed": config.seed, "steps": config.steps or 0, "epochs": config.epochs,

@@ -63,7 +63,7 @@ def test_hparams_compare_runs_by_held_out_metrics(demo_run):
     assert {("eval", "metrics/top1"), ("eval", "metrics/loss"), ("train", "metrics/loss")} <= metrics
     assert "optim/learning_rate" not in {tag for _, tag in metrics}  # a hyperparameter, not a metric
     start = metadata.parse_session_start_info_plugin_data(contents[metadata.SESSION_START_INFO_TAG])
-    assert {"model.cell", "learning_rate", "seed", "steps", "features.backbone", "features.image_size",
+    assert {"cell", "units", "learning_rate", "seed", "steps", "features.backbone", "features.image_size",
             "features.max_frames", "features.fps"} <= set(start.hparams)
     assert start.hparams["features.backbone"].string_value == "efficientnet_lite0"
     end = metadata.parse_session_end_info_plugin_data(contents[metadata.SESSION_END_INFO_TAG])
