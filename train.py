@@ -602,9 +602,7 @@ flags.DEFINE_integer("logical_cpus", None, "Split the CPU into this many logical
                      "mirrored has replicas without GPUs (for tests and benchmarks).", lower_bound=1)
 flags.DEFINE_bool("mixed_precision", None, "Compute in float16 with loss scaling (default: on when training on "
                   "GPUs, off on CPUs). The recurrent layers keep their cuDNN kernels.")
-flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress line "
-                  "every --progress_seconds instead, as does output to a file.")
-flags.DEFINE_float("progress_seconds", 30.0, "Seconds between progress lines when there is no bar.")
+console.define_progress_flags(flags)
 
 FLAGS = flags.FLAGS
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import tempfile
 
 from bench.common import REPO, print_table, save
 from bench.training_input import write_shards
+from rnn import distribute
 
 WAYS = {
     "one device": ["--strategy", "auto"],
@@ -37,14 +37,6 @@ WAYS = {
 }
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def run_training(folder, logdir, extra, steps):
@@ -55,7 +47,7 @@ def run_training(folder, logdir, extra, steps):
     if "multi_worker" not in extra:
         subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     else:
-        cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in distribute.free_local_ports(2)]}
         processes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={
             **os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
             for i in range(2)]

@@ -81,9 +81,7 @@ flags.DEFINE_integer("ray_cpus_per_worker", None, "With --runner ray: CPU cores 
                      "node's).", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Delete the files of an earlier extraction in --output_dir (those its "
                   "manifest lists, and nothing else) and start over.")
-flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress line "
-                  "every --progress_seconds instead, as does output to a file.")
-flags.DEFINE_float("progress_seconds", 30.0, "Seconds between progress lines when there is no bar.")
+console.define_progress_flags(flags)
 
 FLAGS = flags.FLAGS
 EXIT_SOME_FAILED = 3

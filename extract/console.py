@@ -164,3 +164,11 @@ class Progress:
             self._bar.close()
             self._redirect.__exit__(None, None, None)
             self._bar = None
+
+
+def define_progress_flags(flags):
+    """The ``--progress`` and ``--progress_seconds`` flags, the same in every
+    command (``flags`` is ``absl.flags``)."""
+    flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress "
+                      "line every --progress_seconds instead, as does output to a file.")
+    flags.DEFINE_float("progress_seconds", 30.0, "Seconds between progress lines when there is no bar.")

@@ -138,3 +138,17 @@ def barrier(strategy):
 
     everyone()
 
+
+
+def free_local_ports(count):
+    """``count`` TCP ports free on 127.0.0.1 now, for a multi-worker cluster
+    on one machine (tests, benchmarks, a first try of ``TF_CONFIG``)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -6,7 +6,6 @@ that loses a worker and is restarted."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import tensorflow as tf
 
 from conftest import REPO
 from features import temporal_order_examples, write_extraction
+from rnn import distribute
 
 CLASSES = ["class0", "class1", "class2", "class3"]
 
@@ -79,18 +79,8 @@ def test_mirrored_over_two_replicas_follows_the_one_device_trajectory(order_task
     assert max(norms) > 0.5  # clipping was in play at the start
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start_workers(order_task, logdir, steps):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in distribute.free_local_ports(2)]}
     command = [sys.executable, "train.py", "--strategy", "multi_worker", "--units", "32", "--steps", str(steps),
                "--checkpoint_every", "10", "--eval_every", "40", "--log_every", "5", "--logdir", str(logdir),
                "--run_name", "mw", "--train_pattern", str(order_task / "train-*.tfrecord"),
