@@ -34,6 +34,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import typing
 
@@ -50,6 +51,8 @@ from records import manifest as manifest_lib  # noqa: E402
 from records import reader  # noqa: E402
 from rnn import distribute, models, run_dir as run_dir_lib, summaries  # noqa: E402
 
+# Set by Ctrl-C or SIGTERM (see main): the training loop stops at the next step.
+STOP_REQUESTED = threading.Event()
 # Settings that define what a run learns: resuming with other values is refused.
 DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "batch_size", "learning_rate", "lr_decay", "clip_norm", "seed")
 # Settings a resumed run may change (each session's values are recorded in run.json).
@@ -354,6 +357,8 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
                                 config.progress_seconds if chief else float("inf"), initial=step)
     try:
         while step < total_steps:
+            if STOP_REQUESTED.is_set():
+                raise KeyboardInterrupt
             started = time.perf_counter()
             inputs, labels = next(batches)
             got_batch = time.perf_counter()
@@ -635,11 +640,17 @@ def main(argv):
         except ValueError as e:
             raise app.UsageError(str(e)) from None
 
-    def interrupt(signal_number, frame):
-        raise KeyboardInterrupt
+    # Ctrl-C and "kill PID" ask the loop to stop after the current step (which
+    # then saves a checkpoint): stopping between steps, not inside a
+    # TensorFlow call, leaves nothing half done. A second signal stops at once.
+    def request_stop(signal_number, frame):
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
+        STOP_REQUESTED.set()
+        logging.warning("stopping after this step (send the signal again to stop at once)")
 
-    # Treat "kill PID" like Ctrl-C: save a checkpoint, then stop.
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     import tensorflow as tf
 
     try:

@@ -226,12 +226,13 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(order_task, tmp
                "--eval_pattern", str(order_task / "test-*.tfrecord")]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / "gru" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while tf.train.latest_checkpoint(checkpoints) is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 300
+    while tf.train.latest_checkpoint(checkpoints) is None:
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint: " + process.communicate()[1]
         time.sleep(0.2)
     time.sleep(1.0)  # some steps past the periodic checkpoint
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     interrupted_at = int(re.search(r"interrupted at step (\d+)", stderr).group(1))
     assert tf.train.latest_checkpoint(checkpoints).endswith(f"ckpt-{interrupted_at}")
