@@ -608,6 +608,7 @@ flags.DEFINE_integer("logical_cpus", None, "Split the CPU into this many logical
 flags.DEFINE_bool("mixed_precision", None, "Compute in float16 with loss scaling (default: on when training on "
                   "GPUs, off on CPUs). The recurrent layers keep their cuDNN kernels.")
 console.define_progress_flags(flags)
+flags.adopt_module_key_flags(console)
 
 FLAGS = flags.FLAGS
 

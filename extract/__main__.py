@@ -82,6 +82,7 @@ flags.DEFINE_integer("ray_cpus_per_worker", None, "With --runner ray: CPU cores 
 flags.DEFINE_bool("overwrite", False, "Delete the files of an earlier extraction in --output_dir (those its "
                   "manifest lists, and nothing else) and start over.")
 console.define_progress_flags(flags)
+flags.adopt_module_key_flags(console)
 
 FLAGS = flags.FLAGS
 EXIT_SOME_FAILED = 3

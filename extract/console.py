@@ -168,7 +168,8 @@ class Progress:
 
 def define_progress_flags(flags):
     """The ``--progress`` and ``--progress_seconds`` flags, the same in every
-    command (``flags`` is ``absl.flags``)."""
+    command (``flags`` is ``absl.flags``; the entry point then calls
+    ``flags.adopt_module_key_flags(console)`` so that its ``--help`` lists them)."""
     flags.DEFINE_bool("progress", True, "Show a progress bar (on a terminal); --progress=false logs a progress "
                       "line every --progress_seconds instead, as does output to a file.")
     flags.DEFINE_float("progress_seconds", 30.0, "Seconds between progress lines when there is no bar.")
