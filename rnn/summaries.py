@@ -187,6 +187,7 @@ def thumbnails_png(entries, title, columns=6):
         axes.axis("off")
         axes.text(0.5, 0.5, title, ha="center", va="center", fontsize=11)
         return _png(figure)
+    columns = min(columns, len(entries))
     rows = math.ceil(len(entries) / columns)
     figure, grid = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.4), dpi=100, squeeze=False)
     for axes in grid.flat:
@@ -370,7 +371,8 @@ class Board:
         if not len(wrong):
             return thumbnails_png([], f"step {step}: no held-out clip is misclassified ({total} clips)")
         shown = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:most]
-        entries = [(outputs.thumbnails[i], f"{outputs.video_ids[i][-28:]}\ntrue: {self.class_names[outputs.labels[i]]}"
+        entries = [(outputs.thumbnails[i], f"{os.path.basename(outputs.video_ids[i])[-28:]}\n"
+                    f"true: {self.class_names[outputs.labels[i]]}"
                     f"\npredicted: {self.class_names[predictions[i]]} ({probabilities[i, predictions[i]]:.2f})")
                    for i in shown]
         return thumbnails_png(entries, f"step {step}: {len(wrong)} of {total} held-out clips misclassified"
