@@ -199,11 +199,16 @@ def _eval_dataset(shards, batch_size):
                                with_details=True)
 
 
-def _data_error(error, shard_sets):
-    """A TrainingError naming the shards behind a read error or a NaN."""
+def _shard_problems(shard_sets):
+    """``[(file, problem)]`` of the shards behind a read error or a NaN."""
     problems = []
     for shards in filter(None, shard_sets):
         problems += reader.scan_shards(shards.files, shards.spec, shards.manifest["dtype"])
+    return problems
+
+
+def _data_error(error, problems):
+    """A TrainingError naming the shards that ``_shard_problems`` found."""
     if not problems:
         return TrainingError(f"reading the shards failed: {error}")
     named = "; ".join(f"{file}: {problem}" for file, problem in problems[:3])
@@ -251,7 +256,8 @@ def train(config, strategy=None):
     try:
         # Only the chief opens (locks, maybe clears) the run folder; the others
         # wait for it, then read its checkpoints.
-        with run_dir_lib.open_run_folder(config.run_dir, config.restart) if chief else _nothing() as stored:
+        folder = run_dir_lib.open_run_folder(config.run_dir, config.restart) if chief else contextlib.nullcontext()
+        with folder as stored:
             if stored is not None:
                 _check_same_run(config.run_dir, stored, record)
             distribute.barrier(strategy)
@@ -259,11 +265,6 @@ def train(config, strategy=None):
             return _train_in(config.run_dir, run, config, train_shards, eval_shards, strategy, chief)
     except run_dir_lib.RunFolderError as e:
         raise TrainingError(str(e)) from None
-
-
-@contextlib.contextmanager
-def _nothing():
-    yield None
 
 
 def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
@@ -367,8 +368,9 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
             if not math.isfinite(outputs["loss"]):
                 kept = f"the last good checkpoint ({latest.latest_checkpoint or 'none yet'}) is kept"
                 logging.info("the loss became %s: looking for NaN or Inf in the training shards", outputs["loss"])
-                if reader.scan_shards(train_shards.files, spec, manifest["dtype"]):
-                    raise _data_error(f"the loss became {outputs['loss']} at step {step}; {kept}", [train_shards])
+                problems = _shard_problems([train_shards])
+                if problems:
+                    raise _data_error(f"the loss became {outputs['loss']} at step {step}; {kept}", problems)
                 raise TrainingError(f"the loss became {outputs['loss']} at step {step}; {kept}. The features are "
                                     "finite: lower --learning_rate or --clip_norm and run again.")
             for meter in (interval, session):
@@ -406,7 +408,7 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
         raise
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
         board.end("failure")
-        raise _data_error(e, [train_shards, eval_shards]) from None
+        raise _data_error(e, _shard_problems([train_shards, eval_shards])) from None
     except TrainingError:
         board.end("failure")
         raise
@@ -560,7 +562,7 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
         results, _ = evaluation.evaluate(evaluation.inference_function(model), _eval_dataset(shards, batch_size),
                                          run["extraction"]["class_names"])
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
-        raise _data_error(e, [shards]) from None
+        raise _data_error(e, _shard_problems([shards])) from None
     results = {"eval_pattern": eval_pattern, **results}
     files.write_json_atomic(run_dir / run_dir_lib.EVALUATION_FILE, results)
     return results

@@ -349,22 +349,19 @@ class Board:
             if self.chief:
                 title = (f"{self.run_dir.name}: {self.held_out}, step {step}, {metrics['examples']} videos, "
                          f"top-1 {metrics['top1']:.3f}")
+                probabilities = tf.nn.softmax(outputs.logits).numpy()
                 images = {CONFUSION_MATRIX: confusion_matrix_png(metrics["confusion_matrix"], self.class_names,
                                                                  title),
                           PER_CLASS: per_class_png(metrics["per_class"], title),
-                          MISCLASSIFIED: self._misclassified_png(step, outputs)}
+                          MISCLASSIFIED: self._misclassified_png(step, outputs, probabilities)}
                 for tag, png in images.items():
                     tf.summary.image(tag, tf.image.decode_png(png)[None], step=step)
-                probabilities = tf.nn.softmax(outputs.logits).numpy()
                 write_pr_curves(probabilities, outputs.labels, self.class_names, step)
         with self.train.as_default(step=step):
             for variable in variables:
                 tf.summary.histogram(f"weights/{variable.path}", variable)
 
-    def _misclassified_png(self, step, outputs, most=24):
-        import tensorflow as tf
-
-        probabilities = tf.nn.softmax(outputs.logits).numpy()
+    def _misclassified_png(self, step, outputs, probabilities, most=24):
         predictions = outputs.predictions
         wrong = np.flatnonzero(predictions != outputs.labels)
         total = len(outputs.labels)
