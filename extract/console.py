@@ -96,6 +96,13 @@ def warm_up(model):
         model(inputs)
 
 
+def a_few(names, limit=3):
+    """"a, b, c and 4 more": the first ``limit`` of ``names``, and how many
+    others, for messages that name what they are about without a flood."""
+    names = [str(name) for name in names]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _duration(seconds):
     return str(datetime.timedelta(seconds=int(seconds)))
 

@@ -24,6 +24,7 @@ import os
 import pathlib
 import re
 
+from extract.console import a_few
 from extract.video import VIDEO_EXTENSIONS, is_video_file
 
 _UCF_NAME = re.compile(r"^v_(?P<action>.+)_g(?P<group>\d+)_c(?P<clip>\d+)$", re.IGNORECASE)
@@ -259,11 +260,6 @@ def class_of(video_id, class_depth=1):
     return parts[class_depth - 1] if len(parts) > class_depth else None
 
 
-def _some(names, limit=5):
-    names = list(names)
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
 def _layout_notices(listing, class_depth):
     """Class folders that hold no video, or hold videos only in subfolders
     (a sign that the classes sit one level deeper)."""
@@ -273,11 +269,11 @@ def _layout_notices(listing, class_depth):
     notices = []
     empty = [f for f in class_folders if f not in holding]
     if empty:
-        notices.append(f"{len(empty)} class folders hold no video and are left out: {_some(empty)}")
+        notices.append(f"{len(empty)} class folders hold no video and are left out: {a_few(empty, 5)}")
     nested = sorted(holding - direct)
     if nested:
         notices.append(f"{len(nested)} of {len(holding)} class folders hold videos only in subfolders "
-                       f"({_some(nested, 3)}): if the subfolders are the classes, use --class_depth {class_depth + 1}")
+                       f"({a_few(nested)}): if the subfolders are the classes, use --class_depth {class_depth + 1}")
     return notices
 
 
@@ -290,7 +286,7 @@ def _test_split_notices(videos, splits, class_names, test_fraction):
         return []
     names = [class_names[label] for label in untested]
     notice = (f"{len(untested)} classes have no test video, because all their videos form one group (clips "
-              f"of one group stay in one split): {_some(names)}")
+              f"of one group stay in one split): {a_few(names, 5)}")
     if not tested:
         notice += ("; no test split is written, and train.py will train without held-out evaluation. Add "
                    "videos of other groups, or give --splits_dir")
@@ -325,7 +321,7 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
     if not listing.files:
         raise ValueError(f"no video files ({' '.join(sorted(VIDEO_EXTENSIONS))}) found under {videos_dir}")
     notices = [f"{len(listing.skipped)} paths left out so that each video is listed once: "
-               + _some(f"{path} ({reason})" for path, reason in listing.skipped)] if listing.skipped else []
+               + a_few([f"{path} ({reason})" for path, reason in listing.skipped], 5)] if listing.skipped else []
     notices += _layout_notices(listing, class_depth)
     where = "a class folder" if class_depth == 1 else f"a class folder at depth {class_depth}"
     problems = [(f, f"not inside {where} (put each video in a subfolder named after its class)", None)
@@ -356,11 +352,12 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
         entries, repeated = read_split_list(list_file)
         if repeated:
             notices.append(f"{list_file.name} names {len(repeated)} videos more than once (each is used "
-                           f"once): {_some(repeated)}")
+                           f"once): {a_few(repeated, 5)}")
         in_both = [entry for entry in entries if entry.lower() in listed_in]
         if in_both:
             raise ValueError(f"{len(in_both)} videos are listed in both {listed_in[in_both[0].lower()]} and "
-                             f"{list_file.name}: {_some(in_both)}. A video must be in one split only: fix the lists.")
+                             f"{list_file.name}: {a_few(in_both, 5)}. A video must be in one split only: fix "
+                             "the lists.")
         chosen = []
         for entry in entries:
             class_name = class_of(entry)

@@ -22,6 +22,7 @@ import random
 import typing
 
 from extract import backbones
+from extract.console import a_few
 from extract.video import max_frames_for
 from records import files
 from records import manifest as manifest_lib
@@ -130,7 +131,7 @@ class Plan:
             self.indexes[shard.name] = writer.read_committed_index(self.output_dir, shard.name)
         missing = [shard.name for shard in self.pending if self.indexes[shard.name] is None]
         if missing:
-            raise RuntimeError(f"shards {', '.join(missing[:3])} were not committed; run the same command again")
+            raise RuntimeError(f"shards {a_few(missing)} were not committed; run the same command again")
         # Attempts that were killed (a worker lost mid-shard, then the shard
         # redone elsewhere) left their unfinished files behind.
         for shard in self.pending:
@@ -222,9 +223,8 @@ def shard_files(output_dir):
 def _refuse_foreign_shards(output_dir, ours, remedy):
     foreign = sorted(name for name in shard_files(output_dir) if name not in ours)
     if foreign:
-        named = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
         raise ExtractionRefused(f"{output_dir} holds {len(foreign)} .tfrecord files that no manifest of "
-                                f"python -m extract lists ({named}); they are not ours to replace or delete. "
+                                f"python -m extract lists ({a_few(foreign)}); they are not ours to replace or delete. "
                                 f"{remedy}")
 
 
@@ -275,7 +275,7 @@ def _check_resumable(output_dir, existing, settings, shards):
         committed[shard.name] = index
     if stale:
         raise ExtractionRefused(f"the videos found now are not the ones {output_dir} was started with "
-                                f"(shards {', '.join(sorted(stale)[:3])} disagree). Use --overwrite to start over.")
+                                f"(shards {a_few(sorted(stale))} disagree). Use --overwrite to start over.")
     return committed
 
 

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from extract.console import a_few
 from records import files as files_lib
 from records import manifest as manifest_lib
 from records import schema
@@ -94,24 +95,19 @@ def inspect(pattern, per_video=False):
     duplicates = {video_id: count for video_id, count in sorted(occurrences.items()) if count > 1}
     if duplicates:
         summary["duplicate_video_ids"] = duplicates
-        problems.append(f"{len(duplicates)} video ids occur more than once ({_some(duplicates)}): "
+        problems.append(f"{len(duplicates)} video ids occur more than once ({a_few(duplicates)}): "
                         f"{len(num_frames)} examples hold {len(occurrences)} videos")
     if damaged:
         summary["damaged_files"] = damaged
         problems += [f"{path} is damaged or cut short ({message}); delete it and run the same python -m extract "
                      "command again to extract it anew" for path, message in damaged.items()]
     if non_finite:
-        problems.append(f"{len(non_finite)} videos hold NaN or Inf feature values: {_some(non_finite)}")
+        problems.append(f"{len(non_finite)} videos hold NaN or Inf feature values: {a_few(non_finite)}")
     if nonzero_padding:
-        problems.append(f"{len(nonzero_padding)} videos have non-zero padding: {_some(nonzero_padding)}")
+        problems.append(f"{len(nonzero_padding)} videos have non-zero padding: {a_few(nonzero_padding)}")
     problems += _manifest_problems(files, summary)
     summary["problems"] = problems
     return summary
-
-
-def _some(names, limit=3):
-    names = list(names)
-    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def _manifest_problems(files, summary):
@@ -132,7 +128,7 @@ def _manifest_problems(files, summary):
     if strays:
         summary["not_in_manifest"] = strays
         problems.append(f"{len(strays)} files are not shards that {manifest_lib.manifest_path(folder)} lists: "
-                        f"{_some(strays)} (left by another extraction?)")
+                        f"{a_few(strays)} (left by another extraction?)")
     if summary["examples"]:
         for key in ("feature_dim", "max_frames", "dtype"):
             if manifest.get(key) != summary[key]:

@@ -20,6 +20,7 @@ rather than silently doubling or dropping videos.
 
 import dataclasses
 
+from extract.console import a_few
 from records import files as files_lib
 from records import manifest as manifest_lib
 from records import schema
@@ -110,7 +111,7 @@ def open_shards(pattern):
     foreign = sorted(matched - split_of.keys())
     if foreign:
         raise ValueError(f"{pattern!r} matches {len(foreign)} files that {manifest_lib.manifest_path(folder)} does "
-                         f"not list: {_some(foreign)} (left by another extraction?). Reading them would count "
+                         f"not list: {a_few(foreign)} (left by another extraction?). Reading them would count "
                          f"some videos twice: move them out of {folder}, or narrow the pattern.")
     splits = sorted({split_of[name] for name in matched})
     for split in splits:
@@ -118,16 +119,12 @@ def open_shards(pattern):
         gone = [name for name in missing if not files_lib.exists(files_lib.join(folder, name))]
         if gone:
             raise ValueError(f"{len(gone)} shards of the {split!r} split that {manifest_lib.manifest_path(folder)} "
-                             f"lists are missing: {_some(gone)}. Run the same python -m extract command again "
+                             f"lists are missing: {a_few(gone)}. Run the same python -m extract command again "
                              "to extract them anew.")
         if missing:
             raise ValueError(f"{pattern!r} matches {len(matched)} of the {split!r} split's shards; use a pattern "
                              f"that matches all of them, e.g. '{files_lib.join(folder, split)}-*.tfrecord'")
     return ShardSet(str(pattern), folder, manifest, files, splits)
-
-
-def _some(names, limit=3):
-    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def parse_batch(serialized, spec, dtype):
@@ -239,5 +236,5 @@ def scan_shards(files, spec, dtype):
             continue
         if non_finite:
             problems.append((file, f"non-finite feature values (NaN or Inf) in {len(non_finite)} videos: "
-                                   f"{_some(non_finite)}"))
+                                   f"{a_few(non_finite)}"))
     return problems

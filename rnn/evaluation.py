@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 
+from extract.console import a_few
+
 
 def inference_function(model):
     """``model`` in inference mode as one ``tf.function`` (traced once, reused
@@ -32,7 +34,7 @@ class NonFiniteOutputs(ValueError):
 
     def __init__(self, video_ids):
         super().__init__(f"NaN or Inf in the features or outputs of {len(video_ids)} held-out videos "
-                         f"({', '.join(video_ids[:3])})")
+                         f"({a_few(video_ids)})")
         self.video_ids = video_ids
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import pathlib
 
+from extract.console import a_few
 from records import files
 from rnn import summaries
 
@@ -121,7 +122,7 @@ def open_run_folder(run_dir, restart):
                 kept = other_files(run_dir)
                 if kept:
                     log.warning("--restart kept %d files in %s that train.py did not write: %s", len(kept),
-                                run_dir, ", ".join(kept[:5]) + (" ..." if len(kept) > 5 else ""))
+                                run_dir, a_few(kept, 5))
             yield read_run_file(run_dir)
     except files.FolderBusy as e:
         raise RunFolderError(str(e)) from None
