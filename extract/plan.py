@@ -240,9 +240,9 @@ def _refuse_to_overwrite_others(output_dir, existing, shards):
     ``errors.tsv``, say, in the folder given as ``--output_dir``."""
     if existing is not None:
         return
-    _refuse_foreign_shards(output_dir, own_shards(output_dir, None),
-                           "Use another --output_dir (or move them).")
-    ours = own_files(output_dir, existing, own_shards(output_dir, None))
+    our_shards = own_shards(output_dir, None)
+    _refuse_foreign_shards(output_dir, our_shards, "Use another --output_dir (or move them).")
+    ours = own_files(output_dir, None, our_shards)
     would_write = [manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME]
     would_write += [f"{writer.INDEX_DIR}/{shard.name}.json" for shard in shards]
     theirs = [name for name in would_write if files.exists(files.join(output_dir, name)) and name not in ours]

@@ -30,6 +30,19 @@ def describe_differences(first, second, keys, first_name, second_name):
     return "; ".join(parts)
 
 
+def installed_versions(packages):
+    """``{package: version}`` of those of ``packages`` that are installed."""
+    import importlib.metadata
+
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def manifest_path(output_dir):
     return files.join(output_dir, MANIFEST_NAME)
 
