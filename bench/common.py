@@ -6,11 +6,18 @@ import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 SHARED_VIDEOS = pathlib.Path(os.environ.get("SHARED_VIDEOS", REPO.parent / "shared" / "videos"))
+
+
+def add_cache_argument(parser):
+    """``--cache``: where the synthetic clips are made once and kept, shared by the benchmarks."""
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_clips"),
+                        help="where the synthetic clips are made once and kept")
 
 
 def make_clips(folder, count, seconds=10.0, size=(320, 240), rate=25):

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from bench.common import REPO, make_clips, print_table, save
+from bench.common import REPO, add_cache_argument, make_clips, print_table, save
 
 WAYS = {
     "local": ["--runner", "local"],
@@ -90,8 +90,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=24, help="synthetic 10-s clips")
     parser.add_argument("--rounds", type=int, default=3, help="repetitions in rotated order; medians are reported")
-    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_clips"),
-                        help="where the synthetic clips are made once and kept")
+    add_cache_argument(parser)
     args = parser.parse_args()
 
     clips = pathlib.Path(args.cache) / f"clips_{args.clips}"

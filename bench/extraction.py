@@ -33,7 +33,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import SHARED_VIDEOS, Timer, make_clips, print_table, save  # noqa: E402
+from bench.common import SHARED_VIDEOS, Timer, add_cache_argument, make_clips, print_table, save  # noqa: E402
 
 
 def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
@@ -140,8 +140,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=8, help="synthetic 10-s clips")
     parser.add_argument("--rounds", type=int, default=5, help="repetitions; medians are reported")
-    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_clips"),
-                        help="where the synthetic clips are made once and kept")
+    add_cache_argument(parser)
     args = parser.parse_args()
 
     from extract import dataset, plan

@@ -21,7 +21,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import REPO, make_clips, print_table, save  # noqa: E402
+from bench.common import REPO, add_cache_argument, make_clips, print_table, save  # noqa: E402
 
 
 def run_cli(videos, output):
@@ -50,7 +50,7 @@ def linear_fit(xs, ys):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", default="10,50,200", help="numbers of videos")
-    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_clips"))
+    add_cache_argument(parser)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
 

@@ -17,14 +17,14 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import print_table, save  # noqa: E402
+from bench.common import add_cache_argument, print_table, save  # noqa: E402
 from bench.training_input import reader_rate  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="training steps per run")
-    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_clips"))
+    add_cache_argument(parser)
     args = parser.parse_args()
 
     import train

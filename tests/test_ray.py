@@ -198,38 +198,40 @@ def _wait_for(condition, process, what, seconds=300):
         time.sleep(0.05)
 
 
-def test_cluster_run_survives_a_worker_killed_mid_shard(clips, reference, tmp_path, cluster):
-    output = tmp_path / "out"
+def _run_and_disrupt(clips, reference, output, cluster, ready, what, disrupt):
+    """Starts a cluster run, waits until ``ready()``, calls ``disrupt()``, and
+    checks that the run still ends with every video once and the local
+    runner's features. Returns the run's stderr."""
     process = _start(clips, output, cluster)
     try:
-        def busy_workers():
-            if not list(output.glob(".*.tfrecord.*.partial")):
-                return []
-            return [pid for pid in _pids() if "ray::ShardWorker.extract" in _cmdline(pid)]
-
-        _wait_for(busy_workers, process, "a worker was writing a shard")
-        _kill(busy_workers()[0])
+        _wait_for(ready, process, what)
+        disrupt()
         stdout, stderr = process.communicate(timeout=600)
     finally:
         _kill(process.pid)
     assert process.returncode == 0, stderr
-    assert "a Ray worker died while extracting" in stderr
     assert "24 written, 0 failed" in stdout
     _assert_same_as_reference(output, reference)
+    return stderr
+
+
+def test_cluster_run_survives_a_worker_killed_mid_shard(clips, reference, tmp_path, cluster):
+    output = tmp_path / "out"
+
+    def busy_workers():
+        if not list(output.glob(".*.tfrecord.*.partial")):
+            return []
+        return [pid for pid in _pids() if "ray::ShardWorker.extract" in _cmdline(pid)]
+
+    stderr = _run_and_disrupt(clips, reference, output, cluster, busy_workers, "a worker was writing a shard",
+                              lambda: _kill(busy_workers()[0]))
+    assert "a Ray worker died while extracting" in stderr
 
 
 def test_cluster_run_survives_losing_a_node(clips, reference, tmp_path, cluster):
     output = tmp_path / "out"
-    process = _start(clips, output, cluster)
-    try:
-        _wait_for(lambda: list(output.glob("*.tfrecord")), process, "a shard was committed")
-        cluster.kill_second_node()
-        stdout, stderr = process.communicate(timeout=600)
-    finally:
-        _kill(process.pid)
-    assert process.returncode == 0, stderr
-    assert "24 written, 0 failed" in stdout
-    _assert_same_as_reference(output, reference)
+    _run_and_disrupt(clips, reference, output, cluster, lambda: list(output.glob("*.tfrecord")),
+                     "a shard was committed", cluster.kill_second_node)
 
 
 def test_killed_driver_then_the_same_command_does_only_the_missing_shards(clips, reference, tmp_path, cluster):
