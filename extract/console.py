@@ -46,26 +46,41 @@ def startup_noise(line, has_driver):
 
 
 @contextlib.contextmanager
-def tensorflow_startup_filtered():
-    """Runs the block with the process's stderr captured, then prints what it
-    wrote except TensorFlow's start-up noise (see ``startup_noise``). For
-    short start-up steps only (no progress bar is shown meanwhile)."""
+def _stderr_captured(shown):
+    """Runs the block with the process's stderr (file descriptor 2, where
+    TensorFlow's C++ code writes) captured, then prints the captured lines for
+    which ``shown(line, failed)`` is true (``failed``: the block raised).
+    For short steps only (no progress bar is shown meanwhile)."""
     sys.stderr.flush()
     saved = os.dup(2)
+    failed = True
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield
+            failed = False
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             text = captured.read().decode("utf-8", "replace")
-            has_driver = _has_nvidia_driver()
-            kept = [line for line in text.splitlines() if line.strip() and not startup_noise(line, has_driver)]
+            kept = [line for line in text.splitlines() if line.strip() and shown(line, failed)]
             if kept:
                 print("\n".join(kept), file=sys.stderr)
+
+
+def tensorflow_startup_filtered():
+    """Runs a block, then prints what it wrote to stderr except TensorFlow's
+    start-up noise (see ``startup_noise``)."""
+    has_driver = _has_nvidia_driver()
+    return _stderr_captured(lambda line, failed: not startup_noise(line, has_driver))
+
+
+def stderr_shown_on_failure():
+    """Runs a block whose stderr is worth reading only if it fails (the
+    LiteRT converter prints its settings at every pass)."""
+    return _stderr_captured(lambda line, failed: failed)
 
 
 def import_tensorflow():

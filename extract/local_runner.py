@@ -25,11 +25,14 @@ class LocalRunner:
         self.progress_seconds = progress_seconds
         self.backbone = backbone
 
+    def on_gpu(self):
+        return bool(console.import_tensorflow().config.list_physical_devices("GPU"))
+
     def extract_pending(self, plan):
         """Returns ``(videos, frames, seconds)`` of the work done (start-up excluded)."""
         config = plan.config
         backbone = self.backbone or backbones.Backbone(config.backbone, config.weights, config.engine,
-                                                         precision=config.precision)
+                                                         precision=config.precision, model=plan.model)
         started = time.monotonic()
         total = sum(len(shard.videos) for shard in plan.pending)
         with console.Progress(total, "video", "extracting", self.show_progress, self.progress_seconds) as progress:

@@ -8,7 +8,11 @@ Under the output folder's lock, ``prepare``
    that no manifest of ours lists;
 2. deals every video into a shard, the same way on every run;
 3. refuses to add to an output made with other settings or other videos;
-4. writes the starting manifest (``"complete": false``, the settings and the
+4. settles the precision (``--precision auto`` keeps an existing folder's;
+   a new one gets the fastest correct one) and, for int8, the exact quantized
+   model, stored in the folder (``backbone.tflite``) so that every worker, a
+   resumed run and ``predict`` compute features with the same bytes;
+5. writes the starting manifest (``"complete": false``, the settings and the
    planned shard names, so that a later run knows which files are its own).
 
 The result, a ``Plan``, says which shards are committed and which are
@@ -17,11 +21,12 @@ pending; the runner extracts the pending ones (``extract.shards``) and then
 """
 
 import dataclasses
+import hashlib
 import math
 import random
 import typing
 
-from extract import backbones
+from extract import backbones, quantization
 from extract.console import a_few
 from extract.video import max_frames_for
 from records import files
@@ -31,6 +36,7 @@ from records import writer
 DEFAULT_BACKBONE = "efficientnet_lite0"
 ERRORS_NAME = "errors.tsv"
 WARNINGS_NAME = "warnings.tsv"
+MODEL_NAME = manifest_lib.MODEL_NAME
 # Manifest entries that must match for a run to add to an existing output.
 SETTINGS_KEYS = manifest_lib.FEATURE_KEYS + ("dtype", "videos_per_shard", "split_source")
 
@@ -46,7 +52,7 @@ class ExtractConfig:
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     engine: str = "auto"
-    precision: str = "auto"  # the TensorFlow engine on a GPU: mixed unless "float32"
+    precision: str = "auto"  # see backbones.resolve; settled per output folder by ``prepare``
     fps: float = 5.0
     seconds: float = 10.0
     dtype: str = "float32"
@@ -63,6 +69,7 @@ class ExtractConfig:
         for flag, valid, expected in checks:
             if not valid:
                 raise ValueError(f"--{flag} must be {expected}, got {getattr(self, flag)}")
+        backbones.check_engine_and_precision(backbones.get_spec(self.backbone), self.engine, self.precision)
         if self.max_frames < 1:
             raise ValueError(f"--fps {self.fps:g} x --seconds {self.seconds:g} rounds to {self.max_frames} frames "
                              "per video; ask for at least one")
@@ -105,6 +112,7 @@ class Plan:
       shards: every planned ``Shard``.
       indexes: shard name -> its committed index, or None while pending.
       was_complete: the folder held a finished extraction of these videos.
+      model: with int8, the exact LiteRT model (bytes) every runner must use.
       pending: the shards that were not committed when the run started.
     """
 
@@ -115,6 +123,7 @@ class Plan:
     shards: list
     indexes: dict
     was_complete: bool
+    model: typing.Optional[bytes] = None
     pending: list = dataclasses.field(init=False)
 
     def __post_init__(self):
@@ -210,7 +219,8 @@ def own_files(output_dir, manifest, shard_names):
         names += [f"{writer.INDEX_DIR}/{name}"
                   for name in leftovers([writer.INDEX_DIR], f".{files.escape(shard)}.json.*.partial")]
     if manifest is not None:
-        for name in (manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME):
+        for name in (manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME, *([MODEL_NAME] if "model" in manifest
+                                                                               else [])):
             names += [name] + leftovers([], f".{name}.*.partial")
     return names
 
@@ -235,7 +245,7 @@ def _clear_previous(output_dir, existing):
     files.delete_own_files(output_dir, own_files(output_dir, existing, ours))
 
 
-def _refuse_to_overwrite_others(output_dir, existing, shards):
+def _refuse_to_overwrite_others(output_dir, existing, shards, config):
     """A new extraction must not replace files that are not ours: a user's
     ``errors.tsv``, say, in the folder given as ``--output_dir``."""
     if existing is not None:
@@ -244,6 +254,7 @@ def _refuse_to_overwrite_others(output_dir, existing, shards):
     _refuse_foreign_shards(output_dir, our_shards, "Use another --output_dir (or move them).")
     ours = own_files(output_dir, None, our_shards)
     would_write = [manifest_lib.MANIFEST_NAME, ERRORS_NAME, WARNINGS_NAME]
+    would_write += [MODEL_NAME] if config.precision == "int8" else []
     would_write += [f"{writer.INDEX_DIR}/{shard.name}.json" for shard in shards]
     theirs = [name for name in would_write if files.exists(files.join(output_dir, name)) and name not in ours]
     if theirs:
@@ -279,6 +290,55 @@ def _check_resumable(output_dir, existing, settings, shards):
     return committed
 
 
+def _settle_precision(config, existing, on_gpu):
+    """The config with its precision settled: ``auto`` keeps the one an
+    existing output folder records (so the same command still resumes a
+    float32 extraction made before int8 became the default), else takes the
+    fastest correct one here (``backbones.resolve``). An explicit precision
+    that differs from the folder's is refused later, like any other setting.
+    """
+    if config.precision != "auto":
+        return config
+    spec = backbones.get_spec(config.backbone)
+    if existing is not None:
+        precision = existing["precision"]
+        try:
+            backbones.check_engine_and_precision(spec, config.engine, precision)
+        except ValueError as e:
+            raise ExtractionRefused(f"the output folder holds {precision} features: {e}") from None
+    else:
+        _, precision = backbones.resolve(spec, config.engine, "auto", on_gpu())
+    return dataclasses.replace(config, precision=precision)
+
+
+def _quantized_model(output_dir, existing, config):
+    """The int8 model of this extraction: the one stored in the folder if its
+    digest is the manifest's, else this machine's quantization (cached), which
+    must then be the same bytes as the manifest records.
+
+    Returns:
+      ``(content, manifest entry, whether the folder lacks it)``.
+
+    Raises:
+      ExtractionRefused: the stored model is gone or damaged and this machine
+        quantizes the backbone into other bytes.
+    """
+    path = files.join(output_dir, MODEL_NAME)
+    recorded = (existing or {}).get("model")
+    stored = manifest_lib.read_model(output_dir, recorded) if recorded else None
+    if stored is not None:
+        return stored, recorded, False
+    content = backbones.litert_model(config.backbone, config.weights, "int8")
+    entry = {"file": MODEL_NAME, "sha256": hashlib.sha256(content).hexdigest(),
+             "calibration": quantization.calibration_identity(backbones.get_spec(config.backbone).image_size)}
+    if recorded and entry["sha256"] != recorded["sha256"]:
+        raise ExtractionRefused(f"{path} is {'damaged' if files.exists(path) else 'missing'}, and this machine "
+                                f"quantizes {config.backbone} into another model (SHA-256 {entry['sha256'][:12]}..., "
+                                f"not {recorded['sha256'][:12]}...), which would give features unlike those "
+                                "already written. Restore the file, or use --overwrite to start over.")
+    return content, entry, True
+
+
 def _read_existing(output_dir):
     try:
         return manifest_lib.read_manifest(output_dir)
@@ -286,7 +346,11 @@ def _read_existing(output_dir):
         raise ExtractionRefused(str(e)) from None
 
 
-def prepare(video_set, output_dir, config, split_source=None, overwrite=False):
+def _no_gpu():
+    return False
+
+
+def prepare(video_set, output_dir, config, split_source=None, overwrite=False, on_gpu=_no_gpu):
     """Phase 1: plans the shards and checks and marks the output folder.
 
     Must be called while holding the folder's lock (``files.exclusive``).
@@ -297,9 +361,11 @@ def prepare(video_set, output_dir, config, split_source=None, overwrite=False):
       config: an ``ExtractConfig``.
       split_source: how the splits were made (recorded; must match on resume).
       overwrite: delete the previous extraction's own files first.
+      on_gpu: returns True if the runner's CNN runs on GPUs (asked only to
+        settle ``--precision auto`` for a new output).
 
     Returns:
-      A ``Plan``.
+      A ``Plan`` (its ``config`` has the settled precision).
 
     Raises:
       ExtractionRefused: the folder holds an extraction with other settings
@@ -311,18 +377,28 @@ def prepare(video_set, output_dir, config, split_source=None, overwrite=False):
     if overwrite and existing is not None:
         _clear_previous(output_dir, existing)
         existing = None
+    config = _settle_precision(config, existing, on_gpu)
     settings = settings_of(config, video_set, split_source)
+    if existing is not None and "model" in existing:
+        settings["model"] = existing["model"]
     shards = plan_shards(video_set.splits, config.videos_per_shard)
-    _refuse_to_overwrite_others(output_dir, existing, shards)
+    _refuse_to_overwrite_others(output_dir, existing, shards, config)
     indexes = _check_resumable(output_dir, existing, settings, shards)
     plan = Plan(output_dir, video_set, config, settings, shards, indexes,
                 was_complete=bool((existing or {}).get("complete")))
     if plan.pending:
+        model_missing = False
+        if config.precision == "int8":
+            plan.model, settings["model"], model_missing = _quantized_model(output_dir, existing, config)
         if existing is None:
             planned = {}
             for shard in shards:
                 planned.setdefault(shard.split, {"shards": []})["shards"].append(shard.name)
             manifest_lib.write_manifest(output_dir, {"complete": False, **settings, "splits": planned})
+        # After the manifest that names it, so that a run killed in between
+        # knows the file for its own.
+        if model_missing:
+            files.write_bytes_atomic(files.join(output_dir, MODEL_NAME), plan.model)
         for shard in plan.pending:
             writer.discard(output_dir, shard.name)
     return plan

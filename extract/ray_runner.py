@@ -41,15 +41,22 @@ NO_WORKER_TIMEOUT_SECONDS = 600
 
 
 class ShardWorker:
-    """A Ray actor: one backbone, one shard per call."""
+    """A Ray actor: one backbone, one shard per call.
 
-    def __init__(self, config, cpus):
+    Args:
+      config: the plan's ``ExtractConfig`` (precision settled).
+      cpus: CPU cores of this worker.
+      model: with int8, the exact LiteRT model the plan holds (every worker
+        runs the same bytes).
+    """
+
+    def __init__(self, config, cpus, model=None):
         import dataclasses
 
         console.log_plainly()
         self.config = dataclasses.replace(config, decode_workers=config.decode_workers or cpus)
         self.backbone = backbones.Backbone(config.backbone, config.weights, config.engine, threads=cpus,
-                                            precision=config.precision)
+                                            precision=config.precision, model=model)
 
     def ready(self):
         return os.getpid()
@@ -98,6 +105,8 @@ class RayRunner:
 
         import ray
 
+        if ray.is_initialized():
+            return ray
         if not sys.stderr.isatty():
             os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # worker log lines without colour codes in files
 
@@ -109,13 +118,18 @@ class RayRunner:
                      log_to_driver=True, logging_level=logging.WARNING)
         return ray
 
+    def on_gpu(self):
+        """True if the cluster has GPUs (connecting to it)."""
+        ray = self._connect()
+        return any(node["Resources"].get("GPU", 0) > 0 for node in ray.nodes() if node["Alive"])
+
     def _sizes(self, ray, config):
         """(workers, CPUs per worker, GPUs per worker) for this cluster."""
         nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
         cpus = sum(node.get("CPU", 0) for node in nodes)
         gpus = sum(node.get("GPU", 0) for node in nodes)
-        on_gpu = gpus > 0 and config.engine in ("auto", "tensorflow")
-        if on_gpu:
+        engine, _ = backbones.resolve(backbones.get_spec(config.backbone), config.engine, config.precision, gpus > 0)
+        if gpus > 0 and engine == "tensorflow":
             workers = self.workers or int(gpus)
             cpus_each = self.cpus_per_worker or max(1, int(cpus // workers))
             return workers, cpus_each, 1
@@ -130,7 +144,8 @@ class RayRunner:
             workers, cpus_each, gpus_each = self._sizes(ray, plan.config)
             extractor = ray.remote(ShardWorker).options(num_cpus=cpus_each, num_gpus=gpus_each,
                                                             max_restarts=-1, max_task_retries=0)
-            actors = [extractor.remote(plan.config, cpus_each) for _ in range(workers)]
+            model = ray.put(plan.model)
+            actors = [extractor.remote(plan.config, cpus_each, model) for _ in range(workers)]
             log.info("Ray: %d workers of %d CPU%s%s", workers, cpus_each, "s" if cpus_each > 1 else "",
                      f" and {gpus_each} GPU" if gpus_each else "")
             try:

@@ -110,17 +110,23 @@ def remove(path):
         pathlib.Path(path).unlink(missing_ok=True)
 
 
-def read_text(path):
-    """The text of a file, or None if it does not exist."""
+def read_bytes(path):
+    """The content of a file, or None if it does not exist."""
     if is_remote(path):
         if not _gfile().exists(str(path)):
             return None
         with _gfile().GFile(str(path), "rb") as f:
-            return f.read().decode("utf-8")
+            return f.read()
     try:
-        return pathlib.Path(path).read_text(encoding="utf-8")
+        return pathlib.Path(path).read_bytes()
     except FileNotFoundError:
         return None
+
+
+def read_text(path):
+    """The text of a file, or None if it does not exist."""
+    content = read_bytes(path)
+    return None if content is None else content.decode("utf-8")
 
 
 def partial_path(path, tag=None):
@@ -129,20 +135,25 @@ def partial_path(path, tag=None):
     return os.path.join(folder, f".{name}.{tag}.partial" if tag else f".{name}.partial")
 
 
-def write_text_atomic(path, text):
-    """Writes ``text`` to ``path`` so that readers see the old file or the new
-    one, never a half-written one."""
+def write_bytes_atomic(path, content):
+    """Writes ``content`` to ``path`` so that readers see the old file or the
+    new one, never a half-written one."""
     if is_remote(path):
         _replaceable(path)
         with _gfile().GFile(str(path), "wb") as f:  # the object appears when the upload completes
-            f.write(text.encode("utf-8"))
+            f.write(content)
         return
     partial = partial_path(path, os.getpid())
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(partial, "wb") as f:
+        f.write(content)
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
+
+
+def write_text_atomic(path, text):
+    """``write_bytes_atomic`` for text (UTF-8)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _replaceable(path):

@@ -8,11 +8,27 @@ run ends. Readers check it against what a model expects.
 from records import files
 
 MANIFEST_NAME = "manifest.json"
+# The exact quantized CNN of an int8 extraction, beside its manifest (whose
+# "model" entry holds its SHA-256), and in each training run made from it.
+MODEL_NAME = "backbone.tflite"
 # The entries that decide what stored features mean. Two sets of features can
 # be used together (a resumed extraction, training and evaluation shards, a
 # model and the videos it labels) only if these agree.
-FEATURE_KEYS = ("backbone", "weights", "weights_sha256", "image_size", "feature_dim", "fps", "seconds",
-                "max_frames", "class_names")
+FEATURE_KEYS = ("backbone", "weights", "weights_sha256", "precision", "image_size", "feature_dim", "fps",
+                "seconds", "max_frames", "class_names")
+# What entries that older versions did not write (or wrote differently) mean:
+# before int8, the recorded precision was the --precision flag itself, and
+# "auto" (or nothing) meant float32 features (LiteRT or TensorFlow on a CPU;
+# on a GPU, float16 compute within 1 % of them).
+_LEGACY_PRECISIONS = (None, "auto")
+
+
+def with_legacy_defaults(settings):
+    """A manifest (or a run's record of one) with the entries of older
+    versions read as what they meant."""
+    if settings.get("precision") in _LEGACY_PRECISIONS:
+        return {**settings, "precision": "float32"}
+    return settings
 
 
 def describe_differences(first, second, keys, first_name, second_name):
@@ -43,6 +59,17 @@ def installed_versions(packages):
     return versions
 
 
+def read_model(folder, entry):
+    """The ``MODEL_NAME`` file in ``folder`` if it is the one ``entry`` (a
+    manifest's "model") names, else None (missing, or other bytes)."""
+    import hashlib
+
+    content = files.read_bytes(files.join(folder, MODEL_NAME))
+    if content is None or hashlib.sha256(content).hexdigest() != entry["sha256"]:
+        return None
+    return content
+
+
 def manifest_path(output_dir):
     return files.join(output_dir, MANIFEST_NAME)
 
@@ -69,7 +96,7 @@ def read_manifest(output_dir):
     if missing:
         raise files.UnreadableFile(f"{path} is not a manifest written by python -m extract (it lacks "
                                    f"{', '.join(missing)} of its entries); {remedy}")
-    return manifest
+    return with_legacy_defaults(manifest)
 
 
 def write_manifest(output_dir, manifest):

@@ -20,9 +20,12 @@ import pathlib
 
 from extract.console import a_few
 from records import files
+from records import manifest as manifest_lib
 from rnn import summaries
 
 RUN_FILE = "run.json"
+# A copy of the training data's quantized CNN (int8 extractions), for predict.
+BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 EVALUATION_FILE = "evaluation.json"
@@ -33,7 +36,7 @@ CHECKPOINTS, BEST = "checkpoints", "best"
 # (TensorFlow's checkpoint writer adds ``checkpoint``, ``ckpt-N.index``,
 # ``ckpt-N.data-*`` and, while saving, ``ckpt-N_temp/`` folders).
 OUTPUT_PATTERNS = (
-    RUN_FILE, METRICS_FILE, MODEL_FILE, EVALUATION_FILE, ".*.partial", ".*.partial.keras",
+    RUN_FILE, METRICS_FILE, MODEL_FILE, EVALUATION_FILE, BACKBONE_MODEL_FILE, ".*.partial", ".*.partial.keras",
     "events.out.tfevents.*",  # the HParams record, at the run's root
     *(f"{EVAL_EVENTS}/{name}" for name in summaries.PROJECTOR_FILES),
     *(f"{events}/{name}" for events in (TRAIN_EVENTS, EVAL_EVENTS)
@@ -67,7 +70,46 @@ def read_run_file(run_dir):
         raise RunFolderError(str(e)) from None
     if run is not None and not (isinstance(run, dict) and {"model", "extraction"} <= run.keys()):
         raise RunFolderError(f"{pathlib.Path(run_dir) / RUN_FILE} was not written by train.py; {remedy}")
+    if run is not None:
+        run["extraction"] = manifest_lib.with_legacy_defaults(run["extraction"])
     return run
+
+
+def keep_backbone_model(run_dir, extraction, features_folder):
+    """Copies the training features' quantized CNN (if they have one) into the
+    run folder, so that ``predict`` computes features with the same bytes
+    wherever the features folder goes later.
+
+    Raises:
+      RunFolderError: the features folder no longer holds that model.
+    """
+    entry = extraction.get("model")
+    if entry is None or manifest_lib.read_model(run_dir, entry) is not None:
+        return
+    content = manifest_lib.read_model(features_folder, entry)
+    if content is None:
+        raise RunFolderError(f"{files.join(features_folder, BACKBONE_MODEL_FILE)} is missing or is not the model "
+                             f"its manifest names (SHA-256 {entry['sha256'][:12]}...); run the same python -m "
+                             "extract command again to restore it")
+    files.write_bytes_atomic(pathlib.Path(run_dir) / BACKBONE_MODEL_FILE, content)
+
+
+def load_backbone(run_dir, extraction):
+    """The feature extractor that made a run's training features: same
+    backbone, weights and precision, and for int8 the same model bytes.
+
+    Raises:
+      RunFolderError: an int8 run whose copy of the model is missing or damaged.
+    """
+    from extract.backbones import Backbone
+
+    model = None
+    if "model" in extraction:
+        model = manifest_lib.read_model(run_dir, extraction["model"])
+        if model is None:
+            raise RunFolderError(f"{pathlib.Path(run_dir) / BACKBONE_MODEL_FILE} is missing or damaged; run the "
+                                 "same train.py command again to copy it from the training features' folder")
+    return Backbone(extraction["backbone"], extraction["weights"], precision=extraction["precision"], model=model)
 
 
 def own_files(run_dir):

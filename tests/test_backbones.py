@@ -139,7 +139,7 @@ def test_litert_conversion_is_cached_and_reused(lite0, monkeypatch):
     def no_build(*args, **kwargs):
         raise AssertionError("the model was built again")
 
-    monkeypatch.setattr(backbones.Backbone, "_traced_function", no_build)
+    monkeypatch.setattr(backbones, "traced_function", no_build)
     cached = backbones.Backbone("efficientnet_lite0", "imagenet", engine="litert", threads=1)
     frames = np.random.default_rng(4).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     np.testing.assert_allclose(cached(frames), lite0(frames), rtol=1e-5, atol=1e-5)
