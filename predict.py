@@ -15,9 +15,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from extract import console  # noqa: E402
+from common import console  # noqa: E402
 from rnn import run_dir as run_dir_lib  # noqa: E402
 
 flags.DEFINE_string("run", None, "Run folder of a trained model (e.g. tensorboard_logs/gru).")
@@ -75,7 +75,7 @@ def main(argv):
 
     videos = argv[1:]
     if not FLAGS.run or not videos:
-        raise app.UsageError("usage: python -m predict --run RUN_DIR VIDEO [VIDEO ...]\n"
+        raise console.UsageError("usage: python -m predict --run RUN_DIR VIDEO [VIDEO ...]\n"
                              "(a video named -x.mp4 goes after --: python -m predict --run RUN_DIR -- -x.mp4)")
     console.log_plainly()
     console.import_tensorflow()
@@ -103,4 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run_command(main, "python -m predict")

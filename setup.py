@@ -7,7 +7,7 @@ setuptools.setup(
     version="0.1.0",
     description="ffmpeg + pretrained CNN features in TFRecords, then a GRU/LSTM video classifier",
     python_requires=">=3.10",
-    packages=["extract", "records", "rnn"],
+    packages=["common", "extract", "records", "rnn"],
     py_modules=["train", "predict"],
     install_requires=[
         "tensorflow>=2.16",

@@ -40,9 +40,9 @@ import typing
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from extract import console  # noqa: E402
+from common import console  # noqa: E402
 
 console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
 
@@ -89,13 +89,9 @@ class TrainConfig:
         """Raises ValueError (naming the flag) for a setting out of range."""
         if self.run_name is not None:
             run_dir_lib.check_run_name(self.run_name)
-        positive = {"batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                    "clip_norm": self.clip_norm, "epochs": self.epochs, "steps": self.steps,
-                    "eval_every": self.eval_every, "checkpoint_every": self.checkpoint_every,
-                    "log_every": self.log_every}
-        for flag, value in positive.items():
-            if value is not None and not value > 0:
-                raise ValueError(f"--{flag} must be positive, got {value}")
+        for flag in ("batch_size", "learning_rate", "clip_norm", "epochs", "steps", "eval_every", "checkpoint_every",
+                     "log_every", "progress_seconds"):
+            console.check_number(flag, getattr(self, flag), above=0, optional=True)
         if self.lr_decay not in ("none", "cosine"):
             raise ValueError(f"unknown --lr_decay {self.lr_decay!r}; use none or cosine")
         if self.strategy not in distribute.STRATEGIES:
@@ -211,9 +207,9 @@ def _shard_problems(shard_sets):
 def _data_error(error, problems):
     """A TrainingError naming the shards that ``_shard_problems`` found."""
     if not problems:
-        return TrainingError(f"reading the shards failed: {error}")
+        return TrainingError(f"reading the shards failed: {console.tensorflow_error_text(error)}")
     named = "; ".join(f"{file}: {problem}" for file, problem in problems[:3])
-    return TrainingError(f"{error}: {named}. Delete these shards and run the same python -m extract command again "
+    return TrainingError(f"{console.tensorflow_error_text(error)}: {named}. Delete these shards and run the same python -m extract command again "
                          "to extract them anew (it redoes missing shards), then train again.")
 
 
@@ -620,7 +616,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise console.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import signal
 
     try:
@@ -635,7 +631,7 @@ def main(argv):
             mixed_precision=FLAGS.mixed_precision, show_progress=FLAGS.progress,
             progress_seconds=FLAGS.progress_seconds)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        raise console.UsageError(str(e)) from None
 
     console.log_plainly()
     if FLAGS.logical_cpus:
@@ -644,7 +640,7 @@ def main(argv):
         try:
             strategy = distribute.make_strategy(config.strategy) if FLAGS.mode == "train" else None
         except ValueError as e:
-            raise app.UsageError(str(e)) from None
+            raise console.UsageError(str(e)) from None
 
     # Ctrl-C and "kill PID" ask the loop to stop after the current step (which
     # then saves a checkpoint): stopping between steps, not inside a
@@ -672,7 +668,7 @@ def main(argv):
     except KeyboardInterrupt:
         return 130
     except tf.errors.InvalidArgumentError as e:  # a check in the input pipeline failed
-        print(f"error: bad input data: {e.message.splitlines()[0]}", file=sys.stderr)
+        print(f"error: bad input data: {console.tensorflow_error_text(e)}", file=sys.stderr)
         return 1
     if not metrics:  # a worker other than the chief: the chief reports
         return 0
@@ -686,4 +682,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run_command(main, "python train.py")

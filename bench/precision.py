@@ -1,6 +1,6 @@
 """Which backbone and precision: speed, fidelity and accuracy, measured side by side.
 
-    python -m bench.precision            # about 15 minutes on 2 CPU cores
+    python -m bench.precision            # about 25 minutes on 2 CPU cores
 
 1. Speed, on the synthetic 10-s clips and on ../shared/videos, each way run in
    every round (rotated order), ratios taken within a round, medians over
@@ -28,6 +28,7 @@
 
 import argparse
 import dataclasses
+import json
 import os
 import pathlib
 import subprocess
@@ -35,7 +36,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import SHARED_VIDEOS, Timer, add_cache_argument, make_clips, print_table, save  # noqa: E402
+from bench.common import (RESULTS, SHARED_VIDEOS, Timer, add_cache_argument, make_clips, print_table,  # noqa: E402
+                          save)
 
 PRODUCT_WAYS = {  # name -> (backbone, precision)
     "product lite0 float32": ("efficientnet_lite0", "float32"),
@@ -106,6 +108,8 @@ def measure_speed(video_set, backbone_for, workdir, rounds):
                 subprocess.run(command, capture_output=True, check=True)
         return run
 
+    for backbone_name, precision in PRODUCT_WAYS.values():  # built and cached before any clock starts
+        backbone_for(backbone_name, precision)
     ways = {name: product(name) for name in PRODUCT_WAYS}
     ways["peer (seed-style)"] = peer
     ways["decode (ffmpeg default threads)"] = decode(None)
@@ -209,13 +213,16 @@ def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=8, help="synthetic 10-s clips")
-    parser.add_argument("--rounds", type=int, default=3, help="repetitions of the speed ways; medians are reported")
+    parser.add_argument("--rounds", type=int, default=5, help="repetitions of the speed ways; medians are reported")
+    parser.add_argument("--parts", default="speed,fidelity,accuracy",
+                        help="which parts to measure (the others keep their last results in the JSON file)")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per set and precision")
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
     add_cache_argument(parser)
     args = parser.parse_args()
 
-    from extract import console, dataset, demo
+    from common import console
+    from extract import dataset, demo
     from extract.backbones import Backbone
 
     console.log_plainly()
@@ -231,8 +238,9 @@ def main():
     speed_sets = {"synthetic 10 s 320x240": dataset.load_videos(clips_dir, test_fraction=0)}
     if SHARED_VIDEOS.is_dir():
         speed_sets["../shared/videos"] = dataset.load_videos(SHARED_VIDEOS, test_fraction=0, class_depth=2)
-    results = {"speed": {}, "fidelity": {}, "accuracy": {}}
-    for name, video_set in speed_sets.items():
+    parts = args.parts.split(",")
+    results = {part: {} for part in parts}
+    for name, video_set in speed_sets.items() if "speed" in parts else ():
         with tempfile.TemporaryDirectory() as workdir:
             results["speed"][name] = r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds)
         print_table(f"{name}: {r['videos']} videos, {r['frames']} frames ({args.rounds} rounds, medians)",
@@ -242,7 +250,7 @@ def main():
         print_table("ratios (median of rounds; range)", ["ratio", "median", "range"],
                     [[k, f"{v['median']:.2f}", f"{v['min']:.2f}-{v['max']:.2f}"] for k, v in r["ratios"].items()])
 
-    if SHARED_VIDEOS.is_dir():
+    if SHARED_VIDEOS.is_dir() and "fidelity" in parts:
         results["fidelity"] = measure_fidelity(backbone_for)
         print_table("int8 against float32 on every frame of ../shared/videos", ["backbone", "frames",
                     "cosine median", "5th percentile", "min", "same ImageNet top-1", "known objects in top 5"],
@@ -252,19 +260,24 @@ def main():
                                 for clip, v in f["known_objects_in_top5"].items())]
                      for name, f in results["fidelity"].items()])
 
-    demo_dir = pathlib.Path(args.cache) / "demo_videos"
-    if not any(demo_dir.glob("*/*")):
-        demo.make_demo_videos(demo_dir)
-    accuracy_sets = {"demo": (dataset.load_videos(demo_dir), 1)}
-    if SHARED_VIDEOS.is_dir():
-        accuracy_sets["real clips"] = (dataset.load_videos(SHARED_VIDEOS, class_depth=2), 2)
-    with tempfile.TemporaryDirectory() as workdir:
-        results["accuracy"] = measure_accuracy(accuracy_sets, backbone_for, pathlib.Path(workdir), args.seeds,
-                                               args.steps)
-    print_table(f"GRU held-out top-1 ({args.steps} steps, seeds 0-{args.seeds - 1})",
-                ["features", "held-out videos", "top-1 per seed", "mean"],
-                [[name, a["held_out_videos"], " ".join(f"{x:.3f}" for x in a["top1_per_seed"]), f"{a['mean']:.3f}"]
-                 for name, a in results["accuracy"].items()])
+    if "accuracy" in parts:
+        demo_dir = pathlib.Path(args.cache) / "demo_videos"
+        if not any(demo_dir.glob("*/*")):
+            demo.make_demo_videos(demo_dir)
+        accuracy_sets = {"demo": (dataset.load_videos(demo_dir), 1)}
+        if SHARED_VIDEOS.is_dir():
+            accuracy_sets["real clips"] = (dataset.load_videos(SHARED_VIDEOS, class_depth=2), 2)
+        with tempfile.TemporaryDirectory() as workdir:
+            results["accuracy"] = measure_accuracy(accuracy_sets, backbone_for, pathlib.Path(workdir), args.seeds,
+                                                   args.steps)
+        print_table(f"GRU held-out top-1 ({args.steps} steps, seeds 0-{args.seeds - 1})",
+                    ["features", "held-out videos", "top-1 per seed", "mean"],
+                    [[name, a["held_out_videos"], " ".join(f"{x:.3f}" for x in a["top1_per_seed"]),
+                      f"{a['mean']:.3f}"] for name, a in results["accuracy"].items()])
+    previous = RESULTS / "precision.json"
+    if previous.exists():  # the parts not measured now keep their last results
+        kept = json.loads(previous.read_text())
+        results = {**{part: kept[part] for part in ("speed", "fidelity", "accuracy") if part in kept}, **results}
     save("precision", results)
 
 

@@ -21,9 +21,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from extract import backbones, console, dataset, extraction, local_runner, plan  # noqa: E402
+from common import console  # noqa: E402
+from extract import backbones, dataset, extraction, local_runner, plan  # noqa: E402
 from records import schema  # noqa: E402
 
 _DEFAULTS = plan.ExtractConfig()
@@ -109,7 +110,7 @@ def _config():
             seconds=FLAGS.seconds, dtype=FLAGS.dtype, batch_size=FLAGS.batch_size,
             decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard)
     except ValueError as e:
-        raise app.UsageError(str(e)) from None
+        raise console.UsageError(str(e)) from None
 
 
 def _runner():
@@ -119,7 +120,7 @@ def _runner():
         from extract import ray_runner
         import ray  # noqa: F401
     except ImportError:
-        raise app.UsageError("--runner ray needs Ray: pip install -e '.[ray]'") from None
+        raise console.UsageError("--runner ray needs Ray: pip install -e '.[ray]'") from None
     return ray_runner.RayRunner(FLAGS.ray_address, FLAGS.ray_workers, FLAGS.ray_cpus_per_worker, FLAGS.progress,
                                 FLAGS.progress_seconds)
 
@@ -138,7 +139,7 @@ def _describe(video_set):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise console.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _config()
     runner = _runner()
     # "kill PID" stops like Ctrl-C: finished shards are kept, and the message says how to resume.
@@ -153,7 +154,7 @@ def main(argv):
             print(f"writing demo videos to {videos_dir}/ ...")
             demo.make_demo_videos(videos_dir)
     elif videos_dir is None:
-        raise app.UsageError("--videos is required (or --demo)")
+        raise console.UsageError("--videos is required (or --demo)")
 
     if FLAGS.splits_dir:
         split_source = {"splits_dir": os.path.abspath(FLAGS.splits_dir), "split": int(FLAGS.split)}
@@ -176,7 +177,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    console.run_command(main, "python -m extract")
 
 
 if __name__ == "__main__":

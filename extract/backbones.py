@@ -33,6 +33,7 @@ import typing
 
 import numpy as np
 
+from common import cache
 from extract import efficientnet_lite, quantization
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def converted_model_path(spec, weights, precision="float32"):
     if precision == "int8":
         key["calibration"] = quantization.CALIBRATION
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return efficientnet_lite.cache_dir() / "litert" / f"{spec.name}-{precision}-{name}.tflite"
+    return cache.cache_dir() / "litert" / f"{spec.name}-{precision}-{name}.tflite"
 
 
 def traced_function(spec, weights, precision="float32"):
@@ -327,7 +328,7 @@ class Backbone:
     """
 
     def __init__(self, name, weights="imagenet", engine="auto", threads=None, precision="auto", model=None):
-        from extract import console
+        from common import console
 
         tf = console.import_tensorflow()
         self.spec = get_spec(name)

@@ -24,7 +24,7 @@ import os
 import pathlib
 import re
 
-from extract.console import a_few
+from common.console import a_few, check_number
 from extract.video import VIDEO_EXTENSIONS, is_video_file
 
 _UCF_NAME = re.compile(r"^v_(?P<action>.+)_g(?P<group>\d+)_c(?P<clip>\d+)$", re.IGNORECASE)
@@ -169,13 +169,11 @@ def _stable_hash(text):
 
 
 def check_test_fraction(test_fraction):
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"--test_fraction must be in [0, 1), got {test_fraction}")
+    check_number("test_fraction", test_fraction, minimum=0, below=1)
 
 
 def check_class_depth(class_depth):
-    if class_depth < 1:
-        raise ValueError(f"--class_depth must be 1 or more, got {class_depth}")
+    check_number("class_depth", class_depth, minimum=1)
 
 
 def split_by_groups(videos, test_fraction):

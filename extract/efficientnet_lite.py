@@ -16,9 +16,10 @@ Layer names follow the checkpoints' keys (``_blocks.3._expand_conv`` becomes
 import dataclasses
 import math
 import os
-import pathlib
 
 import numpy as np
+
+from common import cache
 
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
@@ -198,21 +199,12 @@ def pytorch_checkpoint_path(name=DEFAULT):
     return getattr(package, f"EfficientnetLite{number}ModelFile").get_model_file_path()
 
 
-def cache_dir():
-    """The user cache folder for converted weights (``$VIDEO_FEATURES_CACHE``,
-    else ``$XDG_CACHE_HOME/video_features``, else ``~/.cache/video_features``)."""
-    if os.environ.get("VIDEO_FEATURES_CACHE"):
-        return pathlib.Path(os.environ["VIDEO_FEATURES_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(base) / "video_features"
-
-
 def imagenet_weights_path(name=DEFAULT):
     """Returns the Keras weights file of an ImageNet EfficientNet-Lite model
     (with the 1000-class top), converting the PyTorch checkpoint on first use."""
     from extract import torch_legacy
 
-    path = cache_dir() / f"{name}_imagenet.weights.h5"
+    path = cache.cache_dir() / f"{name}_imagenet.weights.h5"
     if path.exists():
         return path
     model = build_model(name, include_top=True)

@@ -15,6 +15,7 @@ cluster. Both produce the same files.
 import logging
 import time
 
+from common import console
 from extract import finalize, plan as plan_lib
 from records import files
 
@@ -68,10 +69,7 @@ def run(video_set, output_dir, config, runner, split_source=None, overwrite=Fals
         raise plan_lib.ExtractionRefused(str(e)) from None
     except Exception as e:
         if files.is_disk_full(e):
-            raise OutputUnwritable(f"the disk holding {output_dir} is full ({_first_line(e)}). Free some space "
-                                   "and run the same command again: finished shards are kept.") from None
+            raise OutputUnwritable(f"the disk holding {output_dir} is full ({console.tensorflow_error_text(e)}). "
+                                   "Free some space and run the same command again: finished shards are kept.") \
+                from None
         raise
-
-
-def _first_line(error):
-    return str(getattr(error, "message", error)).strip().splitlines()[0]

@@ -57,7 +57,7 @@ def main(argv):
     if len(argv) != 2 or argv[1].startswith("-"):
         print(__doc__)
         return 0 if argv[1:] in (["-h"], ["--help"]) else 2
-    from extract import console
+    from common import console
 
     console.import_tensorflow()
     try:

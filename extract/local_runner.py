@@ -5,7 +5,8 @@ throughout."""
 
 import time
 
-from extract import backbones, console, extraction, shards
+from common import console
+from extract import backbones, extraction, shards
 
 
 class LocalRunner:

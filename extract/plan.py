@@ -23,11 +23,12 @@ pending; the runner extracts the pending ones (``extract.shards``) and then
 import dataclasses
 import hashlib
 import math
+import os
 import random
 import typing
 
 from extract import backbones, quantization
-from extract.console import a_few
+from common.console import a_few, check_number
 from extract.video import max_frames_for
 from records import files
 from records import manifest as manifest_lib
@@ -39,6 +40,20 @@ WARNINGS_NAME = "warnings.tsv"
 MODEL_NAME = manifest_lib.MODEL_NAME
 # Manifest entries that must match for a run to add to an existing output.
 SETTINGS_KEYS = manifest_lib.FEATURE_KEYS + ("dtype", "videos_per_shard", "split_source")
+# Decoded videos may wait for the CNN, a few per decoder, so that one slow
+# clip never idles the rest; at most this share of the machine's memory may
+# hold their frames.
+VIDEOS_IN_FLIGHT_PER_DECODER = 4
+FRAME_MEMORY_SHARE = 0.25
+
+
+def physical_memory():
+    """Bytes of memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _gib(count):
+    return f"{count / 2 ** 30:,.1f} GiB" if count < 2 ** 50 else f"{count / 2 ** 50:,.0f} PiB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,18 +76,32 @@ class ExtractConfig:
     videos_per_shard: int = 100
 
     def __post_init__(self):
-        checks = [("fps", self.fps > 0, "a positive frame rate"),
-                  ("seconds", self.seconds > 0, "a positive window length"),
-                  ("videos_per_shard", self.videos_per_shard >= 1, "at least 1"),
-                  ("decode_workers", self.decode_workers is None or self.decode_workers >= 1, "at least 1"),
-                  ("batch_size", self.batch_size is None or self.batch_size >= 1, "at least 1")]
-        for flag, valid, expected in checks:
-            if not valid:
-                raise ValueError(f"--{flag} must be {expected}, got {getattr(self, flag)}")
-        backbones.check_engine_and_precision(backbones.get_spec(self.backbone), self.engine, self.precision)
+        check_number("fps", self.fps, above=0)
+        check_number("seconds", self.seconds, above=0)
+        for flag in ("videos_per_shard", "decode_workers", "batch_size"):
+            check_number(flag, getattr(self, flag), minimum=1, optional=flag != "videos_per_shard")
+        spec = backbones.get_spec(self.backbone)
+        backbones.check_engine_and_precision(spec, self.engine, self.precision)
         if self.max_frames < 1:
             raise ValueError(f"--fps {self.fps:g} x --seconds {self.seconds:g} rounds to {self.max_frames} frames "
                              "per video; ask for at least one")
+        self._check_frame_memory(spec.image_size)
+
+    def _check_frame_memory(self, image_size):
+        """Refuses settings whose decoded frames in flight would not fit in
+        ``FRAME_MEMORY_SHARE`` of this machine's memory (``--fps 1e9`` once
+        made each ffmpeg grow to 11 GB)."""
+        frame_bytes = image_size * image_size * 3
+        frames = self.max_frames * self.videos_in_flight() + (self.batch_size or 0)
+        budget = FRAME_MEMORY_SHARE * physical_memory()
+        if frames * frame_bytes > budget:
+            batch = f" and a CNN batch of {self.batch_size}" if self.batch_size else ""
+            raise ValueError(
+                f"--fps {self.fps:g} x --seconds {self.seconds:g} = {self.max_frames} frames per video; "
+                f"{self.videos_in_flight()} videos in flight ({VIDEOS_IN_FLIGHT_PER_DECODER} per decoder){batch} "
+                f"of {image_size}x{image_size}x3-byte frames would hold {_gib(frames * frame_bytes)} of frames, "
+                f"more than this extraction's budget of {_gib(budget)} ({FRAME_MEMORY_SHARE:.0%} of this "
+                f"machine's {_gib(physical_memory())}). Lower --fps, --seconds, --decode_workers or --batch_size.")
 
     @property
     def max_frames(self):
@@ -83,6 +112,10 @@ class ExtractConfig:
         core this process may use (its affinity mask: a container's or a Ray
         worker's share, not the whole machine)."""
         return self.decode_workers or backbones.usable_cores()
+
+    def videos_in_flight(self):
+        """Videos being decoded or waiting for the CNN at most (bounds memory)."""
+        return VIDEOS_IN_FLIGHT_PER_DECODER * self.decoders()
 
     def batch_size_for(self, backbone):
         """Frames per CNN call: ``batch_size`` if set, else the engine's default."""

@@ -110,7 +110,7 @@ def quantize(function, image_size):
     """
     import tensorflow as tf
 
-    from extract import console
+    from common import console
 
     frames = calibration_frames(image_size)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)

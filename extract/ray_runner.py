@@ -31,7 +31,8 @@ import logging
 import os
 import time
 
-from extract import backbones, console, efficientnet_lite, shards
+from common import cache, console
+from extract import backbones, shards
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _runtime_env():
     cache (so that a conversion done once serves every worker on the machine),
     and where this project's modules are."""
     project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {"VIDEO_FEATURES_CACHE": str(efficientnet_lite.cache_dir()), "TF_CPP_MIN_LOG_LEVEL": "2",
+    env = {"VIDEO_FEATURES_CACHE": str(cache.cache_dir()), "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join(filter(None, [project, os.environ.get("PYTHONPATH")]))}
     return {"env_vars": env}
 

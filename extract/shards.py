@@ -218,7 +218,7 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
 
     try:
         decoded = _decode_ahead(jobs, config, backbone.image_size, config.decoders(),
-                                in_flight=4 * config.decoders())
+                                in_flight=config.videos_in_flight())
         for (shard, video), outcome in decoded:
             if isinstance(outcome, DecodeError):
                 log.warning("skipping %s: %s", video.video_id, outcome)

@@ -50,7 +50,7 @@ def is_remote(path):
 
 
 def _gfile():
-    from extract import console
+    from common import console
 
     return console.import_tensorflow().io.gfile
 
@@ -225,9 +225,9 @@ def _lock_path(folder):
         return os.path.join(folder, LOCK_NAME)
     # Object storage has no locks: lock a local file named after the URL,
     # which keeps out other runs on this machine (not on other machines).
-    from extract import efficientnet_lite
+    from common import cache
 
-    locks = os.path.join(efficientnet_lite.cache_dir(), "locks")
+    locks = os.path.join(cache.cache_dir(), "locks")
     os.makedirs(locks, exist_ok=True)
     return os.path.join(locks, hashlib.sha256(str(folder).encode()).hexdigest()[:24] + LOCK_NAME)
 
@@ -251,6 +251,17 @@ def exclusive(folder, busy_message):
         yield
     finally:
         os.close(descriptor)
+
+
+def relative_files(folder):
+    """``/``-separated paths, relative to a local ``folder``, of every file
+    and link below it (links to folders are listed, not followed), sorted."""
+    found = []
+    for parent, subfolders, names in os.walk(folder):
+        links = [name for name in subfolders if os.path.islink(os.path.join(parent, name))]
+        for name in names + links:
+            found.append(os.path.relpath(os.path.join(parent, name), folder).replace(os.sep, "/"))
+    return sorted(found)
 
 
 def delete_own_files(folder, relative_names):

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from extract.console import a_few
+from common.console import a_few, tensorflow_error_text
 from records import files as files_lib
 from records import manifest as manifest_lib
 from records import schema
@@ -73,7 +73,7 @@ def inspect(pattern, per_video=False):
                 if not np.isfinite(features).all():
                     non_finite.append(video_id)
         except tf.errors.DataLossError as e:
-            damaged[path] = e.message.strip().splitlines()[0]
+            damaged[path] = tensorflow_error_text(e)
     if len(shapes) > 1 or len(dtypes) > 1:
         raise ValueError(f"examples disagree: feature shapes {sorted(shapes)}, dtypes {sorted(dtypes)}")
     summary = {"files": len(files), "examples": len(num_frames)}
@@ -152,7 +152,7 @@ def main(argv):
     if len(arguments) != 2 or arguments[0] != "inspect" or set(options) - {"--videos"}:
         print(USAGE)
         return 0 if {"-h", "--help"} & set(options) else 2
-    from extract import console
+    from common import console
 
     console.import_tensorflow()
     try:

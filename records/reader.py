@@ -19,8 +19,9 @@ rather than silently doubling or dropping videos.
 """
 
 import dataclasses
+import os
 
-from extract.console import a_few
+from common.console import a_few, tensorflow_error_text
 from records import files as files_lib
 from records import manifest as manifest_lib
 from records import schema
@@ -47,12 +48,21 @@ def list_files(pattern):
     """Sorted files matching a glob pattern.
 
     Raises:
-      NoShards: none does.
+      NoShards: none does (the message says what to give instead: a folder's
+        shards, or an extraction first).
     """
     files = files_lib.glob(pattern)
-    if not files:
-        raise NoShards(f"no files match {pattern!r}")
-    return files
+    if files:
+        return files
+    pattern = str(pattern)
+    if not files_lib.is_remote(pattern) and os.path.isdir(pattern):
+        example = files_lib.join(pattern, "train-*.tfrecord")
+        raise NoShards(f"{pattern!r} is a folder; give a pattern of its shards, e.g. '{example}'")
+    folder = files_lib.dirname(pattern) or "."
+    if not files_lib.glob(files_lib.join(folder, "*.tfrecord")):
+        raise NoShards(f"no files match {pattern!r}, and {folder} holds no shards: extract features first "
+                       f"(python -m extract --videos DIR --output_dir {folder})")
+    raise NoShards(f"no files match {pattern!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +242,7 @@ def scan_shards(files, spec, dtype):
                 video_ids = details[schema.VIDEO_ID].numpy()
                 non_finite += [v.decode("utf-8") for v, ok in zip(video_ids, finite) if not ok]
         except tf.errors.DataLossError as e:
-            problems.append((file, f"damaged or cut short ({e.message.strip().splitlines()[0]})"))
+            problems.append((file, f"damaged or cut short ({tensorflow_error_text(e)})"))
             continue
         if non_finite:
             problems.append((file, f"non-finite feature values (NaN or Inf) in {len(non_finite)} videos: "

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from extract.console import a_few
+from common.console import a_few
 
 
 def inference_function(model):

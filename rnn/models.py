@@ -12,6 +12,8 @@ import dataclasses
 
 import keras
 
+from common.console import check_number
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -35,10 +37,9 @@ class ModelConfig:
     def __post_init__(self):
         if self.cell not in CELLS:
             raise ValueError(f"unknown --cell {self.cell!r}; choose one of {', '.join(CELLS)}")
-        if self.layers < 1 or self.units < 1:
-            raise ValueError(f"--layers and --units must be at least 1, got {self.layers} and {self.units}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        check_number("layers", self.layers, minimum=1)
+        check_number("units", self.units, minimum=1)
+        check_number("dropout", self.dropout, minimum=0, below=1)
 
 
 CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}

@@ -6,43 +6,47 @@ rules that keep it from touching anything else.
 - A folder is a run of train.py when it holds a ``run.json`` written by it.
   A new run starts only in a missing or empty folder; an existing folder
   that is not a run is refused, never written into.
-- ``--restart`` deletes the files matching ``OUTPUT_PATTERNS`` (the only
-  names train.py writes) and the subfolders this empties; anything else in
-  the folder is kept and listed.
+- ``--restart`` deletes the files whose names ``OWN_FILES`` matches exactly
+  (the names train.py and TensorFlow's writers give the files of a run:
+  ``ckpt-12.index``, not ``ckpt-mybackup.txt``; an event file's name carries
+  its writer's time, host and process id) and the subfolders this empties;
+  anything else in the folder is kept and listed.
 - A run folder is locked (``.lock``) while a process trains or evaluates it.
 """
 
 import contextlib
-import glob
 import logging
 import os
 import pathlib
+import re
 
-from extract.console import a_few
+from common.console import a_few
 from records import files
 from records import manifest as manifest_lib
 from rnn import summaries
 
 RUN_FILE = "run.json"
-# A copy of the training data's quantized CNN (int8 extractions), for predict.
-BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 EVALUATION_FILE = "evaluation.json"
-TRAIN_EVENTS, EVAL_EVENTS = "train", "eval"
+# A copy of the training data's quantized CNN (int8 extractions), for predict.
+BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
+TRAIN_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.EVAL_EVENTS
 CHECKPOINTS, BEST = "checkpoints", "best"
 
-# Every file train.py writes in a run folder, as glob patterns relative to it
-# (TensorFlow's checkpoint writer adds ``checkpoint``, ``ckpt-N.index``,
-# ``ckpt-N.data-*`` and, while saving, ``ckpt-N_temp/`` folders).
-OUTPUT_PATTERNS = (
-    RUN_FILE, METRICS_FILE, MODEL_FILE, EVALUATION_FILE, BACKBONE_MODEL_FILE, ".*.partial", ".*.partial.keras",
-    "events.out.tfevents.*",  # the HParams record, at the run's root
-    *(f"{EVAL_EVENTS}/{name}" for name in summaries.PROJECTOR_FILES),
-    *(f"{events}/{name}" for events in (TRAIN_EVENTS, EVAL_EVENTS)
-      for name in ("events.out.tfevents.*", ".rewrite.*.partial")),
-    *(f"{folder}/{name}" for folder in (CHECKPOINTS, BEST) for name in ("checkpoint", "ckpt-*", "ckpt-*_temp/*")),
-)
+# Every file train.py (and TensorFlow's writers for it) writes in a run
+# folder: relative paths, matched whole.
+_WRITTEN_ATOMICALLY = (RUN_FILE, METRICS_FILE, EVALUATION_FILE, BACKBONE_MODEL_FILE)
+OWN_FILES = re.compile("|".join([
+    *(re.escape(name) for name in (*_WRITTEN_ATOMICALLY, MODEL_FILE)),
+    *(rf"\.{re.escape(name)}\.\d+\.partial" for name in _WRITTEN_ATOMICALLY),  # files.write_text_atomic
+    rf"\.{re.escape(MODEL_FILE)}\.partial\.keras",  # the model, exported under a temporary name
+    summaries.EVENT_FILE,  # the HParams record, at the run's root
+    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, EVAL_EVENTS)),
+    *(rf"{EVAL_EVENTS}/({name})" for name in summaries.PROJECTOR_FILES),
+    *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
+      for name in summaries.CHECKPOINT_FILES),
+]))
 
 log = logging.getLogger(__name__)
 
@@ -113,27 +117,15 @@ def load_backbone(run_dir, extraction):
 
 
 def own_files(run_dir):
-    """Relative paths of the files in ``run_dir`` that train.py wrote (see ``OUTPUT_PATTERNS``)."""
-    run_dir = pathlib.Path(run_dir)
-    found = set()
-    for pattern in OUTPUT_PATTERNS:
-        for path in glob.glob(glob.escape(str(run_dir)) + "/" + pattern):
-            if os.path.isfile(path) and not os.path.islink(path):
-                found.add(os.path.relpath(path, run_dir))
-    return sorted(found)
+    """Relative paths of the files in ``run_dir`` that train.py wrote (see ``OWN_FILES``)."""
+    return [name for name in files.relative_files(run_dir) if OWN_FILES.fullmatch(name)
+            and os.path.isfile(os.path.join(run_dir, name)) and not os.path.islink(os.path.join(run_dir, name))]
 
 
 def other_files(run_dir):
     """Relative paths of files and links in ``run_dir`` that train.py did not write."""
-    run_dir = pathlib.Path(run_dir)
     ours = set(own_files(run_dir)) | {files.LOCK_NAME}
-    others = []
-    for folder, subfolders, names in os.walk(run_dir):
-        for name in names + [d for d in subfolders if os.path.islink(os.path.join(folder, d))]:
-            relative = os.path.relpath(os.path.join(folder, name), run_dir)
-            if relative not in ours:
-                others.append(relative)
-    return sorted(others)
+    return [name for name in files.relative_files(run_dir) if name not in ours]
 
 
 @contextlib.contextmanager
@@ -189,7 +181,7 @@ def load_final_model(run_dir):
     """
     import keras
 
-    from extract import console
+    from common import console
     from rnn import models  # noqa: F401  (registers the model's custom layer for loading)
 
     path = pathlib.Path(run_dir) / MODEL_FILE

@@ -33,10 +33,19 @@ EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_p
 CONFUSION_MATRIX = "confusion_matrix"
 PER_CLASS = "per_class/precision_recall"
 MISCLASSIFIED = "misclassified_clips"
-# The projector's files in eval/ (it finds the embeddings through the
-# "checkpoint" file, which keeps the folder movable).
-PROJECTOR_FILES = ("projector_config.pbtxt", "checkpoint", "embeddings.ckpt-*", "metadata.tsv",
-                   ".metadata.tsv.*.partial", "sprite.png")
+# The writers' folders in a run folder (the HParams record goes to its root).
+TRAIN_EVENTS, EVAL_EVENTS = "train", "eval"
+# What TensorFlow's summary writers name their files: time, host, process id,
+# a per-process number.
+EVENT_FILE = r"events\.out\.tfevents\.\d+\.[^/]+\.\d+\.\d+\.v2"
+# What TensorFlow's checkpoint writer names its files for a prefix (PREFIX-N,
+# with a PREFIX-N_temp/ folder while saving).
+CHECKPOINT_FILES = (r"checkpoint", r"{prefix}-\d+\.index", r"{prefix}-\d+\.data-\d{{5}}-of-\d{{5}}",
+                    r"{prefix}-\d+_temp/part-\d{{5}}-of-\d{{5}}\.(index|data-\d{{5}}-of-\d{{5}})")
+# The projector's files in eval/, as regular expressions (it finds the
+# embeddings through the "checkpoint" file, which keeps the folder movable).
+PROJECTOR_FILES = (r"projector_config\.pbtxt", r"metadata\.tsv", r"\.metadata\.tsv\.\d+\.partial", r"sprite\.png",
+                   *(name.format(prefix=r"embeddings\.ckpt") for name in CHECKPOINT_FILES))
 
 
 def top_k_tag(k):
@@ -249,15 +258,16 @@ def write_projector(folder, states, mean_features, video_ids, labels, prediction
     Returns:
       None, or why there is no sprite.
     """
+    import re
+
     import tensorflow as tf
     from tensorboard.plugins import projector
 
     from records import files
 
     folder = str(folder)
-    for stale in PROJECTOR_FILES:  # the previous evaluation's, if any
-        for path in files.glob(os.path.join(files.escape(folder), stale)):
-            files.remove(path)
+    stale = re.compile("|".join(PROJECTOR_FILES))
+    files.delete_own_files(folder, [name for name in files.relative_files(folder) if stale.fullmatch(name)])
     checkpoint = tf.train.Checkpoint(final_state=tf.Variable(states), mean_cnn_feature=tf.Variable(mean_features))
     checkpoint.save(os.path.join(folder, "embeddings.ckpt"))
     rows = [(video_id, class_names[label], class_names[predicted], "yes" if label == predicted else "no")
@@ -306,14 +316,12 @@ class Board:
     def __init__(self, run_dir, chief, class_names, top_k, held_out):
         import tensorflow as tf
 
-        from rnn import run_dir as run_dir_lib
-
         self.run_dir, self.chief = run_dir, chief
         self.class_names, self.top_k, self.held_out = class_names, top_k, held_out
         if chief:
             self.root = tf.summary.create_file_writer(str(run_dir))
-            self.train = tf.summary.create_file_writer(str(run_dir / run_dir_lib.TRAIN_EVENTS))
-            self.eval = tf.summary.create_file_writer(str(run_dir / run_dir_lib.EVAL_EVENTS))
+            self.train = tf.summary.create_file_writer(str(run_dir / TRAIN_EVENTS))
+            self.eval = tf.summary.create_file_writer(str(run_dir / EVAL_EVENTS))
         else:
             self.root = self.train = self.eval = tf.summary.create_noop_writer()
 
@@ -379,11 +387,9 @@ class Board:
         """The embeddings projector of the held-out videos (at the end of a run)."""
         import tensorflow as tf
 
-        from rnn import run_dir as run_dir_lib
-
         if not self.chief:
             return
-        why = write_projector(self.run_dir / run_dir_lib.EVAL_EVENTS, outputs.states, outputs.mean_features,
+        why = write_projector(self.run_dir / EVAL_EVENTS, outputs.states, outputs.mean_features,
                               outputs.video_ids, outputs.labels, outputs.predictions, self.class_names,
                               outputs.thumbnails)
         if why:

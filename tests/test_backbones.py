@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from common import cache
 from extract import backbones, efficientnet_lite, torch_legacy
 
 
@@ -140,7 +141,7 @@ def test_litert_conversion_is_cached_and_reused(lite0, monkeypatch):
     """Issue 9, start-up: a later process loads the cached conversion instead
     of building and converting the model again (the lite0 fixture converted it)."""
     path = backbones.converted_model_path(backbones.get_spec("efficientnet_lite0"), "imagenet")
-    assert path.exists() and path.parent.parent == efficientnet_lite.cache_dir()
+    assert path.exists() and path.parent.parent == cache.cache_dir()
     before = path.stat().st_mtime_ns
 
     def no_build(*args, **kwargs):

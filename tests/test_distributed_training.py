@@ -56,7 +56,7 @@ def test_mirrored_over_two_replicas_follows_the_one_device_trajectory(order_task
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
         import train
-        from extract import console
+        from common import console
         from rnn import models
         console.log_plainly()
         for name in ("one_device", "mirrored"):

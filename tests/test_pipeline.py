@@ -376,15 +376,25 @@ def test_unreadable_manifest_and_index_are_named(video_folder, tmp_path):
     assert _shard_stats(output) == after
 
 
-@pytest.mark.parametrize("flag, value, message", [("--fps", 0, "--fps must be a positive frame rate"),
-                                                  ("--seconds", -1, "--seconds must be a positive window"),
-                                                  ("--videos_per_shard", 0, "--videos_per_shard must be at least 1"),
-                                                  ("--test_fraction", 1, "--test_fraction must be in [0, 1)")])
+@pytest.mark.parametrize("flag, value, message", [
+    ("--fps", 0, "--fps must be a finite number > 0, got 0"),
+    ("--seconds", -1, "--seconds must be a finite number > 0, got -1"),
+    ("--videos_per_shard", 0, "--videos_per_shard must be a finite number >= 1, got 0"),
+    ("--test_fraction", 1, "--test_fraction must be a finite number >= 0 and < 1, got 1"),
+    # Hardening round 2, item 3: what a video would cost is checked up front.
+    ("--fps", "1e9", "--fps 1e+09 x --seconds 10 = 10000000000 frames per video; 8 videos in flight"),
+    ("--seconds", "1e12", "more than this extraction's budget of"),
+    ("--seconds", "inf", "--seconds must be a finite number, got inf"),
+    ("--batch_size", 10 ** 8, "and a CNN batch of 100000000"),
+])
 def test_flags_are_checked_before_anything_is_done(video_folder, tmp_path, flag, value, message):
-    """Hardening 8: a usage error, not a run in which every video fails."""
-    result = _extract_cli(video_folder, tmp_path / "out", flag, value)
+    """Hardening 8: a usage error, not a run in which every video fails; it
+    comes first, in one line and a hint (round 2, item 9), and a refused run
+    writes nothing."""
+    result = _extract_cli(video_folder, tmp_path / "out", flag, value, "--decode_workers", 2)
     assert result.returncode == 1
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {message}") or message in result.stderr.splitlines()[0]
+    assert result.stderr.splitlines()[1:] == ["(python -m extract --help lists the flags)"]
     assert not (tmp_path / "out").exists()
 
 

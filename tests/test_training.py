@@ -13,7 +13,7 @@ import tensorflow as tf
 import train
 from features import temporal_order_examples, write_extraction
 from records import reader
-from rnn import models
+from rnn import models, run_dir as run_dir_lib
 
 CLASSES = ["class0", "class1", "class2", "class3"]
 
@@ -268,11 +268,19 @@ def test_restart_deletes_only_what_train_wrote(order_task, tmp_path):
 
     train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
     run = tmp_path / "run"
-    (run / "notes.md").write_text("what I tried")
-    (run / "checkpoints" / "my_copy.txt").write_text("keep me")
+    # Hardening round 2, item 6: files named almost like train.py's own are
+    # the user's; only exact names of what train.py and TensorFlow write go.
+    users = {"notes.md": "what I tried", "checkpoints/my_copy.txt": "keep me",
+             "checkpoints/ckpt-mybackup.txt": "backup", "events.out.tfevents.my_copy_of_old_run": "old run",
+             "checkpoints/ckpt-9_temp/notes.txt": "notes", "eval/embeddings.ckpt-mine.txt": "mine",
+             "train/run.json": "not the run's run.json"}
+    for name, text in users.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text(text)
+    before = set(run_dir_lib.own_files(run))
+    assert {"run.json", "model.keras", "checkpoints/checkpoint"} <= before and not before & set(users)
     train.train(_config(order_task, tmp_path, steps=10, run_name="run", restart=True))
-    assert (run / "notes.md").read_text() == "what I tried"
-    assert (run / "checkpoints" / "my_copy.txt").read_text() == "keep me"
+    assert {name: (run / name).read_text() for name in users} == users
     assert _steps_logged(run / "train") == [[10]]  # one fresh event stream: the old one was deleted
 
 
@@ -379,8 +387,9 @@ def test_training_without_a_test_split(tmp_path, caplog):
         train.train(dataclasses.replace(config, eval_pattern=str(tmp_path / "typo" / "test-*.tfrecord")))
 
 
-@pytest.mark.parametrize("overrides, message", [({"batch_size": 0}, "--batch_size must be positive"),
-                                                ({"learning_rate": -1.0}, "--learning_rate must be positive"),
+@pytest.mark.parametrize("overrides, message", [({"batch_size": 0}, "--batch_size must be a finite number > 0"),
+                                                ({"learning_rate": -1.0}, "--learning_rate must be a finite number > 0"),
+                                                ({"clip_norm": float("inf")}, "--clip_norm must be a finite number"),
                                                 ({"lr_decay": "step"}, "unknown --lr_decay")])
 def test_training_settings_are_checked_up_front(overrides, message):
     """Hardening 8."""

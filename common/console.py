@@ -5,6 +5,7 @@ bar on a terminal and as periodic log lines elsewhere."""
 import contextlib
 import datetime
 import logging
+import math
 import os
 import re
 import sys
@@ -100,6 +101,19 @@ def import_tensorflow():
     return tf
 
 
+# TensorFlow's error messages carry the internals of the op that failed
+# ({{function_node __wrapped__IteratorGetNext_...}}, [Op:IteratorGetNext])
+# around the cause ("corrupted record at 658").
+_TENSORFLOW_INTERNALS = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]( name: \S*)?|\s*name:\s*$")
+
+
+def tensorflow_error_text(error):
+    """The cause of a TensorFlow error, in one line, without the internals."""
+    message = str(getattr(error, "message", error)).strip()
+    first = message.splitlines()[0] if message else type(error).__name__
+    return re.sub(r"\s+", " ", _TENSORFLOW_INTERNALS.sub("", first)).strip() or type(error).__name__
+
+
 def warm_up(model):
     """Runs a Keras model once on zeros, without the notices TensorFlow prints
     at a model's first run."""
@@ -109,6 +123,71 @@ def warm_up(model):
               for tensor in model.inputs}
     with tensorflow_startup_filtered():
         model(inputs)
+
+
+class UsageError(Exception):
+    """A command used wrongly (a bad flag value, a missing argument)."""
+
+
+def run_command(main, command):
+    """``absl.app.run(main)``, with usage errors printed as the first and
+    nearly only output (one line, and where to find the flags) instead of
+    absl's page of help, exit status 1.
+
+    Args:
+      main: the entry point's ``main(argv)``, which raises ``UsageError``.
+      command: how the user runs it (``"python -m extract"``).
+    """
+    from absl import app, flags
+
+    def checked_main(argv):
+        try:
+            check_finite_flags(flags.FLAGS)
+            return main(argv)
+        except UsageError as e:
+            print(f"error: {e}\n({command} --help lists the flags)", file=sys.stderr)
+            return 1
+
+    app.run(checked_main)
+
+
+def check_number(flag, value, minimum=None, above=None, maximum=None, below=None, optional=False):
+    """Refuses a flag's value that is not a finite number in range, naming
+    the flag: the one check every numeric setting of every command goes
+    through (in the config objects that library code uses too).
+
+    Args:
+      flag: the flag's name, without dashes.
+      value: its value.
+      minimum, maximum: inclusive bounds; above, below: exclusive bounds.
+      optional: None is allowed (the setting's default is computed later).
+
+    Raises:
+      ValueError: ``--flag must be ..., got ...``.
+    """
+    if value is None and optional:
+        return
+    bounds = [f">= {minimum:g}" if minimum is not None else "", f"> {above:g}" if above is not None else "",
+              f"<= {maximum:g}" if maximum is not None else "", f"< {below:g}" if below is not None else ""]
+    expected = "a finite number" + (" " + " and ".join(filter(None, bounds)) if any(bounds) else "")
+    valid = (isinstance(value, (int, float)) and math.isfinite(value)
+             and (minimum is None or value >= minimum) and (above is None or value > above)
+             and (maximum is None or value <= maximum) and (below is None or value < below))
+    if not valid:
+        raise ValueError(f"--{flag} must be {expected}, got {value}")
+
+
+def check_finite_flags(flag_values):
+    """Refuses ``inf`` and ``nan`` in every float flag of a command (absl
+    parses them as numbers), before any setting is used.
+
+    Raises:
+      UsageError: naming the first such flag.
+    """
+    for name in sorted(flag_values):
+        value = flag_values[name].value
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name} must be a finite number, got {value}")
 
 
 def a_few(names, limit=3):
