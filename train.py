@@ -43,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from common import console  # noqa: E402
+from common.console import a_few  # noqa: E402
 
 console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
 
@@ -90,8 +91,9 @@ class TrainConfig:
         if self.run_name is not None:
             run_dir_lib.check_run_name(self.run_name)
         for flag in ("batch_size", "learning_rate", "clip_norm", "epochs", "steps", "eval_every", "checkpoint_every",
-                     "log_every", "progress_seconds"):
+                     "log_every"):
             console.check_number(flag, getattr(self, flag), above=0, optional=True)
+        console.check_number("progress_seconds", self.progress_seconds, minimum=0)
         if self.lr_decay not in ("none", "cosine"):
             raise ValueError(f"unknown --lr_decay {self.lr_decay!r}; use none or cosine")
         if self.strategy not in distribute.STRATEGIES:
@@ -187,7 +189,38 @@ def _eval_shards(eval_pattern, train_shards):
         raise TrainingError(str(e)) from None
     _check_same_extraction(_extraction_settings(train_shards.manifest), shards.manifest,
                            f"--eval_pattern {eval_pattern!r}")
+    _refuse_leaks(train_shards, shards)
     return shards
+
+
+def _refuse_leaks(train_shards, eval_shards):
+    """Held-out data must not be training data: no shard in both sets, no
+    test-split shard among the training data, no video in both (by id, from
+    the shards' indexes, which also catches two extractions of the same
+    videos).
+
+    Raises:
+      TrainingError: naming the shards or videos, and the pattern to use.
+    """
+    def pattern(shards, split):
+        return f"'{files.join(shards.folder, split)}-*.tfrecord'"
+
+    shared = sorted(set(train_shards.files) & set(eval_shards.files))
+    if shared:
+        raise TrainingError(f"--train_pattern and --eval_pattern both match {a_few(shared)}: held-out scores "
+                            f"would be scores on training data. Use --train_pattern {pattern(train_shards, 'train')} "
+                            f"and --eval_pattern {pattern(eval_shards, 'test')}.")
+    if "test" in train_shards.splits:
+        raise TrainingError(f"--train_pattern {train_shards.pattern!r} matches the test split's shards "
+                            f"({a_few(name for name in train_shards.indexes if name.startswith('test-'))}): training "
+                            f"on held-out videos makes every held-out score meaningless. Use --train_pattern "
+                            f"{pattern(train_shards, 'train')}.")
+    both = sorted(train_shards.video_ids() & eval_shards.video_ids())
+    if both:
+        raise TrainingError(f"{len(both)} videos are in both the training and the held-out data ({a_few(both)}): "
+                            f"--eval_pattern {eval_shards.pattern!r} holds videos that --train_pattern "
+                            f"{train_shards.pattern!r} trains on (two extractions of the same videos?). Evaluate "
+                            "on a test split extracted with the training data.")
 
 
 def _eval_dataset(shards, batch_size):
@@ -562,9 +595,16 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
                                          run["extraction"]["class_names"])
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
         raise _data_error(e, _shard_problems([shards])) from None
-    results = {"eval_pattern": eval_pattern, **results}
+    # Scoring training data is allowed here, but never called held-out.
+    results = {"eval_pattern": eval_pattern, "scored": _scored_data(shards), **results}
     files.write_json_atomic(run_dir / run_dir_lib.EVALUATION_FILE, results)
     return results
+
+
+def _scored_data(shards):
+    """What evaluation scored: "test split", or e.g. "train split (not held-out data)"."""
+    splits = " and ".join(shards.splits)
+    return f"{splits} split" + ("" if shards.splits == ["test"] else " (not held-out data)")
 
 
 def _scores(results):
@@ -658,8 +698,8 @@ def main(argv):
     try:
         if FLAGS.mode == "eval":
             results = evaluate_run(config.run_dir, config.eval_pattern, config.batch_size)
-            print(json.dumps({key: results[key] for key in ("eval_pattern", "examples", "top1", "k", "top_k",
-                                                            "loss")}, indent=2))
+            print(json.dumps({key: results[key] for key in ("eval_pattern", "scored", "examples", "top1", "k",
+                                                            "top_k", "loss")}, indent=2))
             return 0
         metrics = train(config, strategy)
     except TrainingError as e:

@@ -25,7 +25,7 @@ from absl import flags  # noqa: E402
 
 from common import console  # noqa: E402
 from extract import backbones, dataset, extraction, local_runner, plan  # noqa: E402
-from records import schema  # noqa: E402
+from records import files, schema  # noqa: E402
 
 _DEFAULTS = plan.ExtractConfig()
 
@@ -67,6 +67,9 @@ flags.DEFINE_integer("batch_size", None, "Frames per CNN call; frames of several
                      lower_bound=1)
 flags.DEFINE_integer("decode_workers", None, "Videos decoded in parallel (one ffmpeg process each) while the CNN "
                      "runs. Default: one per CPU core this process may use.", lower_bound=1)
+flags.DEFINE_float("decode_timeout", _DEFAULTS.decode_timeout, "Seconds one ffmpeg may take to decode one video "
+                   "before it is stopped and the video counted as failed; such a failure (like a read error) is "
+                   "retried by the next run of the same command.")
 flags.DEFINE_integer("videos_per_shard", _DEFAULTS.videos_per_shard,
                      "Videos per TFRecord shard. A shard is also the unit of resumption: an interrupted run "
                      "redoes at most the shards it had not finished.")
@@ -104,11 +107,13 @@ def _config():
     try:
         dataset.check_test_fraction(FLAGS.test_fraction)
         dataset.check_class_depth(FLAGS.class_depth)
+        console.check_number("progress_seconds", FLAGS.progress_seconds, minimum=0)
         return plan.ExtractConfig(
             backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, precision=FLAGS.precision,
             fps=FLAGS.fps,
             seconds=FLAGS.seconds, dtype=FLAGS.dtype, batch_size=FLAGS.batch_size,
-            decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard)
+            decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard,
+            decode_timeout=FLAGS.decode_timeout)
     except ValueError as e:
         raise console.UsageError(str(e)) from None
 
@@ -137,6 +142,18 @@ def _describe(video_set):
         print(f"WARNING: {notice}", file=sys.stderr)
 
 
+def _warn_if_inside(output_dir, videos_dir):
+    """An output folder inside the videos folder works (its files are not
+    videos), but it is listed with the videos and travels with them."""
+    if files.is_remote(output_dir):
+        return
+    output, videos = pathlib.Path(output_dir).resolve(), pathlib.Path(videos_dir).resolve()
+    if output == videos or videos in output.parents:
+        print(f"WARNING: --output_dir {output_dir} is inside --videos {videos_dir}; it works (its files are not "
+              "videos), but its folder is listed as a class folder without videos and goes wherever the videos "
+              "are copied: an output folder beside the videos keeps the two apart", file=sys.stderr)
+
+
 def main(argv):
     if len(argv) > 1:
         raise console.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -146,6 +163,10 @@ def main(argv):
     signal.signal(signal.SIGTERM, _interrupt)
     console.log_plainly()
     videos_dir = FLAGS.videos
+    try:
+        files.check_folder_path(FLAGS.output_dir, "--output_dir")
+    except ValueError as e:
+        raise console.UsageError(str(e)) from None
     if FLAGS.demo:
         from extract import demo
 
@@ -164,6 +185,7 @@ def main(argv):
         video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction,
                                         FLAGS.class_depth)
         _describe(video_set)
+        _warn_if_inside(FLAGS.output_dir, videos_dir)
         summary = extraction.run(video_set, FLAGS.output_dir, config, runner, split_source=split_source,
                                  overwrite=FLAGS.overwrite)
     except (ValueError, plan.ExtractionRefused, extraction.OutputUnwritable) as e:

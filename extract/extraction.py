@@ -3,6 +3,8 @@
 (``extract.finalize``).
 
 A runner is an object with a ``name`` (recorded in the manifest),
+``start()`` (checks that it can run, e.g. that its cluster answers, before
+anything is written; raises ValueError with a sentence if not),
 ``on_gpu() -> bool`` (whether its CNN runs on GPUs, which decides what
 ``--precision auto`` means for a new output) and ``extract_pending(plan) ->
 (videos, frames, seconds)``, which must leave every shard of ``plan.pending``
@@ -17,7 +19,7 @@ import time
 
 from common import console
 from extract import finalize, plan as plan_lib
-from records import files
+from records import files, writer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def run(video_set, output_dir, config, runner, split_source=None, overwrite=Fals
       A ``finalize.Summary``.
 
     Raises:
+      ValueError: a file stands where the output folder must go, or the
+        runner cannot start (nothing was written).
       plan.ExtractionRefused: ``output_dir`` holds an extraction with other
         settings or videos, or files that are not ours where ours would go,
         or another run is writing there.
@@ -52,6 +56,11 @@ def run(video_set, output_dir, config, runner, split_source=None, overwrite=Fals
     """
     started = time.monotonic()
     output_dir = str(output_dir)
+    # Checked before anything is written: a file where a folder must go, a
+    # cluster that does not answer.
+    files.check_folder_path(output_dir, "--output_dir")
+    files.check_folder_path(files.join(output_dir, writer.INDEX_DIR), "--output_dir's index folder")
+    runner.start()
     files.makedirs(output_dir)
     try:
         with files.exclusive(output_dir, f"another extraction is writing to {output_dir}; wait for it to end"):

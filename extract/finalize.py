@@ -42,6 +42,8 @@ class Summary:
     shards_written: int
     weights: str = "imagenet"
     runner: str = "local"
+    retried: int = 0
+    retried_still_failing: int = 0
 
     def __str__(self):
         lines = [
@@ -60,6 +62,10 @@ class Summary:
         else:
             lines.append(f"this run: nothing to do, all {self.shards_done_before} shards were done "
                          f"({self.wall_seconds:.1f} s)")
+        if self.retried:
+            lines.append(f"retried {self.retried} videos that had failed (a timeout, a read error, or a file that "
+                         f"changed since): {self.retried - self.retried_still_failing} now written, "
+                         f"{self.retried_still_failing} still fail")
         if self.warnings:
             lines.append(f"{self.warnings} videos decoded with errors and were kept "
                          f"(see {files.join(self.output_dir, WARNINGS_NAME)})")
@@ -73,13 +79,15 @@ class Failure(typing.NamedTuple):
     video_id: str
     reason: str
     split: typing.Optional[str]  # the split it was meant for, None if none
+    shard: str = ""  # the shard it belongs to ("" for an input that is in none)
 
 
 def failures(plan):
     """Every video of ``plan`` that could not be used (all shards committed)."""
     found = [Failure(*problem) for problem in plan.video_set.problems]
     for shard in plan.shards:
-        found += [Failure(e["video_id"], e["reason"], shard.split) for e in plan.indexes[shard.name]["errors"]]
+        found += [Failure(e["video_id"], e["reason"], shard.split, shard.name)
+                  for e in plan.indexes[shard.name]["errors"]]
     return sorted(found)
 
 
@@ -140,8 +148,8 @@ def finalize(plan, runner, videos_extracted, frames_extracted, extract_seconds, 
                       for v in plan.indexes[shard.name]["videos"] if "warning" in v)
     shards_written = len(plan.pending)
     if shards_written or not plan.was_complete:
-        files.write_tsv(files.join(plan.output_dir, ERRORS_NAME), ("video", "reason"),
-                        [(f.video_id, f.reason) for f in failed])
+        files.write_tsv(files.join(plan.output_dir, ERRORS_NAME), ("video", "reason", "shard"),
+                        [(f.video_id, f.reason, f.shard) for f in failed])
         files.write_tsv(files.join(plan.output_dir, WARNINGS_NAME), ("video", "warning"), warnings)
         manifest_lib.write_manifest(plan.output_dir, final_manifest(plan, failed, runner))
     return Summary(
@@ -157,4 +165,6 @@ def finalize(plan, runner, videos_extracted, frames_extracted, extract_seconds, 
         shards_written=shards_written,
         weights=plan.settings["weights"],
         runner=runner,
+        retried=len(plan.retried),
+        retried_still_failing=len(set(plan.retried) & {f.video_id for f in failed}),
     )

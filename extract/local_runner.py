@@ -26,6 +26,9 @@ class LocalRunner:
         self.progress_seconds = progress_seconds
         self.backbone = backbone
 
+    def start(self):
+        pass
+
     def on_gpu(self):
         return bool(console.import_tensorflow().config.list_physical_devices("GPU"))
 

@@ -29,7 +29,7 @@ import typing
 
 from extract import backbones, quantization
 from common.console import a_few, check_number
-from extract.video import max_frames_for
+from extract.video import DEFAULT_TIMEOUT_SECONDS, file_state, max_frames_for
 from records import files
 from records import manifest as manifest_lib
 from records import writer
@@ -74,10 +74,12 @@ class ExtractConfig:
     batch_size: typing.Optional[int] = None  # None: the engine's default
     decode_workers: typing.Optional[int] = None  # None: the CPU cores this process may use
     videos_per_shard: int = 100
+    decode_timeout: float = DEFAULT_TIMEOUT_SECONDS  # seconds one ffmpeg may take for one video
 
     def __post_init__(self):
         check_number("fps", self.fps, above=0)
         check_number("seconds", self.seconds, above=0)
+        check_number("decode_timeout", self.decode_timeout, above=0)
         for flag in ("videos_per_shard", "decode_workers", "batch_size"):
             check_number(flag, getattr(self, flag), minimum=1, optional=flag != "videos_per_shard")
         spec = backbones.get_spec(self.backbone)
@@ -145,6 +147,8 @@ class Plan:
       shards: every planned ``Shard``.
       indexes: shard name -> its committed index, or None while pending.
       was_complete: the folder held a finished extraction of these videos.
+      retried: ids of the videos that had failed in a way worth another try;
+        their shards are pending again.
       model: with int8, the exact LiteRT model (bytes) every runner must use.
       pending: the shards that were not committed when the run started.
     """
@@ -156,6 +160,7 @@ class Plan:
     shards: list
     indexes: dict
     was_complete: bool
+    retried: list = dataclasses.field(default_factory=list)
     model: typing.Optional[bytes] = None
     pending: list = dataclasses.field(init=False)
 
@@ -312,6 +317,11 @@ def _check_resumable(output_dir, existing, settings, shards):
     committed = {}
     for shard in shards:
         index = writer.read_committed_index(output_dir, shard.name)
+        mismatch = index and writer.content_mismatch(output_dir, shard.name, index)
+        if mismatch:
+            raise ExtractionRefused(f"{files.join(output_dir, shard.name)} is not the shard this extraction wrote "
+                                    f"({mismatch}): another extraction's shard copied over it? It is not ours to "
+                                    "replace: move it away, and run the same command again to extract it anew.")
         if index is not None:
             stored = {v["video_id"] for v in index["videos"]} | {e["video_id"] for e in index["errors"]}
             if stored != {video.video_id for video in shard.videos}:
@@ -372,6 +382,29 @@ def _quantized_model(output_dir, existing, config):
     return content, entry, True
 
 
+def worth_retrying(error, path):
+    """Whether a video that failed (an index's error entry) should be tried
+    again: the failure may pass (a timeout, a killed decoder, a read error),
+    or its file changed since (a user replaced a broken download). A video
+    that is still the same broken file is not retried, so that running a
+    finished extraction again stays a no-op."""
+    return bool(error.get("transient")) or ("file" in error and file_state(path) != error["file"])
+
+
+def _retries(shards, indexes):
+    """Shard name -> ids of its failed videos worth another try
+    (``worth_retrying``), for the committed shards that have any."""
+    retries = {}
+    for shard in shards:
+        index = indexes[shard.name]
+        if index is not None and index["errors"]:
+            paths = {video.video_id: video.path for video in shard.videos}
+            again = [e["video_id"] for e in index["errors"] if worth_retrying(e, paths[e["video_id"]])]
+            if again:
+                retries[shard.name] = again
+    return retries
+
+
 def _read_existing(output_dir):
     try:
         return manifest_lib.read_manifest(output_dir)
@@ -417,8 +450,14 @@ def prepare(video_set, output_dir, config, split_source=None, overwrite=False, o
     shards = plan_shards(video_set.splits, config.videos_per_shard)
     _refuse_to_overwrite_others(output_dir, existing, shards, config)
     indexes = _check_resumable(output_dir, existing, settings, shards)
+    # A shard holding failures worth another try is extracted again, whole
+    # (a shard is cheap, and every video stays in exactly one shard).
+    retries = _retries(shards, indexes)
+    for name in retries:
+        indexes[name] = None
     plan = Plan(output_dir, video_set, config, settings, shards, indexes,
-                was_complete=bool((existing or {}).get("complete")))
+                was_complete=bool((existing or {}).get("complete")) and not retries,
+                retried=sorted(video_id for ids in retries.values() for video_id in ids))
     if plan.pending:
         model_missing = False
         if config.precision == "int8":
@@ -428,6 +467,8 @@ def prepare(video_set, output_dir, config, split_source=None, overwrite=False, o
             for shard in shards:
                 planned.setdefault(shard.split, {"shards": []})["shards"].append(shard.name)
             manifest_lib.write_manifest(output_dir, {"complete": False, **settings, "splits": planned})
+        elif existing.get("complete"):  # shards to redo: readers must not trust the folder meanwhile
+            manifest_lib.write_manifest(output_dir, {**existing, "complete": False})
         # After the manifest that names it, so that a run killed in between
         # knows the file for its own.
         if model_missing:

@@ -29,6 +29,7 @@ cores (LiteRT threads and ffmpeg decoders both follow the share).
 
 import logging
 import os
+import socket
 import time
 
 from common import cache, console
@@ -37,6 +38,8 @@ from extract import backbones, shards
 log = logging.getLogger(__name__)
 
 DEFAULT_CPUS_PER_WORKER = 4
+# How long the driver tries to reach a cluster's head before giving up.
+CONNECT_SECONDS = 30
 # How long the driver waits without any worker alive before giving up.
 NO_WORKER_TIMEOUT_SECONDS = 600
 
@@ -100,6 +103,27 @@ class RayRunner:
         self.cpus_per_worker = cpus_per_worker
         self.show_progress = show_progress
         self.progress_seconds = progress_seconds
+
+    def start(self):
+        """Checks that the cluster's head answers (for ``CONNECT_SECONDS`` at
+        most), before anything is written: a wrong ``--ray_address`` is one
+        sentence, not minutes of Ray's own retries."""
+        if not self.address or self.address == "auto":
+            return
+        host, _, port = self.address.rpartition("://")[2].rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--ray_address {self.address!r} is not HOST:PORT (ray start --head prints it)")
+        deadline = time.monotonic() + CONNECT_SECONDS
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+                return
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise ValueError(f"no Ray cluster answers at {self.address} (tried for {CONNECT_SECONDS} s: "
+                                     f"{e.strerror or e}). Check that 'ray start --head --port={port}' runs on "
+                                     f"{host} and that this machine can reach that port.") from None
+                time.sleep(1)
 
     def _connect(self):
         import sys

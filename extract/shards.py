@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from extract.video import DecodeError, decode_frames
+from extract.video import DecodeError, decode_frames, file_state, stop_decoders
 from records import schema, writer
 
 log = logging.getLogger(__name__)
@@ -47,14 +47,17 @@ def _decode_ahead(jobs, config, image_size, workers, in_flight):
 
     def decode(job):
         try:
-            decoded = decode_frames(job[1].path, config.fps, config.seconds, image_size)
+            decoded = decode_frames(job[1].path, config.fps, config.seconds, image_size, config.decode_timeout)
             return decoded, schema.thumbnail_jpeg(decoded.frames)
         except DecodeError as e:
             return e
-        except OSError as e:  # vanished, unreadable, a dangling link
+        except FileNotFoundError as e:  # vanished, a dangling link: retried if it comes back
             return DecodeError(f"cannot read file: {e}")
+        except OSError as e:  # a read error (a network file system...): worth another try
+            return DecodeError(f"cannot read file: {e}", transient=True)
 
     pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    finished = False
     try:
         jobs = iter(jobs)
         running = {pool.submit(decode, job): job for job in itertools.islice(jobs, in_flight)}
@@ -65,7 +68,10 @@ def _decode_ahead(jobs, config, image_size, workers, in_flight):
                 for next_job in itertools.islice(jobs, 1):
                     running[pool.submit(decode, next_job)] = next_job
                 yield job, future.result()
+        finished = True
     finally:
+        if not finished:  # interrupted, or the CNN failed: end the decoders now rather than wait for them
+            stop_decoders()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -165,8 +171,8 @@ class _ShardsUnderWay:
         self._writer(shard).write(example, video.video_id, video.label, len(features), warning)
         self._resolved(shard)
 
-    def fail(self, shard, video, reason):
-        self._writer(shard).record_error(video.video_id, reason)
+    def fail(self, shard, video, error):
+        self._writer(shard).record_error(video.video_id, str(error), error.transient, file_state(video.path))
         self._resolved(shard)
 
     def abandon(self):
@@ -216,13 +222,12 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
             progress.update(1)
         progress.note(f"{frames_done / (time.monotonic() - started):.1f} frames/s")
 
+    decoded = _decode_ahead(jobs, config, backbone.image_size, config.decoders(), in_flight=config.videos_in_flight())
     try:
-        decoded = _decode_ahead(jobs, config, backbone.image_size, config.decoders(),
-                                in_flight=config.videos_in_flight())
         for (shard, video), outcome in decoded:
             if isinstance(outcome, DecodeError):
                 log.warning("skipping %s: %s", video.video_id, outcome)
-                under_way.fail(shard, video, str(outcome))
+                under_way.fail(shard, video, outcome)
                 progress.update(1)
                 continue
             result, thumbnail = outcome
@@ -236,4 +241,6 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
     except BaseException:
         under_way.abandon()
         raise
+    finally:
+        decoded.close()  # now, not when the traceback lets go of it: an interrupt ends the decoders at once
     return len(jobs), frames_done

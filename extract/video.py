@@ -20,8 +20,10 @@ CPU; BENCHMARKS.md, section 6, says where the rest of the time goes).
 import functools
 import os
 import pathlib
+import re
 import shutil
 import subprocess
+import threading
 import typing
 
 import ffmpeg
@@ -33,7 +35,16 @@ VIDEO_EXTENSIONS = frozenset({
 
 
 class DecodeError(Exception):
-    """A video that yields no frames; the message says why, in a few words."""
+    """A video that yields no frames; the message says why, in a few words.
+
+    Attributes:
+      transient: the failure may not happen again (ffmpeg ran out of time or
+        was killed, the file could not be read): the same command retries it.
+    """
+
+    def __init__(self, reason, transient=False):
+        super().__init__(reason)
+        self.transient = transient
 
 
 class Decoded(typing.NamedTuple):
@@ -114,7 +125,10 @@ def _shorten(text, limit=300):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def decode_frames(path, fps, seconds, size, timeout=600):
+DEFAULT_TIMEOUT_SECONDS = 600
+
+
+def decode_frames(path, fps, seconds, size, timeout=DEFAULT_TIMEOUT_SECONDS):
     """Decodes the first ``seconds`` of a video at ``fps`` into square frames.
 
     Args:
@@ -140,7 +154,10 @@ def decode_frames(path, fps, seconds, size, timeout=600):
     if not result.stdout:
         # A clip shorter than half a frame period at ``fps`` (a single frame,
         # say) gets no frame from the fps filter: keep its first frame rather
-        # than drop the video.
+        # than drop the video, unless it is a picture (a PNG renamed .avi).
+        still = _still_image_format(path, timeout)
+        if still:
+            raise DecodeError(f"a still image ({still}), not a video")
         result = _run(ffmpeg_command(path, fps, seconds, size, 1, resample=False), timeout)
     frame_bytes = size * size * 3
     if not result.stdout:
@@ -152,14 +169,62 @@ def decode_frames(path, fps, seconds, size, timeout=600):
     return Decoded(frames, "decoded with errors: " + _shorten(complaints) if complaints else None)
 
 
-def _run(command, timeout):
-    try:
-        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+def _still_image_format(path, timeout):
+    """The name of ffmpeg's demuxer if it reads ``path`` as a still image
+    (``png_pipe``, ``jpeg_pipe``, ``image2``...), else None."""
+    command = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-i", "file:" + str(pathlib.Path(path).absolute())]
+    try:  # no output file: ffmpeg describes the input, then stops with an error
+        stderr = subprocess.run(command, capture_output=True, timeout=timeout, check=False).stderr
     except subprocess.TimeoutExpired:
-        raise DecodeError(f"ffmpeg did not finish within {timeout} s") from None
-    if result.returncode != 0:
-        raise DecodeError(_failure_reason(result.stderr))
-    return result
+        return None
+    match = re.search(r"^Input #0, ([^,\s]+)", stderr.decode("utf-8", "replace"), re.MULTILINE)
+    if match and (match.group(1).endswith("_pipe") or match.group(1) == "image2"):
+        return match.group(1)
+    return None
+
+
+# The ffmpeg processes this process is running, so that an interrupted run
+# can end them at once (``stop_decoders``) instead of waiting for them.
+_decoders = set()
+_decoders_lock = threading.Lock()
+
+
+def _run(command, timeout):
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with _decoders_lock:
+        _decoders.add(process)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise DecodeError(f"ffmpeg did not finish within {timeout:g} s (--decode_timeout)", transient=True) from None
+    finally:
+        with _decoders_lock:
+            _decoders.discard(process)
+    if process.returncode < 0:
+        raise DecodeError(f"ffmpeg was killed (signal {-process.returncode})", transient=True)
+    if process.returncode != 0:
+        raise DecodeError(_failure_reason(stderr))
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def stop_decoders():
+    """Kills the ffmpeg processes this process is running (an interrupted
+    run); their decodes fail, and nothing waits for them."""
+    with _decoders_lock:
+        for process in _decoders:
+            process.kill()
+
+
+def file_state(path):
+    """What tells whether a file changed since: its size and modification
+    time, or None if it cannot be read."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
 def max_frames_for(fps, seconds):

@@ -81,6 +81,20 @@ def exists(path):
     return _gfile().exists(str(path)) if is_remote(path) else os.path.exists(path)
 
 
+def size(path):
+    """Bytes in a file."""
+    return _gfile().stat(str(path)).length if is_remote(path) else os.path.getsize(path)
+
+
+def sha256(path):
+    """SHA-256 of a file's content, read in blocks."""
+    digest = hashlib.sha256()
+    with (_gfile().GFile(str(path), "rb") if is_remote(path) else open(path, "rb")) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def glob(pattern):
     """Sorted paths matching a glob pattern (hidden names only if the pattern
     spells out their leading dot)."""
@@ -92,6 +106,32 @@ def glob(pattern):
 def escape(name):
     """``name`` with glob wildcards escaped."""
     return glob_lib.escape(name)
+
+
+def check_folder_path(path, what):
+    """Refuses, before anything is written, a local path where a folder is
+    wanted but a file stands (at the path, or at one of its parents).
+
+    Args:
+      path: the folder (it may not exist yet).
+      what: how the user named it (``"--output_dir"``), for the message.
+
+    Raises:
+      ValueError: one sentence naming the path and the file in the way.
+    """
+    if is_remote(path):
+        return
+    path = os.path.abspath(path)
+    probe = path
+    while not os.path.isdir(probe):
+        if os.path.lexists(probe):
+            kind = "a link to nowhere" if os.path.islink(probe) and not os.path.exists(probe) else "a file"
+            where = "is" if probe == path else f"cannot be a folder: {probe} is"
+            raise ValueError(f"{what} {path} {where} {kind}, not a folder")
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
 
 
 def makedirs(path):

@@ -8,7 +8,7 @@ import numpy as np
 from common.console import a_few, tensorflow_error_text
 from records import files as files_lib
 from records import manifest as manifest_lib
-from records import schema
+from records import schema, writer
 from records.reader import list_files
 
 
@@ -129,6 +129,17 @@ def _manifest_problems(files, summary):
         summary["not_in_manifest"] = strays
         problems.append(f"{len(strays)} files are not shards that {manifest_lib.manifest_path(folder)} lists: "
                         f"{a_few(strays)} (left by another extraction?)")
+    for path in files:
+        if files_lib.basename(path) in strays:
+            continue
+        index = writer.read_committed_index(folder, files_lib.basename(path))
+        if index is None:
+            problems.append(f"{path} has no readable index ({writer.INDEX_DIR}/): its extraction did not finish it")
+        elif "sha256" in index and files_lib.sha256(path) != index["sha256"]:
+            summary.setdefault("not_as_written", []).append(path)
+            problems.append(f"{path} is not the shard its extraction wrote (its SHA-256 differs from its index's; "
+                            f"{index['records']} videos, {index['bytes']} bytes were written): another extraction's "
+                            "shard copied over it? Move it away and run the same python -m extract command again")
     if summary["examples"]:
         for key in ("feature_dim", "max_frames", "dtype"):
             if manifest.get(key) != summary[key]:

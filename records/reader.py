@@ -24,7 +24,7 @@ import os
 from common.console import a_few, tensorflow_error_text
 from records import files as files_lib
 from records import manifest as manifest_lib
-from records import schema
+from records import schema, writer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +51,12 @@ def list_files(pattern):
       NoShards: none does (the message says what to give instead: a folder's
         shards, or an extraction first).
     """
-    files = files_lib.glob(pattern)
+    pattern = str(pattern)
+    local = not files_lib.is_remote(pattern)
+    files = [path for path in files_lib.glob(pattern) if not (local and os.path.isdir(path))]
     if files:
         return files
-    pattern = str(pattern)
-    if not files_lib.is_remote(pattern) and os.path.isdir(pattern):
+    if local and os.path.isdir(pattern):
         example = files_lib.join(pattern, "train-*.tfrecord")
         raise NoShards(f"{pattern!r} is a folder; give a pattern of its shards, e.g. '{example}'")
     folder = files_lib.dirname(pattern) or "."
@@ -75,6 +76,7 @@ class ShardSet:
       manifest: its manifest.
       files: the matched shard files, sorted.
       splits: the splits they make up, each whole.
+      indexes: shard file name -> its index (which videos it holds).
     """
 
     pattern: str
@@ -82,10 +84,15 @@ class ShardSet:
     manifest: dict
     files: list
     splits: list
+    indexes: dict
 
     @property
     def videos(self):
         return sum(self.manifest["splits"][split]["videos"] for split in self.splits)
+
+    def video_ids(self):
+        """The ids of the videos these shards hold (from their indexes)."""
+        return {video["video_id"] for index in self.indexes.values() for video in index["videos"]}
 
     @property
     def spec(self):
@@ -102,8 +109,10 @@ def open_shards(pattern):
     Raises:
       NoShards: no file matches.
       ValueError: the files span several folders; the folder has no complete,
-        readable manifest; a matched file that the manifest does not list;
-        a listed shard of a matched split that is missing.
+        readable manifest; a matched file that the manifest does not list,
+        or that is not the file its extraction wrote (another size than its
+        index says: another extraction's shard copied over it); a listed
+        shard of a matched split that is missing.
     """
     files = list_files(pattern)
     folders = {files_lib.dirname(f) for f in files}
@@ -134,7 +143,16 @@ def open_shards(pattern):
         if missing:
             raise ValueError(f"{pattern!r} matches {len(matched)} of the {split!r} split's shards; use a pattern "
                              f"that matches all of them, e.g. '{files_lib.join(folder, split)}-*.tfrecord'")
-    return ShardSet(str(pattern), folder, manifest, files, splits)
+    indexes = {}
+    for name in sorted(matched):
+        index = writer.read_committed_index(folder, name)
+        mismatch = writer.content_mismatch(folder, name, index) if index else "it has no readable index"
+        if mismatch:
+            raise ValueError(f"{files_lib.join(folder, name)} is not the shard its extraction wrote: {mismatch}. "
+                             "Was another extraction's shard copied over it? Move it away and run the same "
+                             "python -m extract command again to extract it anew.")
+        indexes[name] = index
+    return ShardSet(str(pattern), folder, manifest, files, splits, indexes)
 
 
 def parse_batch(serialized, spec, dtype):

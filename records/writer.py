@@ -15,6 +15,12 @@ exist, and each of them appears whole or not at all:
 
 A process killed at any moment leaves either a finished shard or one that
 the next run writes again from scratch.
+
+The index also says what identifies the shard's content (``records``,
+``bytes``, ``sha256``): readers check the size of every shard cheaply before
+they start, ``python -m records inspect`` the records and the checksum, so
+that a shard copied over from another extraction is refused by name rather
+than read as this one's.
 """
 
 import contextlib
@@ -60,6 +66,18 @@ def read_committed_index(output_dir, name):
     return stored
 
 
+def content_mismatch(output_dir, name, index):
+    """Why the shard file ``name`` is not the one ``index`` describes (its
+    size differs), or None. Indexes of older versions say nothing to check."""
+    if "bytes" not in index:
+        return None
+    size = files.size(files.join(output_dir, name))
+    if size != index["bytes"]:
+        return (f"it has {size} bytes where its index ({INDEX_DIR}/{name}.json) says {index['bytes']} "
+                f"({index['records']} videos)")
+    return None
+
+
 def partial_files(output_dir, name):
     """Leftovers (beside the shard, on a local disk) of unfinished attempts at shard ``name``."""
     if files.is_remote(output_dir):
@@ -101,9 +119,13 @@ class ShardWriter:
             entry["warning"] = warning
         self.videos.append(entry)
 
-    def record_error(self, video_id, reason):
-        """Notes a video of this shard that could not be extracted."""
-        self.errors.append({"video_id": video_id, "reason": reason})
+    def record_error(self, video_id, reason, transient=False, file_state=None):
+        """Notes a video of this shard that could not be extracted: why,
+        whether the failure may pass (a timeout...), and the state of its file
+        then (``{"size", "mtime_ns"}`` or None), so that a later run retries
+        it if the file changes."""
+        self.errors.append({"video_id": video_id, "reason": reason, "transient": bool(transient),
+                            "file": file_state})
 
     def commit(self):
         """Makes the shard visible under its final name, with its index.
@@ -114,7 +136,8 @@ class ShardWriter:
         self._writer.close()
         with open(self._partial, "rb") as f:
             os.fsync(f.fileno())
-        index = {"shard": self.name, "videos": self.videos, "errors": self.errors}
+        index = {"shard": self.name, "records": len(self.videos), "bytes": os.path.getsize(self._partial),
+                 "sha256": files.sha256(self._partial), "videos": self.videos, "errors": self.errors}
         index_file = index_path(self.output_dir, self.name)
         files.makedirs(files.dirname(index_file))
         if files.is_remote(self.output_dir):

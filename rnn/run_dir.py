@@ -144,6 +144,12 @@ def open_run_folder(run_dir, restart):
         another process is using it.
     """
     run_dir = pathlib.Path(run_dir)
+    try:
+        files.check_folder_path(run_dir.parent, "--logdir")
+        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, EVAL_EVENTS, CHECKPOINTS, BEST))):
+            files.check_folder_path(folder, "the run folder" if folder == run_dir else "the run's folder")
+    except ValueError as e:
+        raise RunFolderError(str(e)) from None
     _refuse_foreign_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -1,8 +1,15 @@
 """Shared fixtures: synthetic videos made with ffmpeg, the real clips folder,
-and a private cache for converted weights."""
+a private cache for converted weights, and processes that end with their test.
 
+Every process a test starts runs in its own process group and has a time
+limit: on a failure or a timeout the whole group (ffmpeg, Ray and TensorFlow
+children included) is killed, so that a slow machine gives a failing test
+with a reason, never a hung suite."""
+
+import contextlib
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,10 +39,44 @@ def make_video(path, duration, size=(320, 240), rate=25, source="testsrc2", inpu
     return path
 
 
-def run_cli(*args, timeout=600):
-    """Runs ``python -m <args>`` from the repository; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+def _kill_group(process):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def started(command, **options):
+    """Starts ``command`` (a list) in its own process group and yields the
+    ``Popen``; when the block ends, by success, failure or timeout, whatever
+    of the group still runs is killed and reaped."""
+    process = subprocess.Popen([str(part) for part in command], start_new_session=True,
+                               **{"cwd": REPO, **options})
+    try:
+        yield process
+    finally:
+        _kill_group(process)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.communicate(timeout=30)
+
+
+def run(command, timeout=600, **options):
+    """Runs ``command`` to its end like ``subprocess.run(capture_output=True,
+    text=True)``, within ``timeout`` seconds (then the test fails, naming it,
+    and the process group is killed)."""
+    with started(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(map(str, command))} did not finish within {timeout} s; it was killed. "
+                        f"Last output: {(stderr or '')[-2000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_cli(*args, timeout=600, **options):
+    """Runs ``python -m <args>`` from the repository (see ``run``)."""
+    return run([sys.executable, "-m", *args], timeout=timeout, **options)
 
 
 def assert_features_are_the_stored_models(output, videos):

@@ -7,13 +7,15 @@ from records import manifest as manifest_lib
 from records import schema, writer
 
 
-def write_split(output_dir, split, examples, max_frames, dtype="float32", shards=2):
-    """Writes ``examples`` (``(features [n, D], label, label_name)``) into committed shards."""
+def write_split(output_dir, split, examples, max_frames, dtype="float32", shards=2, ids_as=None):
+    """Writes ``examples`` (``(features [n, D], label, label_name)``) into
+    committed shards; video ids are ``LABEL/SPLIT_I.avi`` (with ``ids_as``
+    in place of the split: the same videos as another split's)."""
     names = []
     for shard in range(shards):
         shard_writer = writer.ShardWriter(output_dir, writer.shard_name(split, shard, shards))
         for i, (features, label, label_name) in list(enumerate(examples))[shard::shards]:
-            video_id = f"{label_name}/{split}_{i}.avi"
+            video_id = f"{label_name}/{ids_as or split}_{i}.avi"
             shard_writer.write(schema.encode_video(video_id, label, label_name, features, max_frames, 5.0, dtype),
                                video_id, label, len(features))
         shard_writer.commit()
@@ -21,7 +23,7 @@ def write_split(output_dir, split, examples, max_frames, dtype="float32", shards
     return {"videos": len(examples), "failed": 0, "shards": names}
 
 
-def write_extraction(output_dir, splits, class_names, max_frames, dtype="float32", backbone="synthetic"):
+def write_extraction(output_dir, splits, class_names, max_frames, dtype="float32", backbone="synthetic", ids_as=None):
     """Writes shards for each split (name -> examples) and a complete manifest."""
     output_dir.mkdir(parents=True, exist_ok=True)
     feature_dim = len(next(iter(splits.values()))[0][0][0])
@@ -30,7 +32,7 @@ def write_extraction(output_dir, splits, class_names, max_frames, dtype="float32
         "feature_dim": feature_dim,
         "fps": 5.0, "seconds": max_frames / 5.0, "max_frames": max_frames, "dtype": dtype,
         "class_names": class_names,
-        "splits": {name: write_split(output_dir, name, examples, max_frames, dtype)
+        "splits": {name: write_split(output_dir, name, examples, max_frames, dtype, ids_as=ids_as)
                    for name, examples in splits.items()},
     }
     manifest_lib.write_manifest(output_dir, manifest)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import REPO, run
 from features import temporal_order_examples, write_extraction
 from rnn import distribute
 
@@ -65,7 +65,7 @@ def test_mirrored_over_two_replicas_follows_the_one_device_trajectory(order_task
                 eval_pattern={str(order_task / "test-*.tfrecord")!r}, logdir={str(tmp_path)!r}, run_name=name,
                 steps=30, log_every=1, eval_every=30, checkpoint_every=30, strategy=name, clip_norm=0.5))
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = run([sys.executable, "-c", script])
     assert result.returncode == 0, result.stderr
     assert "MirroredStrategy: 2 replica(s)" in result.stderr
     for tag, tolerance in (("metrics/loss", 2e-4), ("optim/gradient_norm", 2e-3)):
@@ -89,14 +89,14 @@ def _start_workers(order_task, logdir, steps):
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         workers.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True))
+                                        text=True, start_new_session=True))
     return workers
 
 
 def _stop(workers):
     for worker in workers:
         if worker.poll() is None:
-            worker.send_signal(signal.SIGKILL)
+            os.killpg(worker.pid, signal.SIGKILL)
         worker.communicate(timeout=60)
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_features_are_the_stored_models, make_video, run_cli
+from conftest import assert_features_are_the_stored_models, make_video, run, run_cli, started
 from extract import dataset, local_runner, plan, shards
 from records import files, schema
 from records.inspect import inspect
@@ -172,16 +172,12 @@ def test_killed_run_resumes_with_every_video_exactly_once(video_folder, tmp_path
     output = tmp_path / "out"
     command = [sys.executable, "-m", "extract", "--videos", str(video_folder), "--output_dir", str(output),
                "--videos_per_shard", "2", "--batch_size", "4", "--decode_workers", "1", "--progress=false"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with started(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
         deadline = time.monotonic() + 300
         while not list(output.glob("*.tfrecord")) and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
-        process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
+        process.wait(timeout=60)
     finished = _shard_stats(output)
     planned = json.loads((output / "manifest.json").read_text())
     assert not planned["complete"]
@@ -189,7 +185,7 @@ def test_killed_run_resumes_with_every_video_exactly_once(video_folder, tmp_path
     total_shards = 10  # 18 videos: 14 train + 4 test at 2 per shard (see the plan)
     assert len(finished) < total_shards, "the run finished before it could be killed"
 
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    result = run(command)
     assert result.returncode == 3, result.stderr
     assert f"{len(finished)} already done" in result.stdout
     # Shards finished before the kill were kept as they were.
@@ -406,8 +402,7 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(video_folder, tmp_path):
     script = (f"mount -t tmpfs -o size=400k tmpfs {output} && exec {sys.executable} -m extract --videos "
               f"{video_folder} --output_dir {output} --videos_per_shard 2 --progress=false")
     try:
-        result = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True,
-                                timeout=300)
+        result = run(["unshare", "-rm", "sh", "-c", script], timeout=300)
     except FileNotFoundError:
         pytest.skip("unshare is not available")
     if "mount" in result.stderr and "Traceback" not in result.stderr and result.returncode != 1:
@@ -423,12 +418,12 @@ def test_sigterm_stops_like_ctrl_c(video_folder, tmp_path):
     output = tmp_path / "out"
     command = [sys.executable, "-m", "extract", "--videos", str(video_folder), "--output_dir", str(output),
                "--videos_per_shard", "2", "--progress=false"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list(output.glob("*.tfrecord")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    with started(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 300
+        while not list(output.glob("*.tfrecord")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted: finished shards are kept; run the same command again to resume" in stderr
     assert not list(output.glob(".*.partial"))  # the unfinished shard was cleaned up

@@ -2,12 +2,11 @@
 predict on held-out videos."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 
-from conftest import run_cli
+from conftest import run as run_process, run_cli
 from extract.video import decode_frames
 from predict import Predictor
 from records.inspect import inspect, iterate_videos
@@ -63,8 +62,8 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     # Hardening 15: a video whose name starts with "-" goes after "--".
     dashed = tmp_path / "-clip.avi"
     dashed.write_bytes((videos / held_out[0]).read_bytes())
-    result = subprocess.run([sys.executable, "-m", "predict", "--run", str(run), "--", "-clip.avi"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = run_process([sys.executable, "-m", "predict", "--run", run, "--", "-clip.avi"], cwd=tmp_path,
+                         timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1] == "-clip.avi"
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, make_video
+from conftest import REPO, make_video, run
 
 pytest.importorskip("ray")
 
@@ -58,8 +58,7 @@ def _command(clips, output, *extra):
 
 
 def _extract(clips, output, *extra, env=None):
-    return subprocess.run(_command(clips, output, *extra), cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=env)
+    return run(_command(clips, output, *extra), env=env)
 
 
 def _assert_same_as_reference(output, reference):
@@ -176,6 +175,14 @@ def _kill(pid):
         pass
 
 
+def _end(process):
+    """Kills a run started by ``_start`` and its process group (the driver and its children)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 @pytest.fixture()
 def cluster(ray_env):
     started = _Cluster(ray_env)
@@ -188,7 +195,7 @@ def cluster(ray_env):
 def _start(clips, output, cluster):
     return subprocess.Popen(_command(clips, output, "--runner", "ray", "--ray_address", cluster.address,
                                      "--ray_cpus_per_worker", 1), cwd=REPO, env=cluster.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _wait_for(condition, process, what, seconds=300):
@@ -209,7 +216,7 @@ def _run_and_disrupt(clips, reference, output, cluster, ready, what, disrupt):
         disrupt()
         stdout, stderr = process.communicate(timeout=600)
     finally:
-        _kill(process.pid)
+        _end(process)
     assert process.returncode == 0, stderr
     assert "24 written, 0 failed" in stdout
     _assert_same_as_reference(output, reference)
@@ -240,15 +247,14 @@ def test_killed_driver_then_the_same_command_does_only_the_missing_shards(clips,
     process = _start(clips, output, cluster)
     try:
         _wait_for(lambda: len(list(output.glob("*.tfrecord"))) >= 2, process, "two shards were committed")
-        _kill(process.pid)
+        _end(process)
         process.wait()
     finally:
-        _kill(process.pid)
+        _end(process)
     done = {path.name: path.stat().st_mtime_ns for path in output.glob("*.tfrecord")}
     assert 2 <= len(done) < 12
-    again = subprocess.run(_command(clips, output, "--runner", "ray", "--ray_address", cluster.address,
-                                    "--ray_cpus_per_worker", 1), cwd=REPO, env=cluster.env, capture_output=True,
-                           text=True, timeout=600)
+    again = run(_command(clips, output, "--runner", "ray", "--ray_address", cluster.address,
+                         "--ray_cpus_per_worker", 1), env=cluster.env)
     assert again.returncode == 0, again.stderr
     assert f"{12 - len(done)} of 12 shards to do" in again.stderr
     after = {path.name: path.stat().st_mtime_ns for path in output.glob("*.tfrecord")}

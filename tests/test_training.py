@@ -219,26 +219,27 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(order_task, tmp
     import sys
     import time
 
-    from conftest import REPO
+    from conftest import run, started
 
     command = [sys.executable, "train.py", "--units", "32", "--steps", "100000", "--logdir", str(tmp_path),
                "--train_pattern", str(order_task / "train-*.tfrecord"),
                "--eval_pattern", str(order_task / "test-*.tfrecord")]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / "gru" / "checkpoints"
-    deadline = time.monotonic() + 300
-    while tf.train.latest_checkpoint(checkpoints) is None:
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint: " + process.communicate()[1]
-        time.sleep(0.2)
-    time.sleep(1.0)  # some steps past the periodic checkpoint
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
+    with started(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 300
+        while tf.train.latest_checkpoint(checkpoints) is None:
+            assert process.poll() is None, "the run ended without a checkpoint: " + process.communicate()[1]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+        time.sleep(1.0)  # some steps past the periodic checkpoint
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
     interrupted_at = int(re.search(r"interrupted at step (\d+)", stderr).group(1))
     assert tf.train.latest_checkpoint(checkpoints).endswith(f"ckpt-{interrupted_at}")
 
     command[command.index("100000")] = str(interrupted_at + 5)
-    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    resumed = run(command, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"(step {interrupted_at})" in resumed.stderr
     assert f"step {interrupted_at + 5}:" in resumed.stdout
