@@ -37,6 +37,8 @@ class Predictor:
     """
 
     def __init__(self, run_dir):
+        from extract.backbones import Backbone
+
         try:
             run = run_dir_lib.read_run_file(run_dir)
             if run is None:
@@ -47,7 +49,8 @@ class Predictor:
             weights = self.extraction["weights"]
             if weights not in ("imagenet", "none") and not os.path.isfile(weights):
                 raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
-            self.backbone = run_dir_lib.load_backbone(run_dir, self.extraction)
+            self.backbone = Backbone(self.extraction["backbone"], weights, precision=self.extraction["precision"],
+                                     model=run_dir_lib.backbone_model(run_dir, self.extraction))
         except run_dir_lib.RunFolderError as e:
             raise ValueError(str(e)) from None
 

@@ -98,22 +98,20 @@ def keep_backbone_model(run_dir, extraction, features_folder):
     files.write_bytes_atomic(pathlib.Path(run_dir) / BACKBONE_MODEL_FILE, content)
 
 
-def load_backbone(run_dir, extraction):
-    """The feature extractor that made a run's training features: same
-    backbone, weights and precision, and for int8 the same model bytes.
+def backbone_model(run_dir, extraction):
+    """The run's copy of its training features' quantized CNN (bytes), or
+    None if those features have none (float32, or older extractions).
 
     Raises:
-      RunFolderError: an int8 run whose copy of the model is missing or damaged.
+      RunFolderError: the copy is missing or damaged.
     """
-    from extract.backbones import Backbone
-
-    model = None
-    if "model" in extraction:
-        model = manifest_lib.read_model(run_dir, extraction["model"])
-        if model is None:
-            raise RunFolderError(f"{pathlib.Path(run_dir) / BACKBONE_MODEL_FILE} is missing or damaged; run the "
-                                 "same train.py command again to copy it from the training features' folder")
-    return Backbone(extraction["backbone"], extraction["weights"], precision=extraction["precision"], model=model)
+    if "model" not in extraction:
+        return None
+    model = manifest_lib.read_model(run_dir, extraction["model"])
+    if model is None:
+        raise RunFolderError(f"{pathlib.Path(run_dir) / BACKBONE_MODEL_FILE} is missing or damaged; run the "
+                             "same train.py command again to copy it from the training features' folder")
+    return model
 
 
 def own_files(run_dir):

@@ -118,8 +118,8 @@ def test_extract_cli_end_to_end_with_broken_files(video_folder, tmp_path):
     assert "cuInit" not in result.stderr and "cuda drivers" not in result.stderr
 
     errors = (output / "errors.tsv").read_text().splitlines()
-    assert errors[0] == "video\treason"
-    reasons = dict(line.split("\t") for line in errors[1:])
+    assert errors[0] == "video\treason\tshard"
+    reasons = dict(line.split("\t")[:2] for line in errors[1:])
     assert set(reasons) == set(EXPECTED_FAILURES)
     for video_id, reason in EXPECTED_FAILURES.items():
         assert reason in reasons[video_id]
@@ -448,8 +448,8 @@ def test_failures_round_trip_and_are_counted_once(tmp_path):
     summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(weights="none"),
                                    show_progress=False, backbone=_RecordingBackbone())
     header, rows = files.read_tsv(tmp_path / "out" / "errors.tsv")
-    assert header == ["video", "reason"]
-    reasons = dict(rows)
+    assert header == ["video", "reason", "shard"]
+    reasons = {video: reason for video, reason, _ in rows}
     assert "empty file" in reasons[odd]
     assert "listed in trainlist01.txt but not found" in reasons["Archery/v_Archery_g09_c01.avi"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -1,6 +1,7 @@
 """Record schema round trip and the all-or-nothing shard writer."""
 
 import glob
+import hashlib
 import os
 
 import numpy as np
@@ -50,7 +51,11 @@ def test_shard_is_invisible_until_committed(tmp_path):
     index = shard.commit()
     assert glob.glob(str(tmp_path / "*.tfrecord")) == [str(tmp_path / "train-00000-of-00002.tfrecord")]
     assert writer.read_committed_index(tmp_path, "train-00000-of-00002.tfrecord") == index
-    assert index["errors"] == [{"video_id": "a/2.mp4", "reason": "empty file (0 bytes)"}]
+    assert index["errors"] == [{"video_id": "a/2.mp4", "reason": "empty file (0 bytes)", "transient": False,
+                                "file": None}]
+    content = (tmp_path / "train-00000-of-00002.tfrecord").read_bytes()
+    assert (index["records"], index["bytes"]) == (1, len(content))
+    assert index["sha256"] == hashlib.sha256(content).hexdigest()
     summary = inspect(tmp_path / "*.tfrecord", per_video=True)
     assert summary["examples"] == 1 and summary["videos"] == {"a/1.mp4": 2}
     assert (summary["feature_dim"], summary["max_frames"], summary["dtype"]) == (4, 3, "float32")
