@@ -2,6 +2,7 @@
 TensorFlow imported without its start-up noise, and progress that shows as a
 bar on a terminal and as periodic log lines elsewhere."""
 
+import collections
 import contextlib
 import datetime
 import logging
@@ -197,14 +198,70 @@ def a_few(names, limit=3):
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def seconds_since_start():
+    """Wall time since this process started (its start-up included: the
+    interpreter, imports), from the kernel's record where there is one."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()
+
+
 def _duration(seconds):
     return str(datetime.timedelta(seconds=int(seconds)))
+
+
+class RecentRate:
+    """How fast a count grows over the last ``window`` seconds (a moving
+    window): after a stall, rates and times left follow what happens now, not
+    the average since the start.
+
+    Args:
+      window: seconds of history that count.
+      now: the time the count starts at 0.
+    """
+
+    def __init__(self, window, now):
+        self.window = window
+        self.total = 0
+        self._samples = collections.deque([(now, 0)])
+
+    def add(self, amount, now):
+        self.total += amount
+        self._samples.append((now, self.total))
+        self._forget(now)
+
+    def _forget(self, now):
+        """Keeps one sample at or before the window's start (the count there)."""
+        while len(self._samples) > 1 and self._samples[1][0] <= now - self.window:
+            self._samples.popleft()
+
+    def per_second(self, now):
+        """The rate over the window, up to ``now`` (idle time counts); 0 if
+        nothing happened in it."""
+        self._forget(now)
+        first_time, first_total = self._samples[0]
+        # The oldest sample kept may predate the window: the count stood at
+        # its total until the next sample, so the window starts there.
+        first_time = max(first_time, now - self.window)
+        return (self.total - first_total) / max(now - first_time, 1e-9)
 
 
 class Progress:
     """Progress of a long job: a tqdm bar when ``show_bar`` and stderr is a
     terminal; otherwise (``--progress=false``, output to a file) a log line
     every ``log_seconds`` with the count, rate and time left.
+
+    Rates and the time left follow the last ``RATE_WINDOW`` seconds (the
+    bar's own estimate is tqdm's moving average), so a stall long ago does not
+    make them lie.
 
     Args:
       total: units of work in all.
@@ -213,13 +270,23 @@ class Progress:
       show_bar: a bar if stderr is a terminal.
       log_seconds: seconds between log lines when there is no bar.
       initial: units already done (a resumed job).
+      work_unit: the name of a second quantity whose recent rate is shown
+        ("frames": "155.0 frames/s"), counted by ``update(work=...)``.
+      clock: the time source (for tests).
     """
 
-    def __init__(self, total, unit, description, show_bar=True, log_seconds=30.0, initial=0):
+    RATE_WINDOW = 60.0
+
+    def __init__(self, total, unit, description, show_bar=True, log_seconds=30.0, initial=0, work_unit=None,
+                 clock=time.monotonic):
         self.total, self.unit, self.description = total, unit, description
         self._done = self._initial = initial
         self._log_seconds = log_seconds
-        self._started = self._last_log = time.monotonic()
+        self._clock = clock
+        self._started = self._last_log = clock()
+        self._units = RecentRate(self.RATE_WINDOW, self._started)
+        self._work_unit = work_unit
+        self._work = RecentRate(self.RATE_WINDOW, self._started)
         self._note = ""
         self._bar = None
         if show_bar and sys.stderr.isatty():
@@ -236,29 +303,39 @@ class Progress:
     def __exit__(self, *exc_info):
         self.close()
 
-    def update(self, count=1):
+    def update(self, count=1, work=0):
+        """``count`` more units done (and ``work`` more of the work unit)."""
+        now = self._clock()
         self._done += count
+        self._units.add(count, now)
+        self._work.add(work, now)
         if self._bar is not None:
             self._bar.update(count)
-        elif time.monotonic() - self._last_log >= self._log_seconds:
+            if self._work_unit:
+                self._bar.set_postfix_str(self._notes(now), refresh=False)
+        elif now - self._last_log >= self._log_seconds:
             self.log_line()
 
     def note(self, text):
-        """Shows ``text`` (e.g. "155 frames/s") beside the count."""
+        """Shows ``text`` (e.g. "loss 0.31") beside the count."""
         self._note = text
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.set_postfix_str(self._notes(self._clock()), refresh=False)
+
+    def _notes(self, now):
+        rate = [f"{self._work.per_second(now):.1f} {self._work_unit}/s"] if self._work_unit else []
+        return ", ".join(rate + ([self._note] if self._note else []))
 
     def log_line(self):
-        """Logs where the job stands: count, share, note, time left."""
-        now = time.monotonic()
+        """Logs where the job stands: count, share, notes, time left (at the recent rate)."""
+        now = self._clock()
         self._last_log = now
-        rate = (self._done - self._initial) / max(now - self._started, 1e-9)
+        rate = self._units.per_second(now)
         left = f"ETA {_duration((self.total - self._done) / rate)}" if rate > 0 else "ETA unknown"
         share = 100.0 * self._done / self.total if self.total else 100.0
-        note = f", {self._note}" if self._note else ""
+        notes = self._notes(now)
         log.info("%s: %d/%d %ss (%.0f %%)%s, %s elapsed, %s", self.description, self._done, self.total, self.unit,
-                 share, note, _duration(now - self._started), left)
+                 share, f", {notes}" if notes else "", _duration(now - self._started), left)
 
     def close(self):
         if self._bar is not None:

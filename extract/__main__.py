@@ -183,7 +183,7 @@ def main(argv):
         split_source = {"test_fraction": FLAGS.test_fraction}
     try:
         video_set = dataset.load_videos(videos_dir, FLAGS.splits_dir, int(FLAGS.split), FLAGS.test_fraction,
-                                        FLAGS.class_depth)
+                                        FLAGS.class_depth if FLAGS["class_depth"].present else None)
         _describe(video_set)
         _warn_if_inside(FLAGS.output_dir, videos_dir)
         summary = extraction.run(video_set, FLAGS.output_dir, config, runner, split_source=split_source,
@@ -194,6 +194,7 @@ def main(argv):
     except KeyboardInterrupt:
         print("\ninterrupted: finished shards are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    summary.wall_seconds = console.seconds_since_start()  # the whole command, start-up included
     print(summary)
     return EXIT_SOME_FAILED if summary.failed else 0
 

@@ -258,9 +258,15 @@ def class_of(video_id, class_depth=1):
     return parts[class_depth - 1] if len(parts) > class_depth else None
 
 
-def _layout_notices(listing, class_depth):
+def _layout_notices(listing, class_depth, depth_given):
     """Class folders that hold no video, or hold videos only in subfolders
-    (a sign that the classes sit one level deeper)."""
+    (a sign that the classes sit one level deeper).
+
+    Raises:
+      ValueError: every class folder holds videos only in subfolders and the
+        depth was not given: the classes almost surely sit one level deeper,
+        and extracting the source folders as classes would waste the run.
+    """
     class_folders = sorted(f for f in listing.folders if f.count("/") == class_depth - 1)
     holding = {"/".join(f.split("/")[:class_depth]) for f in listing.files if f.count("/") >= class_depth}
     direct = {f.rsplit("/", 1)[0] for f in listing.files if f.count("/") == class_depth}
@@ -269,6 +275,11 @@ def _layout_notices(listing, class_depth):
     if empty:
         notices.append(f"{len(empty)} class folders hold no video and are left out: {a_few(empty, 5)}")
     nested = sorted(holding - direct)
+    if nested and nested == sorted(holding) and not depth_given:
+        raise ValueError(f"all {len(holding)} class folders hold videos only in subfolders ({a_few(nested)}): "
+                         f"the classes seem to sit one level deeper. Use --class_depth {class_depth + 1} if the "
+                         f"subfolders are the classes (VIDEOS/source/Class/clip.avi), or --class_depth "
+                         f"{class_depth} to take these folders as the classes.")
     if nested:
         notices.append(f"{len(nested)} of {len(holding)} class folders hold videos only in subfolders "
                        f"({a_few(nested)}): if the subfolders are the classes, use --class_depth {class_depth + 1}")
@@ -291,7 +302,7 @@ def _test_split_notices(videos, splits, class_names, test_fraction):
     return [notice]
 
 
-def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_depth=1):
+def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_depth=None):
     """Finds the videos, labels them and assigns them to splits.
 
     Args:
@@ -300,18 +311,23 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
         ``trainlistNN.txt`` and ``testlistNN.txt``.
       split: which official split (1, 2 or 3) to use with ``splits_dir``.
       test_fraction: without ``splits_dir``, share of groups held out for test.
-      class_depth: depth of the class folders below ``videos_dir``.
+      class_depth: depth of the class folders below ``videos_dir``; None
+        means 1, but refuses a layout whose every class folder holds videos
+        only in subfolders (give 1 explicitly to accept it).
 
     Returns:
       A ``VideoSet``.
 
     Raises:
-      ValueError: no videos, split files that are missing or malformed, or a
-        video listed in both the train and the test list.
+      ValueError: no videos, split files that are missing or malformed, a
+        video listed in both the train and the test list, or a nested layout
+        without ``class_depth``.
     """
     videos_dir = pathlib.Path(videos_dir).absolute()
     if not videos_dir.is_dir():
         raise ValueError(f"--videos {videos_dir} is not a folder")
+    depth_given = class_depth is not None
+    class_depth = class_depth or 1
     check_class_depth(class_depth)
     if splits_dir is not None and class_depth != 1:
         raise ValueError("--splits_dir (UCF-101's lists name Class/clip paths) needs --class_depth 1")
@@ -320,7 +336,7 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
         raise ValueError(f"no video files ({' '.join(sorted(VIDEO_EXTENSIONS))}) found under {videos_dir}")
     notices = [f"{len(listing.skipped)} paths left out so that each video is listed once: "
                + a_few([f"{path} ({reason})" for path, reason in listing.skipped], 5)] if listing.skipped else []
-    notices += _layout_notices(listing, class_depth)
+    notices += _layout_notices(listing, class_depth, depth_given)
     where = "a class folder" if class_depth == 1 else f"a class folder at depth {class_depth}"
     class_folder = {f: class_of(f, class_depth) for f in listing.files}
     problems = [(f, f"not inside {where} (put each video in a subfolder named after its class)", None)

@@ -27,7 +27,8 @@ class Summary:
     """What a run did (``written``/``failed`` count the whole output folder).
 
     ``extract_seconds`` is the time spent decoding and running the CNN;
-    ``wall_seconds`` also counts start-up (listing, loading the model).
+    ``wall_seconds`` also counts start-up (listing, loading the model; the
+    command sets it to its own wall time, Python's start-up included).
     """
 
     output_dir: str
@@ -61,7 +62,7 @@ class Summary:
             ]
         else:
             lines.append(f"this run: nothing to do, all {self.shards_done_before} shards were done "
-                         f"({self.wall_seconds:.1f} s)")
+                         f"({self.wall_seconds:.1f} s wall time)")
         if self.retried:
             lines.append(f"retried {self.retried} videos that had failed (a timeout, a read error, or a file that "
                          f"changed since): {self.retried - self.retried_still_failing} now written, "

@@ -39,7 +39,8 @@ class LocalRunner:
                                                          precision=config.precision, model=plan.model)
         started = time.monotonic()
         total = sum(len(shard.videos) for shard in plan.pending)
-        with console.Progress(total, "video", "extracting", self.show_progress, self.progress_seconds) as progress:
+        with console.Progress(total, "video", "extracting", self.show_progress, self.progress_seconds,
+                              work_unit="frames") as progress:
             videos, frames = shards.extract_shards(plan.pending, plan.output_dir, backbone, config, progress)
         return videos, frames, time.monotonic() - started
 

@@ -192,7 +192,7 @@ class RayRunner:
         started = None  # when the first worker is ready: start-up is not extraction time
         last_alive = time.monotonic()
         with console.Progress(total, "video", "extracting (ray)", self.show_progress,
-                              self.progress_seconds) as progress:
+                              self.progress_seconds, work_unit="frames") as progress:
             while to_do or in_flight:
                 while idle and to_do:
                     actor, shard = idle.pop(), to_do.pop(0)
@@ -230,6 +230,5 @@ class RayRunner:
                     videos += shard_videos
                     frames += shard_frames
                     idle.append(actor)
-                    progress.update(len(shard.videos))
-                    progress.note(f"{frames / (time.monotonic() - started):.1f} frames/s")
+                    progress.update(len(shard.videos), work=shard_frames)
         return videos, frames, time.monotonic() - (started or time.monotonic())

@@ -24,7 +24,6 @@ import collections
 import concurrent.futures
 import itertools
 import logging
-import time
 
 import numpy as np
 
@@ -183,10 +182,7 @@ class _ShardsUnderWay:
 
 
 class _NoProgress:
-    def update(self, count=1):
-        pass
-
-    def note(self, text):
+    def update(self, count=1, work=0):
         pass
 
 
@@ -200,8 +196,8 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
         frames ``[B, S, S, 3]`` to features and has ``image_size`` and
         ``default_batch_size``).
       config: the ``plan.ExtractConfig``.
-      progress: gets ``update(1)`` per video and ``note("... frames/s")``
-        (a ``console.Progress``); None for none.
+      progress: gets ``update(1, work=frames)`` per video (a
+        ``console.Progress`` counting frames as its work); None for none.
 
     Returns:
       ``(videos, frames)`` extracted by this call.
@@ -212,15 +208,13 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
     under_way = _ShardsUnderWay(output_dir, shards, config)
     batcher = FrameBatcher(config.batch_size_for(backbone))
     frames_done = 0
-    started = time.monotonic()
 
     def write(finished_videos):
         nonlocal frames_done
         for (shard, video, warning, thumbnail), features in finished_videos:
             under_way.write(shard, video, features, warning, thumbnail)
             frames_done += len(features)
-            progress.update(1)
-        progress.note(f"{frames_done / (time.monotonic() - started):.1f} frames/s")
+            progress.update(1, work=len(features))
 
     decoded = _decode_ahead(jobs, config, backbone.image_size, config.decoders(), in_flight=config.videos_in_flight())
     try:

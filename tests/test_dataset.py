@@ -193,7 +193,13 @@ def test_nested_layout_is_flagged_and_class_depth_reads_it(tmp_path):
     --class_depth 2; the layout is flagged; empty class folders are reported."""
     _touch(tmp_path, "hmdb/wave/a.avi", "hmdb/wave/b.avi", "ucf/wave/c.avi", "ucf/run/d.avi", "ucf/run/e.avi")
     (tmp_path / "empty_class").mkdir()
-    flat = dataset.load_videos(tmp_path, test_fraction=0)
+    # Issue 16, item 9: when every class folder holds videos only in
+    # subfolders, the default depth stops with the reason...
+    with pytest.raises(ValueError, match="all 2 class folders hold videos only in subfolders .* Use --class_depth 2 "
+                                         "if the subfolders are the classes .* or --class_depth 1 to take these"):
+        dataset.load_videos(tmp_path, test_fraction=0)
+    # ...unless --class_depth 1 is given explicitly.
+    flat = dataset.load_videos(tmp_path, test_fraction=0, class_depth=1)
     assert flat.class_names == ["hmdb", "ucf"]
     assert any("hold videos only in subfolders" in n and "--class_depth 2" in n for n in flat.notices)
     assert any("1 class folders hold no video and are left out: empty_class" in n for n in flat.notices)
