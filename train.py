@@ -353,13 +353,13 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
         if resume_from:
             metrics = files.read_json(metrics_path, "delete it; it is written again at the next checkpoint") or {}
         # Steps logged after the checkpoint we resume from are done again: drop them.
-        for events in (run_dir_lib.TRAIN_EVENTS, run_dir_lib.EVAL_EVENTS):
+        for events in (run_dir_lib.TRAIN_EVENTS, run_dir_lib.EVAL_EVENTS, run_dir_lib.HPARAMS_EVENTS):
             run_dir_lib.drop_events_after(run_dir / events, step)
     best_eval = metrics.get("best_eval")
 
     board = summaries.Board(run_dir, chief, class_names, top_k,
                             f"{', '.join(eval_shards.splits)} split" if eval_shards else "no held-out data")
-    board.start(summaries.hparams_record(config, manifest))
+    board.start(summaries.hparams_record(config, manifest, total_steps))
     train_step = _make_train_step(model, optimizer, config.clip_norm, top_k, strategy, config.batch_size)
     predict = evaluation.inference_function(model)
 
@@ -371,15 +371,18 @@ def _train_in(run_dir, run, config, train_shards, eval_shards, strategy, chief):
         if eval_data is None:
             return None
         results, outputs = evaluation.evaluate(predict, eval_data, class_names)
-        board.evaluation(step, results, outputs, model.trainable_variables)
+        improved = best_eval is None or results["top1"] > best_eval["top1"]
+        if improved:
+            best_eval = {**results, "step": step}
+            best.save(checkpoint_number=step)
+        # Images where they are looked at: when the best changes, and at the end.
+        board.evaluation(step, results, outputs, model.trainable_variables, best_eval, draw_images=improved or last)
         if last:
             board.projector(outputs)
         if chief:
-            logging.info("step %d: eval top-1 %.3f%s, loss %.4f", step, results["top1"],
-                         f", top-{top_k} {results['top_k']:.3f}" if top_k else "", results["loss"])
-        if best_eval is None or results["top1"] > best_eval["top1"]:
-            best_eval = {**results, "step": step}
-            best.save(checkpoint_number=step)
+            logging.info("step %d: eval top-1 %.3f%s, loss %.4f (best top-1 %.3f at step %d)", step,
+                         results["top1"], f", top-{top_k} {results['top_k']:.3f}" if top_k else "", results["loss"],
+                         best_eval["top1"], best_eval["step"])
         return results
 
     # The loop.

@@ -31,7 +31,8 @@ MODEL_FILE = "model.keras"
 EVALUATION_FILE = "evaluation.json"
 # A copy of the training data's quantized CNN (int8 extractions), for predict.
 BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
-TRAIN_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.EVAL_EVENTS
+TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS = (summaries.TRAIN_EVENTS, summaries.EVAL_EVENTS,
+                                             summaries.HPARAMS_EVENTS)
 CHECKPOINTS, BEST = "checkpoints", "best"
 
 # Every file train.py (and TensorFlow's writers for it) writes in a run
@@ -41,8 +42,9 @@ OWN_FILES = re.compile("|".join([
     *(re.escape(name) for name in (*_WRITTEN_ATOMICALLY, MODEL_FILE)),
     *(rf"\.{re.escape(name)}\.\d+\.partial" for name in _WRITTEN_ATOMICALLY),  # files.write_text_atomic
     rf"\.{re.escape(MODEL_FILE)}\.partial\.keras",  # the model, exported under a temporary name
-    summaries.EVENT_FILE,  # the HParams record, at the run's root
-    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, EVAL_EVENTS)),
+    summaries.EVENT_FILE,  # the HParams record of earlier versions, at the run's root
+    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)"
+      for events in (TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS)),
     *(rf"{EVAL_EVENTS}/({name})" for name in summaries.PROJECTOR_FILES),
     *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
       for name in summaries.CHECKPOINT_FILES),
@@ -144,7 +146,8 @@ def open_run_folder(run_dir, restart):
     run_dir = pathlib.Path(run_dir)
     try:
         files.check_folder_path(run_dir.parent, "--logdir")
-        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, EVAL_EVENTS, CHECKPOINTS, BEST))):
+        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS, CHECKPOINTS,
+                                                             BEST))):
             files.check_folder_path(folder, "the run folder" if folder == run_dir else "the run's folder")
     except ValueError as e:
         raise RunFolderError(str(e)) from None

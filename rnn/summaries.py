@@ -2,19 +2,27 @@
 
 Run folder ``<logdir>/<run>/``:
 
-- ``events`` at the run's root: the HParams tab's record of the run (its
-  hyperparameters, extraction settings included, the metrics it is judged
-  by, and how it ended);
+- ``hparams/``: the HParams tab's record of the run: its hyperparameters
+  (extraction settings included), how it ended, and the few scalars it is
+  judged by (held-out top-1 at the end and at its best, and the step of the
+  best; held-out top-k and loss; training loss and top-1). No experiment
+  summary is written, so TensorBoard builds the table from every run's
+  record: it marks the hyperparameters that differ between runs and shows
+  them first, and its metric columns are exactly those scalars (a session's
+  metrics are the scalars of its folder and below, hence a folder of their
+  own);
 - ``train/`` and ``eval/``: scalars under the same tags, so that one chart
   shows both (``metrics/loss``, ``metrics/top1``, ``metrics/topK``), plus
   ``optim/...`` and ``perf/...`` for training; weight and gradient histograms
   (``weights/...``, ``gradients/...``);
 - ``eval/`` also: the confusion matrix (counts and row percentages), per-class
-  precision and recall (one image, and PR curves, one per class), the
-  misclassified held-out clips as thumbnails with their true and predicted
-  labels, and the embeddings projector (each held-out video's final
-  recurrent state and mean CNN feature, with label, prediction and
-  thumbnail).
+  precision and recall (one image, and PR curves, one per class with
+  held-out videos), the misclassified held-out clips as thumbnails with
+  their true and predicted labels, and the embeddings projector (each
+  held-out video's final recurrent state and mean CNN feature, with label,
+  prediction and thumbnail). Images are drawn where they are looked at:
+  when the best checkpoint changes and at the end of a run, not at every
+  evaluation (at 101 classes they cost more than the evaluation itself).
 """
 
 import io
@@ -33,8 +41,11 @@ EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_p
 CONFUSION_MATRIX = "confusion_matrix"
 PER_CLASS = "per_class/precision_recall"
 MISCLASSIFIED = "misclassified_clips"
-# The writers' folders in a run folder (the HParams record goes to its root).
-TRAIN_EVENTS, EVAL_EVENTS = "train", "eval"
+# The writers' folders in a run folder.
+TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS = "train", "eval", "hparams"
+# The HParams table's metric columns: the scalars of hparams/.
+HELD_OUT_TOP1, BEST_TOP1, BEST_STEP = "held_out/top1", "held_out/best_top1", "held_out/best_step"
+HELD_OUT_LOSS, TRAIN_LOSS, TRAIN_TOP1 = "held_out/loss", "training/loss", "training/top1"
 # What TensorFlow's summary writers name their files: time, host, process id,
 # a per-process number.
 EVENT_FILE = r"events\.out\.tfevents\.\d+\.[^/]+\.\d+\.\d+\.v2"
@@ -48,44 +59,39 @@ PROJECTOR_FILES = (r"projector_config\.pbtxt", r"metadata\.tsv", r"\.metadata\.t
                    *(name.format(prefix=r"embeddings\.ckpt") for name in CHECKPOINT_FILES))
 
 
-def top_k_tag(k):
-    return f"metrics/top{k}"
+def top_k_tag(k, prefix="metrics"):
+    return f"{prefix}/top{k}"
 
 
 # --- HParams -------------------------------------------------------------------------------------
 
 
-def hparams_record(config, manifest):
-    """The hyperparameters of a run: model, optimization, length and the
-    extraction settings of its features (name -> bool, number or string)."""
+def hparams_record(config, manifest, total_steps):
+    """The hyperparameters of a run: model, optimization, length (in steps;
+    in epochs too when the run was asked for in epochs) and the extraction
+    settings of its features (name -> bool, number or string)."""
     import dataclasses
 
     values = dict(dataclasses.asdict(config.model))  # cell, layers, units, dropout, bidirectional
     values.update({
         "batch_size": config.batch_size, "learning_rate": config.learning_rate, "lr_decay": config.lr_decay,
-        "clip_norm": config.clip_norm, "seed": config.seed, "steps": config.steps or 0, "epochs": config.epochs,
-        "strategy": config.strategy,
+        "clip_norm": config.clip_norm, "seed": config.seed, "steps": total_steps, "strategy": config.strategy,
     })
-    for key in ("backbone", "weights", "image_size", "feature_dim", "fps", "seconds", "max_frames", "dtype"):
+    if config.steps is None:
+        values["epochs"] = config.epochs
+    for key in ("backbone", "weights", "precision", "image_size", "feature_dim", "fps", "seconds", "max_frames",
+                "dtype"):
         values[f"features.{key}"] = manifest.get(key)
     values["features.classes"] = len(manifest["class_names"])
     return {key: value if isinstance(value, (bool, int, float, str)) else str(value) for key, value in values.items()}
 
 
-def write_hparams(writer, run_name, hyperparameters, top_k):
-    """Declares the experiment (which metrics judge a run: held-out top-1 and
-    loss from ``eval/``, training loss from ``train/``) and starts the run's
-    session, in the run's root writer."""
+def write_hparams(writer, run_name, hyperparameters):
+    """Starts the run's session in the HParams record (``hparams/``): its
+    hyperparameters, and its name as the trial id."""
     from tensorboard.plugins.hparams import api as hparams
 
-    metrics = [hparams.Metric(TOP1, group="eval", display_name="held-out top-1"),
-               hparams.Metric(LOSS, group="eval", display_name="held-out loss"),
-               hparams.Metric(LOSS, group="train", display_name="training loss"),
-               hparams.Metric(TOP1, group="train", display_name="training top-1")]
-    if top_k:
-        metrics.insert(1, hparams.Metric(top_k_tag(top_k), group="eval", display_name=f"held-out top-{top_k}"))
     with writer.as_default():
-        hparams.hparams_config(hparams=[hparams.HParam(name) for name in hyperparameters], metrics=metrics)
         hparams.hparams(hyperparameters, trial_id=run_name)
     writer.flush()
 
@@ -126,10 +132,12 @@ def _png(figure):
 def confusion_matrix_png(confusion, class_names, title):
     """The confusion matrix as one annotated image: colour = share of the true
     class's videos (row percentage, with a colour bar), text = count and
-    percentage. Every cell is annotated (zeros included) up to 30 classes;
-    with more, cells are too small for text and only non-zero cells get their
-    count. The figure grows with the classes so that class names stay legible
-    (UCF-101's 101 classes: about 2000 x 2000 pixels).
+    percentage; each row's label gives the class's held-out videos. A class
+    with no held-out video gets a grey row saying so, not a row of 0 %s that
+    would read as a recall of 0. Every cell is annotated (zeros included) up
+    to 30 classes; with more, cells are too small for text and only non-zero
+    cells get their count. The figure grows with the classes so that class
+    names stay legible (UCF-101's 101 classes: about 2500 x 2400 pixels).
 
     Returns:
       PNG bytes.
@@ -139,71 +147,102 @@ def confusion_matrix_png(confusion, class_names, title):
     classes = len(class_names)
     rows = confusion.sum(axis=1, keepdims=True)
     percent = np.divide(100.0 * confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    absent = rows[:, 0] == 0
     cell = 0.55 if classes <= 30 else 0.2  # inches per class
     size = 3.5 + cell * classes
     label_size = 9 if classes <= 30 else 6.5
-    figure, axes = plt.subplots(figsize=(size + 1.2, size), dpi=100)
-    image = axes.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    figure, axes = plt.subplots(figsize=(size + 1.6, size), dpi=100)
+    image = axes.imshow(np.ma.masked_array(percent, np.repeat(absent[:, None], classes, axis=1)), cmap="Blues",
+                        vmin=0, vmax=100)
+    image.cmap.set_bad("#d9d9d9")  # the rows of classes without held-out videos
     colour_bar = figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
     colour_bar.set_label("% of the true class's videos")
     ticks = np.arange(classes)
     axes.set_xticks(ticks, class_names, rotation=90, fontsize=label_size)
-    axes.set_yticks(ticks, class_names, fontsize=label_size)
+    axes.set_yticks(ticks, [f"{name} ({int(count)})" for name, count in zip(class_names, rows[:, 0])],
+                    fontsize=label_size)
+    for label, missing in zip(axes.get_yticklabels(), absent):
+        if missing:
+            label.set_color("#7f7f7f")
     axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    axes.set_title(title, fontsize=11)
+    axes.set_ylabel("true class (held-out videos)")
+    note = f"; grey: {absent.sum()} classes with no held-out video" if absent.any() else ""
+    axes.set_title(title + note, fontsize=11)
     for (i, j), count in np.ndenumerate(confusion):
-        if classes > 30 and not count:
+        if absent[i] or (classes > 30 and not count):
             continue
         text = f"{count}\n{percent[i, j]:.0f}%" if classes <= 30 else str(count)
         axes.text(j, i, text, ha="center", va="center", fontsize=8 if classes <= 30 else 5,
                   color="white" if percent[i, j] > 55 else "black")
+    for i in np.flatnonzero(absent):
+        axes.text((classes - 1) / 2, i, "no held-out videos", ha="center", va="center",
+                  fontsize=8 if classes <= 30 else 5, color="#595959")
     figure.tight_layout()
     return _png(figure)
 
 
 def per_class_png(per_class, title):
     """Held-out precision and recall of every class as horizontal bars,
-    classes sorted by recall (worst first), support in the labels."""
+    classes sorted by recall (worst first), the class's held-out videos in
+    its label; classes without held-out videos are left out and counted in
+    the title. The legend sits under the title, so that neither hides the
+    other at any number of classes."""
     plt = _pyplot()
-    names = sorted(per_class, key=lambda name: (per_class[name]["recall"] is None, per_class[name]["recall"] or 0))
-    recall = [per_class[name]["recall"] or 0 for name in names]
+    names = sorted((name for name in per_class if per_class[name]["support"]),
+                   key=lambda name: (per_class[name]["recall"], name))
+    missing = len(per_class) - len(names)
+    recall = [per_class[name]["recall"] for name in names]
     precision = [per_class[name]["precision"] or 0 for name in names]
     labels = [f"{name} ({per_class[name]['support']})" for name in names]
-    height = 1.5 + 0.22 * len(names)
+    height = 2.2 + 0.22 * len(names)
     figure, axes = plt.subplots(figsize=(8, height), dpi=100)
     positions = np.arange(len(names))
     axes.barh(positions - 0.2, recall, height=0.4, label="recall", color="#3b75af")
     axes.barh(positions + 0.2, precision, height=0.4, label="precision", color="#ef8636")
     axes.set_yticks(positions, labels, fontsize=7 if len(names) > 30 else 9)
     axes.set_xlim(0, 1)
-    axes.invert_yaxis()
-    axes.set_xlabel("held-out precision / recall (class, videos)")
-    axes.set_title(title, fontsize=11, loc="left")
-    axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
-    figure.tight_layout()
+    axes.set_ylim(len(names) - 0.5, -0.5)  # worst recall on top
+    axes.set_xlabel("held-out precision / recall (class, held-out videos)")
+    note = f"\n{missing} classes with no held-out video are not shown" if missing else ""
+    figure.suptitle(title + note, fontsize=11, x=0.02, ha="left")
+    figure.legend(*axes.get_legend_handles_labels(), loc="upper right", ncol=2, fontsize=9, frameon=False,
+                  bbox_to_anchor=(0.98, 1.0 - (0.55 + 0.25 * bool(missing)) / height))
+    figure.tight_layout(rect=(0, 0, 1, 1 - (0.75 + 0.25 * bool(missing)) / height))
     return _png(figure)
+
+
+def _shortened(name, limit=30):
+    """A file name cut to ``limit`` characters in the middle, with an
+    ellipsis (its start and its end, usually the most telling, stay)."""
+    if len(name) <= limit:
+        return name
+    keep = limit - 1
+    return name[:keep // 2] + "\u2026" + name[-(keep - keep // 2):]
 
 
 def thumbnails_png(entries, title, columns=6):
     """A grid of clip thumbnails with a caption each (``[(jpeg bytes or None,
-    caption)]``); a short note instead when there are none."""
+    caption)]``); a short note instead when there are none. The figure is at
+    least wide enough for its title, whatever the number of clips."""
     from PIL import Image
 
     plt = _pyplot()
     if not entries:
-        figure, axes = plt.subplots(figsize=(6, 1.2), dpi=100)
+        figure, axes = plt.subplots(figsize=(max(6, 0.09 * len(title)), 1.2), dpi=100)
         axes.axis("off")
         axes.text(0.5, 0.5, title, ha="center", va="center", fontsize=11)
         return _png(figure)
     columns = min(columns, len(entries))
     rows = math.ceil(len(entries) / columns)
-    figure, grid = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.4), dpi=100, squeeze=False)
+    width = max(2.4 * columns, 0.09 * len(title) + 0.6)
+    figure, grid = plt.subplots(rows, columns, figsize=(width, 2.7 * rows + 0.5), dpi=100, squeeze=False)
     for axes in grid.flat:
         axes.axis("off")
     for axes, (jpeg, caption) in zip(grid.flat, entries):
         if jpeg:
-            axes.imshow(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+            # Nearest neighbours: a small thumbnail shown larger stays sharp
+            # rather than blurred.
+            axes.imshow(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")), interpolation="nearest")
         else:
             axes.text(0.5, 0.5, "no thumbnail", ha="center", va="center", fontsize=8)
         axes.set_title(caption, fontsize=7)
@@ -268,8 +307,12 @@ def write_projector(folder, states, mean_features, video_ids, labels, prediction
     folder = str(folder)
     stale = re.compile("|".join(PROJECTOR_FILES))
     files.delete_own_files(folder, [name for name in files.relative_files(folder) if stale.fullmatch(name)])
-    checkpoint = tf.train.Checkpoint(final_state=tf.Variable(states), mean_cnn_feature=tf.Variable(mean_features))
-    checkpoint.save(os.path.join(folder, "embeddings.ckpt"))
+    # A name-based checkpoint, so that the projector lists the tensors by
+    # their plain names (an object-based one would call them
+    # "final_state/.ATTRIBUTES/VARIABLE_VALUE").
+    tensors = {name: tf.Variable(value, name=name) for name, value in
+               (("final_state", states), ("mean_cnn_feature", mean_features))}
+    tf.compat.v1.train.Saver(tensors).save(None, os.path.join(folder, "embeddings.ckpt"), global_step=1)
     rows = [(video_id, class_names[label], class_names[predicted], "yes" if label == predicted else "no")
             for video_id, label, predicted in zip(video_ids, labels, predictions)]
     files.write_tsv(os.path.join(folder, "metadata.tsv"), ("video", "label", "prediction", "correct"), rows)
@@ -283,9 +326,9 @@ def write_projector(folder, states, mean_features, video_ids, labels, prediction
         missing_sprite = (f"{sum(1 for t in thumbnails if not t)} of {len(thumbnails)} held-out videos have no "
                           "thumbnail (their shards were extracted before thumbnails were stored): the projector "
                           "shows points without pictures")
-    for name in ("final_state", "mean_cnn_feature"):
+    for name in tensors:
         embedding = config.embeddings.add()
-        embedding.tensor_name = f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+        embedding.tensor_name = name
         embedding.metadata_path = "metadata.tsv"
         if missing_sprite is None:
             embedding.sprite.image_path = "sprite.png"
@@ -319,15 +362,15 @@ class Board:
         self.run_dir, self.chief = run_dir, chief
         self.class_names, self.top_k, self.held_out = class_names, top_k, held_out
         if chief:
-            self.root = tf.summary.create_file_writer(str(run_dir))
+            self.hparams = tf.summary.create_file_writer(str(run_dir / HPARAMS_EVENTS))
             self.train = tf.summary.create_file_writer(str(run_dir / TRAIN_EVENTS))
             self.eval = tf.summary.create_file_writer(str(run_dir / EVAL_EVENTS))
         else:
-            self.root = self.train = self.eval = tf.summary.create_noop_writer()
+            self.hparams = self.train = self.eval = tf.summary.create_noop_writer()
 
     def start(self, hyperparameters):
         if self.chief:
-            write_hparams(self.root, self.run_dir.name, hyperparameters, self.top_k)
+            write_hparams(self.hparams, self.run_dir.name, hyperparameters)
 
     def training(self, step, means, learning_rate, parameter_norm):
         """Training scalars: the interval's means of the step outputs."""
@@ -343,10 +386,24 @@ class Board:
                     tf.summary.scalar(self._TRAINING_TAGS.get(key, key), value)
             tf.summary.scalar(LEARNING_RATE, learning_rate)
             tf.summary.scalar(PARAMETER_NORM, parameter_norm)
+        with self.hparams.as_default(step=step):
+            tf.summary.scalar(TRAIN_LOSS, means["loss"])
+            tf.summary.scalar(TRAIN_TOP1, means["top1"])
 
-    def evaluation(self, step, metrics, outputs, variables):
-        """Held-out scalars, confusion matrix, per-class precision and recall,
-        PR curves and misclassified clips; weight histograms."""
+    def evaluation(self, step, metrics, outputs, variables, best, draw_images):
+        """Held-out scalars (and, in the HParams record, the best top-1 so
+        far and its step); with ``draw_images``, the confusion matrix,
+        per-class precision and recall, PR curves and misclassified clips;
+        weight histograms.
+
+        Args:
+          step: the training step.
+          metrics: ``evaluation.metrics_from_logits`` of this evaluation.
+          outputs: its ``evaluation.Outputs``.
+          variables: the model's trainable variables.
+          best: the best evaluation so far (this one included), with its "step".
+          draw_images: draw the images (the best changed, or the run ends).
+        """
         import tensorflow as tf
 
         with self.eval.as_default(step=step):
@@ -354,7 +411,7 @@ class Board:
             tf.summary.scalar(TOP1, metrics["top1"])
             if self.top_k:
                 tf.summary.scalar(top_k_tag(self.top_k), metrics["top_k"])
-            if self.chief:
+            if self.chief and draw_images:
                 title = (f"{self.run_dir.name}: {self.held_out}, step {step}, {metrics['examples']} videos, "
                          f"top-1 {metrics['top1']:.3f}")
                 probabilities = tf.nn.softmax(outputs.logits).numpy()
@@ -365,6 +422,13 @@ class Board:
                 for tag, png in images.items():
                     tf.summary.image(tag, tf.image.decode_png(png)[None], step=step)
                 write_pr_curves(probabilities, outputs.labels, self.class_names, step)
+        with self.hparams.as_default(step=step):
+            tf.summary.scalar(HELD_OUT_TOP1, metrics["top1"])
+            if self.top_k:
+                tf.summary.scalar(top_k_tag(self.top_k, "held_out"), metrics["top_k"])
+            tf.summary.scalar(HELD_OUT_LOSS, metrics["loss"])
+            tf.summary.scalar(BEST_TOP1, best["top1"])
+            tf.summary.scalar(BEST_STEP, best["step"])
         with self.train.as_default(step=step):
             for variable in variables:
                 tf.summary.histogram(f"weights/{variable.path}", variable)
@@ -376,7 +440,7 @@ class Board:
         if not len(wrong):
             return thumbnails_png([], f"step {step}: no held-out clip is misclassified ({total} clips)")
         shown = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:most]
-        entries = [(outputs.thumbnails[i], f"{os.path.basename(outputs.video_ids[i])[-28:]}\n"
+        entries = [(outputs.thumbnails[i], f"{_shortened(os.path.basename(outputs.video_ids[i]))}\n"
                     f"true: {self.class_names[outputs.labels[i]]}"
                     f"\npredicted: {self.class_names[predictions[i]]} ({probabilities[i, predictions[i]]:.2f})")
                    for i in shown]
@@ -400,6 +464,6 @@ class Board:
     def end(self, status):
         """Records how the run ended (``"success"``, ``"interrupted"``, ``"failure"``) and flushes."""
         if self.chief:
-            write_session_end(self.root, status)
-        for writer in (self.root, self.train, self.eval):
+            write_session_end(self.hparams, status)
+        for writer in (self.hparams, self.train, self.eval):
             writer.flush()

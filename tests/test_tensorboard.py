@@ -51,23 +51,78 @@ def demo_run(demo_extraction, tmp_path_factory):
     return features, logdir, _train(features, logdir)
 
 
-def test_hparams_compare_runs_by_held_out_metrics(demo_run):
+HPARAMS_METRICS = {"held_out/top1", "held_out/top3", "held_out/loss", "held_out/best_top1", "held_out/best_step",
+                   "training/loss", "training/top1"}
+
+
+def test_hparams_record_of_a_run(demo_run):
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import metadata
 
-    _, logdir, _ = demo_run
-    root = _accumulator(logdir / "gru")
-    contents = {tag: root.SummaryMetadata(tag).plugin_data.content for tag in root.Tags()["tensors"]}
-    experiment = metadata.parse_experiment_plugin_data(contents[metadata.EXPERIMENT_TAG])
-    metrics = {(m.name.group, m.name.tag) for m in experiment.metric_infos}
-    assert {("eval", "metrics/top1"), ("eval", "metrics/loss"), ("train", "metrics/loss")} <= metrics
-    assert "optim/learning_rate" not in {tag for _, tag in metrics}  # a hyperparameter, not a metric
+    _, logdir, metrics = demo_run
+    record = _accumulator(logdir / "gru" / "hparams")
+    contents = {tag: record.SummaryMetadata(tag).plugin_data.content for tag in record.Tags()["tensors"]
+                if record.SummaryMetadata(tag).plugin_data.plugin_name == metadata.PLUGIN_NAME}
+    assert metadata.EXPERIMENT_TAG not in contents  # TensorBoard builds the experiment from every run's record
     start = metadata.parse_session_start_info_plugin_data(contents[metadata.SESSION_START_INFO_TAG])
-    assert {"cell", "units", "learning_rate", "seed", "steps", "features.backbone", "features.image_size",
-            "features.max_frames", "features.fps"} <= set(start.hparams)
+    assert {"cell", "units", "learning_rate", "seed", "steps", "features.backbone", "features.precision",
+            "features.image_size", "features.max_frames", "features.fps"} <= set(start.hparams)
+    assert start.hparams["steps"].number_value == 40
+    assert "epochs" not in start.hparams  # asked for in steps: no epochs=30 in the table
     assert start.hparams["features.backbone"].string_value == "efficientnet_lite0"
     end = metadata.parse_session_end_info_plugin_data(contents[metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
+    scalars = {tag for tag in record.Tags()["tensors"] if tag not in contents}
+    assert scalars == HPARAMS_METRICS
+    best = tf.make_ndarray(record.Tensors("held_out/best_top1")[-1].tensor_proto)
+    best_step = tf.make_ndarray(record.Tensors("held_out/best_step")[-1].tensor_proto)
+    assert (float(best), int(best_step)) == (metrics["best_eval"]["top1"], metrics["best_eval"]["step"])
+    assert not list((logdir / "gru").glob("events.out.tfevents.*"))  # nothing at the root any more
+
+
+def test_tensorboard_shows_the_hyperparameter_that_differs_first(demo_run, tmp_path):
+    """Issue 16, item 1: two runs that differ only in learning rate. Asked
+    over HTTP, TensorBoard's HParams plugin marks learning_rate as the one
+    that differs and lists it first (the table ticks the first ones), and
+    its metric columns are the run's judged scalars, no more."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import started
+
+    features, logdir, _ = demo_run
+    runs = tmp_path / "logs"
+    shutil.copytree(logdir / "gru", runs / "gru")
+    train.train(train.TrainConfig(model=models.ModelConfig(units=32), train_pattern=str(features / "train-*.tfrecord"),
+                                  eval_pattern=str(features / "test-*.tfrecord"), logdir=str(runs),
+                                  run_name="gru_lr0.01", steps=40, eval_every=20, log_every=10, checkpoint_every=20,
+                                  learning_rate=0.01))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", runs, "--port", port, "--host", "127.0.0.1",
+               "--reload_interval", "1"]
+    with started(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE):
+        deadline = time.monotonic() + 120
+        experiment = {}
+        while len(experiment.get("hparamInfos", [])) < 2:
+            assert time.monotonic() < deadline, f"TensorBoard gave no experiment: {experiment}"
+            time.sleep(1)
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",
+                                                 data=json.dumps({"experimentName": ""}).encode(),
+                                                 headers={"Content-Type": "application/json",
+                                                          "X-TensorBoard-Feature-Flags": "{}"})
+                experiment = json.loads(urllib.request.urlopen(request, timeout=10).read())
+            except OSError:
+                continue
+    infos = experiment["hparamInfos"]
+    assert infos[0]["name"] == "learning_rate" and infos[0].get("differs")
+    assert not any(info.get("differs") for info in infos[1:])
+    assert {info["name"]["tag"] for info in experiment["metricInfos"]} == HPARAMS_METRICS
 
 
 def test_scalars_are_grouped_and_train_and_eval_share_charts(demo_run):
@@ -124,7 +179,8 @@ def test_projector_shows_held_out_videos_with_thumbnails(demo_run):
         assert embedding.metadata_path == "metadata.tsv" and embedding.sprite.image_path == "sprite.png"
         shape = checkpoint.get_variable_to_shape_map()[embedding.tensor_name]
         assert shape[0] == held_out
-    assert {e.tensor_name.split("/")[0] for e in config.embeddings} == {"final_state", "mean_cnn_feature"}
+    # Plain names (issue 16, item 5), not "final_state/.ATTRIBUTES/VARIABLE_VALUE".
+    assert [e.tensor_name for e in config.embeddings] == ["final_state", "mean_cnn_feature"]
     side = config.embeddings[0].sprite.single_image_dim[0]
     sprite = Image.open(folder / "sprite.png")
     assert sprite.size[0] >= side and sprite.size[0] % side == 0
@@ -155,3 +211,68 @@ def test_old_shards_without_thumbnails_still_train_and_the_projector_says_why(de
     assert all(not e.sprite.image_path for e in _projector(folder).embeddings)
     note = _accumulator(folder).Tensors("projector/no_sprite")[-1]
     assert b"extracted before thumbnails were stored" in tf.make_ndarray(note.tensor_proto).item()
+
+
+# --- Issue 16: images that do not mislead, drawn where they are looked at ----------------------------
+
+
+def _pixels(png):
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_classes_without_held_out_videos_are_grey_rows_not_zero_recall():
+    from rnn import summaries
+
+    names = ["Archery", "Basketball", "Biking"]
+    grey = np.array([0xd9, 0xd9, 0xd9])
+    with_all = _pixels(summaries.confusion_matrix_png([[3, 1, 0], [0, 4, 0], [0, 1, 2]], names, "all present"))
+    missing = _pixels(summaries.confusion_matrix_png([[3, 1, 0], [0, 0, 0], [0, 1, 2]], names, "one missing"))
+    grey_pixels = [int((image == grey).all(axis=2).sum()) for image in (with_all, missing)]
+    assert grey_pixels[0] == 0
+    assert grey_pixels[1] > 0.2 * with_all.shape[1] * with_all.shape[0] / 3 / 3  # a row of cells, not a line
+    # At 101 classes too, with most of them absent.
+    confusion = np.zeros((101, 101), np.int64)
+    confusion[np.arange(0, 101, 3), np.arange(0, 101, 3)] = 2
+    big = _pixels(summaries.confusion_matrix_png(confusion, [f"class{i}" for i in range(101)], "101"))
+    assert (big == grey).all(axis=2).sum() > 0
+
+
+def test_clip_sheets_and_per_class_charts_fit_their_titles_at_any_size():
+    from rnn import summaries
+
+    jpeg = schema.thumbnail_jpeg(np.full((1, 224, 224, 3), 128, np.uint8))
+    title = "step 300: 1 of 34 held-out clips misclassified (a long title that must not be cut at either end)"
+    one = _pixels(summaries.thumbnails_png([(jpeg, "clip.avi\ntrue: a\npredicted: b (0.51)")], title))
+    assert one.shape[1] >= 0.09 * len(title) * 100  # wide enough for the title (was 220 px)
+    many = _pixels(summaries.thumbnails_png([(jpeg, "x")] * 24, title))
+    assert many.shape[1] >= 6 * 200
+    long_name = "Bruno_Walks_up_Stairs_-_Chicago_Dog_Training_-_We_can_teach_ANYTHING_to_a_dog!!!!_climb.mp4"
+    short = summaries._shortened(long_name)
+    assert len(short) == 30 and short.startswith("Bruno_Walks") and short.endswith("climb.mp4") and "\u2026" in short
+    for classes in (1, 4, 29, 101):
+        per_class = {f"class{i}": {"precision": 0.5, "recall": i / classes, "support": i % 3} for i in range(classes)}
+        image = _pixels(summaries.per_class_png(per_class, "gru: test split, step 300, 34 videos, top-1 0.333"))
+        shown = sum(1 for value in per_class.values() if value["support"])
+        assert image.shape[0] >= 150 + 20 * shown
+
+
+def test_images_are_drawn_when_the_best_changes_and_at_the_end(tmp_path):
+    """Scalars at every evaluation; images only where they are looked at."""
+    from features import temporal_order_examples, write_extraction
+
+    features = tmp_path / "features"
+    write_extraction(features, {"train": temporal_order_examples(32, 12, 8),
+                                "test": temporal_order_examples(12, 12, 8, seed=1)},
+                     ["class0", "class1", "class2", "class3"], 12)
+    train.train(train.TrainConfig(model=models.ModelConfig(units=16), train_pattern=str(features / "train-*.tfrecord"),
+                                  eval_pattern=str(features / "test-*.tfrecord"), logdir=str(tmp_path / "logs"),
+                                  steps=24, eval_every=2, log_every=2, batch_size=8, show_progress=False))
+    evaluation = _accumulator(tmp_path / "logs" / "gru" / "eval")
+    top1 = [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in evaluation.Tensors("metrics/top1")]
+    assert [step for step, _ in top1] == list(range(2, 25, 2))
+    improved = {step for i, (step, value) in enumerate(top1) if all(value > before for _, before in top1[:i])}
+    drawn = {event.step for event in evaluation.Tensors("confusion_matrix")}
+    assert drawn == improved | {24}
+    assert len(drawn) < len(top1)  # the point: not at every evaluation
