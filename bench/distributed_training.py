@@ -70,10 +70,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    import train
-    from rnn import models
+    from rnn import models, training
 
-    batch = train.TrainConfig.batch_size
+    batch = training.TrainConfig.batch_size
     runs = {way: [] for way in WAYS}
     names = list(WAYS)
     with tempfile.TemporaryDirectory() as workdir:

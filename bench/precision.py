@@ -187,9 +187,8 @@ def measure_fidelity(backbone_for):
 
 def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
     """Held-out top-1 of the GRU on float32 and int8 features of each set."""
-    import train
     from extract import local_runner, plan
-    from rnn import models
+    from rnn import models, training
 
     results = {}
     for set_name, (video_set, class_depth) in sets.items():
@@ -200,7 +199,7 @@ def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
                                  backbone=backbone_for("efficientnet_lite0", precision))
             scores = []
             for seed in range(seeds):
-                metrics = train.train(train.TrainConfig(
+                metrics = training.train(training.TrainConfig(
                     model=models.ModelConfig(cell="gru"), train_pattern=str(features / "train-*.tfrecord"),
                     eval_pattern=str(features / "test-*.tfrecord"), logdir=str(workdir / "runs"),
                     run_name=f"{set_name}-{precision}-{seed}", steps=steps, seed=seed, show_progress=False))

@@ -27,8 +27,8 @@ def main():
     add_cache_argument(parser)
     args = parser.parse_args()
 
-    import train
     from extract import dataset, demo, local_runner, plan
+    from rnn import training
     from extract.backbones import Backbone
     from records.manifest import read_manifest
 
@@ -46,7 +46,7 @@ def main():
             manifest = read_manifest(folder)
             count = sum(split["videos"] for split in manifest["splits"].values())
             size = sum(path.stat().st_size for path in folder.glob("*.tfrecord"))
-            metrics = train.train(train.TrainConfig(
+            metrics = training.train(training.TrainConfig(
                 train_pattern=str(folder / "train-*.tfrecord"), eval_pattern=str(folder / "test-*.tfrecord"),
                 logdir=str(pathlib.Path(workdir) / "runs"), run_name=dtype, steps=args.steps))
             results[dtype] = {"bytes_per_video": size / count, "read_examples_per_second":

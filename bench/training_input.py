@@ -57,14 +57,13 @@ def model_rate(cell, manifest, batch_size, steps):
     import numpy as np
     import tensorflow as tf
 
-    import train
-    from rnn import evaluation, models
+    from rnn import evaluation, models, optimization
 
     model = models.build_model(models.ModelConfig(cell=cell), len(manifest["class_names"]),
                                manifest["feature_dim"], manifest["max_frames"])
     optimizer = keras.optimizers.Adam(1e-3)
-    step = train._make_train_step(model, optimizer, 1.0, evaluation.top_k_for(len(manifest["class_names"])),
-                                  tf.distribute.get_strategy(), batch_size)
+    step = optimization.make_train_step(model, optimizer, 1.0, evaluation.top_k_for(len(manifest["class_names"])),
+                                        tf.distribute.get_strategy(), batch_size)
     rng = np.random.default_rng(0)
     inputs = {"features": rng.normal(size=(batch_size, manifest["max_frames"], manifest["feature_dim"]))
               .astype(np.float32),
@@ -83,10 +82,9 @@ def main():
     parser.add_argument("--steps", type=int, default=100, help="timed training steps per cell")
     args = parser.parse_args()
 
-    import train
-    from rnn import models
+    from rnn import models, training
 
-    batch_size = train.TrainConfig.batch_size
+    batch_size = training.TrainConfig.batch_size
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         folder = pathlib.Path(workdir) / "features"
@@ -96,10 +94,10 @@ def main():
         rows.append(["reader alone", "", f"{results['reader_examples_per_second']:.0f}", "", ""])
         for cell in models.CELLS:
             rate = model_rate(cell, manifest, batch_size, args.steps)
-            config = train.TrainConfig(model=models.ModelConfig(cell=cell), train_pattern=pattern,
+            config = training.TrainConfig(model=models.ModelConfig(cell=cell), train_pattern=pattern,
                                        eval_pattern=str(folder / "test-*.tfrecord"), logdir=workdir,
                                        steps=args.steps, eval_every=10 ** 6, log_every=10)
-            metrics = train.train(config)
+            metrics = training.train(config)
             waiting = metrics["train"]["input_wait_fraction"]
             results[cell] = {"model_examples_per_second": rate,
                              "reader_over_model": results["reader_examples_per_second"] / rate,

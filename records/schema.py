@@ -28,7 +28,9 @@ NUM_FRAMES = "num_frames"
 FPS = "fps"
 THUMBNAIL = "thumbnail"
 FEATURES = "features"
-THUMBNAIL_SIZE = 64
+# 96 px: sharp enough in TensorBoard's clip sheets; 2.9 kB and 0.3 ms per video
+# (64 px: 1.8 kB, the same time), against ~250 kB of float32 features.
+THUMBNAIL_SIZE = 96
 
 DTYPES = ("float32", "float16")
 _FLOAT16_LE = np.dtype("<f2")

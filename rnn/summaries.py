@@ -166,7 +166,7 @@ def confusion_matrix_png(confusion, class_names, title):
             label.set_color("#7f7f7f")
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class (held-out videos)")
-    note = f"; grey: {absent.sum()} classes with no held-out video" if absent.any() else ""
+    note = f"\ngrey rows: {absent.sum()} of {classes} classes have no held-out video" if absent.any() else ""
     axes.set_title(title + note, fontsize=11)
     for (i, j), count in np.ndenumerate(confusion):
         if absent[i] or (classes > 30 and not count):
@@ -194,8 +194,8 @@ def per_class_png(per_class, title):
     recall = [per_class[name]["recall"] for name in names]
     precision = [per_class[name]["precision"] or 0 for name in names]
     labels = [f"{name} ({per_class[name]['support']})" for name in names]
-    height = 2.2 + 0.22 * len(names)
-    figure, axes = plt.subplots(figsize=(8, height), dpi=100)
+    height = 2.0 + 0.22 * len(names)
+    figure, axes = plt.subplots(figsize=(8, height), dpi=100, layout="constrained")
     positions = np.arange(len(names))
     axes.barh(positions - 0.2, recall, height=0.4, label="recall", color="#3b75af")
     axes.barh(positions + 0.2, precision, height=0.4, label="precision", color="#ef8636")
@@ -205,9 +205,8 @@ def per_class_png(per_class, title):
     axes.set_xlabel("held-out precision / recall (class, held-out videos)")
     note = f"\n{missing} classes with no held-out video are not shown" if missing else ""
     figure.suptitle(title + note, fontsize=11, x=0.02, ha="left")
-    figure.legend(*axes.get_legend_handles_labels(), loc="upper right", ncol=2, fontsize=9, frameon=False,
-                  bbox_to_anchor=(0.98, 1.0 - (0.55 + 0.25 * bool(missing)) / height))
-    figure.tight_layout(rect=(0, 0, 1, 1 - (0.75 + 0.25 * bool(missing)) / height))
+    # Above the bars, under the title: the layout keeps the three apart.
+    axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=9, frameon=False)
     return _png(figure)
 
 
@@ -277,8 +276,10 @@ def _sprite(thumbnails):
     of one thumbnail; at most 8192 pixels a side, as the projector wants."""
     from PIL import Image
 
+    from records import schema
+
     per_row = math.ceil(math.sqrt(len(thumbnails)))
-    side = max(8, min(64, 8192 // per_row))
+    side = max(8, min(schema.THUMBNAIL_SIZE, 8192 // per_row))
     sheet = Image.new("RGB", (per_row * side, per_row * side))
     for index, jpeg in enumerate(thumbnails):
         tile = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((side, side))

@@ -55,12 +55,12 @@ def test_mirrored_over_two_replicas_follows_the_one_device_trajectory(order_task
         distribute.split_cpu(2)
         import tensorflow as tf
         tf.config.experimental.enable_op_determinism()
-        import train
+        from rnn import training
         from common import console
         from rnn import models
         console.log_plainly()
         for name in ("one_device", "mirrored"):
-            train.train(train.TrainConfig(
+            training.train(training.TrainConfig(
                 model=models.ModelConfig(units=32), train_pattern={str(order_task / "train-*.tfrecord")!r},
                 eval_pattern={str(order_task / "test-*.tfrecord")!r}, logdir={str(tmp_path)!r}, run_name=name,
                 steps=30, log_every=1, eval_every=30, checkpoint_every=30, strategy=name, clip_norm=0.5))
@@ -149,8 +149,7 @@ def test_mixed_precision_trains_with_loss_scaling_and_keeps_cudnn_layers(order_t
 
     keras_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")
 
-    import train
-    from rnn import models
+    from rnn import models, training
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -166,10 +165,10 @@ def test_mixed_precision_trains_with_loss_scaling_and_keeps_cudnn_layers(order_t
                 cell.activation, cell.recurrent_activation, cell.unroll, cell.use_bias)
     assert model.get_layer("classifier").dtype_policy.compute_dtype == "float32"
 
-    config = train.TrainConfig(model=models.ModelConfig(units=8), train_pattern=str(order_task / "train-*.tfrecord"),
+    config = training.TrainConfig(model=models.ModelConfig(units=8), train_pattern=str(order_task / "train-*.tfrecord"),
                                eval_pattern=str(order_task / "test-*.tfrecord"), logdir=str(tmp_path), steps=4,
                                batch_size=8, log_every=2, eval_every=4, checkpoint_every=4, mixed_precision=True)
-    metrics = train.train(config)
+    metrics = training.train(config)
     assert metrics["step"] == 4 and np.isfinite(metrics["final_eval"]["loss"])
     reader = tf.train.load_checkpoint(str(tmp_path / "gru" / "checkpoints"))
     assert any("dynamic_scale" in name for name in reader.get_variable_to_shape_map())

@@ -169,14 +169,14 @@ def test_a_lost_model_is_restored_only_if_this_machine_makes_the_same_bytes(clip
 
 
 def test_training_refuses_held_out_features_of_another_precision(clips, tmp_path):
-    import train
+    from rnn import training
 
     int8, float32 = tmp_path / "int8", tmp_path / "float32"
     assert _extract(clips, int8).returncode == 0
     assert _extract(clips, float32, "--precision", "float32").returncode == 0
-    config = train.TrainConfig(train_pattern=str(int8 / "train-*.tfrecord"),
+    config = training.TrainConfig(train_pattern=str(int8 / "train-*.tfrecord"),
                                eval_pattern=str(float32 / "test-*.tfrecord"), logdir=str(tmp_path / "runs"),
                                steps=2, show_progress=False)
-    with pytest.raises(train.TrainingError, match="precision: 'int8' in the training data, 'float32' there"):
-        train.train(config)
+    with pytest.raises(training.TrainingError, match="precision: 'int8' in the training data, 'float32' there"):
+        training.train(config)
     assert not (tmp_path / "runs").exists()

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import train
 from features import temporal_order_examples, write_extraction
 from records import reader
-from rnn import models, run_dir as run_dir_lib
+from rnn import models, run_dir as run_dir_lib, training
 
 CLASSES = ["class0", "class1", "class2", "class3"]
 
@@ -104,7 +103,7 @@ def _config(order_task, logdir, **overrides):
                     eval_pattern=str(order_task / "test-*.tfrecord"), logdir=str(logdir), steps=150,
                     eval_every=50, checkpoint_every=50, log_every=10)
     settings.update(overrides)
-    return train.TrainConfig(**settings)
+    return training.TrainConfig(**settings)
 
 
 def test_mean_frame_cannot_solve_the_order_task():
@@ -119,7 +118,7 @@ def test_mean_frame_cannot_solve_the_order_task():
 @pytest.mark.parametrize("cell", models.CELLS)
 def test_both_cells_learn_temporal_order(order_task, tmp_path, cell):
     config = _config(order_task, tmp_path, model=models.ModelConfig(cell=cell, units=32))
-    metrics = train.train(config)
+    metrics = training.train(config)
     assert metrics["final_eval"]["top1"] >= 0.9, metrics["final_eval"]["top1"]
     assert metrics["best_eval"]["top1"] >= metrics["final_eval"]["top1"]
     stored = json.loads((tmp_path / cell / "metrics.json").read_text())
@@ -135,7 +134,7 @@ def test_both_cells_learn_temporal_order(order_task, tmp_path, cell):
     assert (stored["final_eval"]["k"], 0 <= stored["final_eval"]["top_k"] <= 1) == (3, True)
 
     # Evaluating the saved run without training gives the same accuracy.
-    evaluated = train.evaluate_run(tmp_path / cell, config.eval_pattern)
+    evaluated = training.evaluate_run(tmp_path / cell, config.eval_pattern)
     assert evaluated["top1"] == pytest.approx(metrics["final_eval"]["top1"])
 
 
@@ -156,32 +155,32 @@ def _steps_logged(folder, tag="metrics/loss"):
 
 
 def test_running_again_resumes_from_the_last_checkpoint(order_task, tmp_path):
-    first = train.train(_config(order_task, tmp_path, steps=40, checkpoint_every=20, eval_every=20))
+    first = training.train(_config(order_task, tmp_path, steps=40, checkpoint_every=20, eval_every=20))
     assert first["step"] == 40
-    resumed = train.train(_config(order_task, tmp_path, steps=60, checkpoint_every=20, eval_every=20))
+    resumed = training.train(_config(order_task, tmp_path, steps=60, checkpoint_every=20, eval_every=20))
     assert resumed["step"] == 60
     sessions = _steps_logged(tmp_path / "gru" / "train")
     assert sessions[0][0] == 10 and sessions[-1][0] == 50  # the second session started at step 41
     assert tf.train.latest_checkpoint(tmp_path / "gru" / "checkpoints").endswith("ckpt-60")
 
-    restarted = train.train(_config(order_task, tmp_path, steps=20, checkpoint_every=20, eval_every=20,
+    restarted = training.train(_config(order_task, tmp_path, steps=20, checkpoint_every=20, eval_every=20,
                                     restart=True))
     assert restarted["step"] == 20 and _steps_logged(tmp_path / "gru" / "train") == [[10, 20]]
 
 
 def test_resuming_with_other_settings_is_refused_and_a_longer_run_is_recorded(order_task, tmp_path):
-    train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
-    with pytest.raises(train.TrainingError, match=r"other settings \(units: 32 there, 64 now\)"):
-        train.train(_config(order_task, tmp_path, steps=20, run_name="run", model=models.ModelConfig(units=64)))
-    with pytest.raises(train.TrainingError, match=r"batch_size: 32 there, 8 now; learning_rate: 0.001 there, 0.01 now"):
-        train.train(_config(order_task, tmp_path, steps=20, run_name="run", batch_size=8, learning_rate=0.01))
+    training.train(_config(order_task, tmp_path, steps=10, run_name="run"))
+    with pytest.raises(training.TrainingError, match=r"other settings \(units: 32 there, 64 now\)"):
+        training.train(_config(order_task, tmp_path, steps=20, run_name="run", model=models.ModelConfig(units=64)))
+    with pytest.raises(training.TrainingError, match=r"batch_size: 32 there, 8 now; learning_rate: 0.001 there, 0.01 now"):
+        training.train(_config(order_task, tmp_path, steps=20, run_name="run", batch_size=8, learning_rate=0.01))
     other_data = tmp_path / "copy"
     shutil.copytree(order_task, other_data)
-    with pytest.raises(train.TrainingError, match="train_pattern: .* there, .*copy/train-.* now"):
-        train.train(_config(order_task, tmp_path, steps=20, run_name="run",
+    with pytest.raises(training.TrainingError, match="train_pattern: .* there, .*copy/train-.* now"):
+        training.train(_config(order_task, tmp_path, steps=20, run_name="run",
                             train_pattern=str(other_data / "train-*.tfrecord")))
     # A longer run is fine, and run.json says so.
-    assert train.train(_config(order_task, tmp_path, steps=20, run_name="run"))["step"] == 20
+    assert training.train(_config(order_task, tmp_path, steps=20, run_name="run"))["step"] == 20
     sessions = json.loads((tmp_path / "run" / "run.json").read_text())["sessions"]
     assert [(s["from_step"], s["steps"]) for s in sessions] == [(0, 10), (10, 20)]
 
@@ -189,9 +188,9 @@ def test_resuming_with_other_settings_is_refused_and_a_longer_run_is_recorded(or
 def test_eval_data_from_another_extraction_is_refused(order_task, tmp_path):
     other = tmp_path / "other"
     write_extraction(other, {"test": temporal_order_examples(8, max_frames=30)}, CLASSES, max_frames=30)
-    with pytest.raises(train.TrainingError,
+    with pytest.raises(training.TrainingError,
                        match="extracted differently.*max_frames: 20 in the training data, 30 there"):
-        train.train(_config(order_task, tmp_path, eval_pattern=str(other / "test-*.tfrecord")))
+        training.train(_config(order_task, tmp_path, eval_pattern=str(other / "test-*.tfrecord")))
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path):
@@ -201,15 +200,15 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path
     data = tmp_path / "data"
     write_extraction(data, {"train": examples, "test": temporal_order_examples(8)}, CLASSES, max_frames=20)
     config = _config(data, tmp_path / "logs", steps=30)
-    with pytest.raises(train.TrainingError, match=r"loss became nan at step .*train-00000-of-00002.tfrecord: "
+    with pytest.raises(training.TrainingError, match=r"loss became nan at step .*train-00000-of-00002.tfrecord: "
                                                   r"non-finite feature values \(NaN or Inf\) in 4 videos"):
-        train.train(config)
+        training.train(config)
     assert tf.train.latest_checkpoint(tmp_path / "logs" / "gru" / "checkpoints") is None
 
 
 def test_missing_training_data(tmp_path):
-    with pytest.raises(train.TrainingError, match="no files match"):
-        train.train(train.TrainConfig(train_pattern=str(tmp_path / "none-*.tfrecord"), logdir=str(tmp_path)))
+    with pytest.raises(training.TrainingError, match="no files match"):
+        training.train(training.TrainConfig(train_pattern=str(tmp_path / "none-*.tfrecord"), logdir=str(tmp_path)))
 
 
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(order_task, tmp_path):
@@ -255,7 +254,7 @@ def _user_folder(folder):
 def test_run_names_are_plain_folder_names(run_name):
     """Hardening 1: --run_name .. once made --restart delete the working directory."""
     with pytest.raises(ValueError, match="must be a plain folder name"):
-        train.TrainConfig(run_name=run_name)
+        training.TrainConfig(run_name=run_name)
 
 
 def test_restart_deletes_only_what_train_wrote(order_task, tmp_path):
@@ -263,11 +262,11 @@ def test_restart_deletes_only_what_train_wrote(order_task, tmp_path):
     nothing; on a run, it deletes train.py's files and keeps the user's."""
     docs = _user_folder(tmp_path / "docs")
     for restart in (False, True):
-        with pytest.raises(train.TrainingError, match="is not a run of train.py .* never writes into or deletes"):
-            train.train(_config(order_task, tmp_path, steps=10, run_name="docs", restart=restart))
+        with pytest.raises(training.TrainingError, match="is not a run of train.py .* never writes into or deletes"):
+            training.train(_config(order_task, tmp_path, steps=10, run_name="docs", restart=restart))
     assert {p.name: p.read_bytes() for p in (tmp_path / "docs").iterdir()} == docs
 
-    train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
+    training.train(_config(order_task, tmp_path, steps=10, run_name="run"))
     run = tmp_path / "run"
     # Hardening round 2, item 6: files named almost like train.py's own are
     # the user's; only exact names of what train.py and TensorFlow write go.
@@ -280,7 +279,7 @@ def test_restart_deletes_only_what_train_wrote(order_task, tmp_path):
         (run / name).write_text(text)
     before = set(run_dir_lib.own_files(run))
     assert {"run.json", "model.keras", "checkpoints/checkpoint"} <= before and not before & set(users)
-    train.train(_config(order_task, tmp_path, steps=10, run_name="run", restart=True))
+    training.train(_config(order_task, tmp_path, steps=10, run_name="run", restart=True))
     assert {name: (run / name).read_text() for name in users} == users
     assert _steps_logged(run / "train") == [[10]]  # one fresh event stream: the old one was deleted
 
@@ -293,8 +292,8 @@ def test_two_runs_never_train_in_one_folder(order_task, tmp_path):
     run.mkdir()
     with open(run / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running train.py holds it
-        with pytest.raises(train.TrainingError, match="another train.py is using .*run"):
-            train.train(_config(order_task, tmp_path, steps=10, run_name="run"))
+        with pytest.raises(training.TrainingError, match="another train.py is using .*run"):
+            training.train(_config(order_task, tmp_path, steps=10, run_name="run"))
     assert not (run / "run.json").exists()
 
 
@@ -307,18 +306,18 @@ def test_stray_or_missing_shards_are_refused_by_name(tmp_path):
     write_extraction(second, {"train": temporal_order_examples(4, 8, 4)}, CLASSES, 8)
     stray = features / "train-00000-of-00001.tfrecord"
     stray.write_bytes((second / "train-00000-of-00002.tfrecord").read_bytes())
-    config = train.TrainConfig(train_pattern=str(features / "train-*.tfrecord"), eval_pattern="",
+    config = training.TrainConfig(train_pattern=str(features / "train-*.tfrecord"), eval_pattern="",
                                logdir=str(tmp_path / "logs"), steps=2)
-    with pytest.raises(train.TrainingError, match="matches 1 files that .*manifest.json does not list: "
+    with pytest.raises(training.TrainingError, match="matches 1 files that .*manifest.json does not list: "
                                                   "train-00000-of-00001.tfrecord"):
-        train.train(config)
+        training.train(config)
     stray.unlink()
-    with pytest.raises(train.TrainingError, match="matches 1 of the 'train' split's shards"):
-        train.train(dataclasses.replace(config, train_pattern=str(features / "train-00000-*.tfrecord")))
+    with pytest.raises(training.TrainingError, match="matches 1 of the 'train' split's shards"):
+        training.train(dataclasses.replace(config, train_pattern=str(features / "train-00000-*.tfrecord")))
     (features / "train-00001-of-00002.tfrecord").unlink()
-    with pytest.raises(train.TrainingError, match="1 shards of the 'train' split .* are missing: "
+    with pytest.raises(training.TrainingError, match="1 shards of the 'train' split .* are missing: "
                                                   "train-00001-of-00002.tfrecord. Run the same python -m extract"):
-        train.train(config)
+        training.train(config)
 
 
 def _damage(shard):
@@ -334,23 +333,23 @@ def test_damaged_shards_and_nan_held_out_features_are_named(order_task, tmp_path
     data = tmp_path / "data"
     shutil.copytree(order_task, data)
     config = _config(data, tmp_path / "logs", steps=20, eval_every=10)
-    metrics = train.train(config)
+    metrics = training.train(config)
     _damage(data / "train-00001-of-00002.tfrecord")
-    with pytest.raises(train.TrainingError, match=r"train-00001-of-00002.tfrecord: damaged or cut short .*Delete "
+    with pytest.raises(training.TrainingError, match=r"train-00001-of-00002.tfrecord: damaged or cut short .*Delete "
                                                   "these shards and run the same python -m extract command again"):
-        train.train(dataclasses.replace(config, steps=60, run_name="second"))
+        training.train(dataclasses.replace(config, steps=60, run_name="second"))
 
     _damage(data / "test-00000-of-00002.tfrecord")
-    with pytest.raises(train.TrainingError, match="test-00000-of-00002.tfrecord: damaged or cut short"):
-        train.evaluate_run(tmp_path / "logs" / "gru", config.eval_pattern)
+    with pytest.raises(training.TrainingError, match="test-00000-of-00002.tfrecord: damaged or cut short"):
+        training.evaluate_run(tmp_path / "logs" / "gru", config.eval_pattern)
 
     held_out = tmp_path / "nan_test"
     examples = temporal_order_examples(8, seed=1)
     examples[3][0][2, 5] = np.inf
     write_extraction(held_out, {"test": examples}, CLASSES, max_frames=20)
-    with pytest.raises(train.TrainingError, match=r"test-00001-of-00002.tfrecord: non-finite feature values "
+    with pytest.raises(training.TrainingError, match=r"test-00001-of-00002.tfrecord: non-finite feature values "
                                                   r"\(NaN or Inf\) in 1 videos: class3/test_3.avi"):
-        train.evaluate_run(tmp_path / "logs" / "gru", str(held_out / "test-*.tfrecord"))
+        training.evaluate_run(tmp_path / "logs" / "gru", str(held_out / "test-*.tfrecord"))
     assert metrics["final_eval"]["top1"] >= 0  # the first run was fine
 
 
@@ -358,14 +357,14 @@ def test_truncated_model_is_named_and_training_again_restores_it(order_task, tmp
     """Hardening 7: a cut-short model.keras says so (Keras says "File not
     found"), and the same train.py command writes it again."""
     config = _config(order_task, tmp_path, steps=10)
-    train.train(config)
+    training.train(config)
     model = tmp_path / "gru" / "model.keras"
     model.write_bytes(model.read_bytes()[:2000])
-    with pytest.raises(train.TrainingError, match="model.keras cannot be loaded .*cut short or damaged. Run the "
+    with pytest.raises(training.TrainingError, match="model.keras cannot be loaded .*cut short or damaged. Run the "
                                                   "same train.py command again"):
-        train.evaluate_run(tmp_path / "gru", config.eval_pattern)
-    train.train(config)
-    assert train.evaluate_run(tmp_path / "gru", config.eval_pattern)["examples"] == 64
+        training.evaluate_run(tmp_path / "gru", config.eval_pattern)
+    training.train(config)
+    assert training.evaluate_run(tmp_path / "gru", config.eval_pattern)["examples"] == 64
 
 
 def test_training_without_a_test_split(tmp_path, caplog):
@@ -374,18 +373,18 @@ def test_training_without_a_test_split(tmp_path, caplog):
     loss and the time left."""
     data = tmp_path / "data"
     write_extraction(data, {"train": temporal_order_examples(64)}, CLASSES, max_frames=20)
-    config = train.TrainConfig(model=models.ModelConfig(units=16), train_pattern=str(data / "train-*.tfrecord"),
+    config = training.TrainConfig(model=models.ModelConfig(units=16), train_pattern=str(data / "train-*.tfrecord"),
                                eval_pattern=str(data / "test-*.tfrecord"), logdir=str(tmp_path / "logs"), steps=12,
                                log_every=4, progress_seconds=0)
     with caplog.at_level("INFO"):
-        metrics = train.train(config)
+        metrics = training.train(config)
     assert metrics["final_eval"] is None and metrics["best_eval"] is None
     assert "no held-out data: the extraction in" in caplog.text and "wrote no test split" in caplog.text
     assert re.search(r"training gru: \d+/12 steps \(\d+ %\), loss [\d.]+, .* elapsed, ETA ", caplog.text)
     assert (tmp_path / "logs" / "gru" / "model.keras").exists()
     # A pattern that matches nothing elsewhere is still an error (a typo must not skip evaluation).
-    with pytest.raises(train.TrainingError, match="no files match .*--eval_pattern=''"):
-        train.train(dataclasses.replace(config, eval_pattern=str(tmp_path / "typo" / "test-*.tfrecord")))
+    with pytest.raises(training.TrainingError, match="no files match .*--eval_pattern=''"):
+        training.train(dataclasses.replace(config, eval_pattern=str(tmp_path / "typo" / "test-*.tfrecord")))
 
 
 @pytest.mark.parametrize("overrides, message", [({"batch_size": 0}, "--batch_size must be a finite number > 0"),
@@ -395,4 +394,4 @@ def test_training_without_a_test_split(tmp_path, caplog):
 def test_training_settings_are_checked_up_front(overrides, message):
     """Hardening 8."""
     with pytest.raises(ValueError, match=message):
-        train.TrainConfig(**overrides)
+        training.TrainConfig(**overrides)

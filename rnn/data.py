@@ -1,0 +1,174 @@
+"""The data a training run reads: training and held-out shards, checked
+against their manifests and against each other before anything is trained.
+
+- Both sets are whole splits of finished extractions (``records.reader``).
+- Held-out data was extracted like the training data (``FEATURE_KEYS``:
+  backbone, weights, precision, frame rate, class list...).
+- Held-out data is not training data: no shard in both, no test-split shard
+  among the training data, no video in both (by id, from the shards'
+  indexes, which also catches two extractions of the same videos).
+
+Every refusal is a ``DataRefused`` that says what to do.
+"""
+
+import dataclasses
+import logging
+import typing
+
+from common.console import a_few, tensorflow_error_text
+from records import files
+from records import manifest as manifest_lib
+from records import reader
+
+log = logging.getLogger(__name__)
+
+
+class DataRefused(ValueError):
+    """Shards that a run must not use as given; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """The shards of a run.
+
+    Attributes:
+      train: the training ``reader.ShardSet``.
+      held_out: the held-out ``reader.ShardSet``, or None (no test split).
+    """
+
+    train: reader.ShardSet
+    held_out: typing.Optional[reader.ShardSet]
+
+    @property
+    def spec(self):
+        return self.train.spec
+
+    @property
+    def class_names(self):
+        return self.train.manifest["class_names"]
+
+    def training_dataset(self, batch_size, seed):
+        """Shuffled, repeated batches of the training shards."""
+        return reader.make_dataset(self.train.files, self.spec, self.train.manifest["dtype"], batch_size,
+                                   training=True, seed=seed)
+
+    def held_out_dataset(self, batch_size):
+        """One pass over the held-out shards, with video ids and thumbnails (or None)."""
+        return held_out_dataset(self.held_out, batch_size) if self.held_out else None
+
+    def describe_held_out(self):
+        """What the held-out data is, for titles ("test split")."""
+        return f"{', '.join(self.held_out.splits)} split" if self.held_out else "no held-out data"
+
+
+def extraction_settings(manifest):
+    """What a run must know of its features (``predict`` makes new ones alike,
+    with the same quantized model if there is one)."""
+    return {key: manifest.get(key) for key in (*manifest_lib.FEATURE_KEYS, "model") if key in manifest}
+
+
+def check_same_extraction(expected, manifest, what):
+    """Refuses features extracted unlike ``expected`` (on ``FEATURE_KEYS``)."""
+    details = manifest_lib.describe_differences(expected, manifest, manifest_lib.FEATURE_KEYS,
+                                                "in the training data", "there")
+    if details:
+        raise DataRefused(f"{what} was extracted differently from the training data ({details})")
+
+
+def open_shards(pattern):
+    """``reader.open_shards``, its refusals as ``DataRefused``."""
+    try:
+        return reader.open_shards(pattern)
+    except ValueError as e:
+        raise DataRefused(str(e)) from None
+
+
+def open_run_data(train_pattern, eval_pattern):
+    """The training and held-out shards of a run, checked.
+
+    Returns:
+      ``RunData``; its ``held_out`` is None (with a notice) when the
+      extraction wrote no test split or ``eval_pattern`` is empty.
+
+    Raises:
+      DataRefused: see the module docstring.
+    """
+    train_shards = open_shards(train_pattern)
+    return RunData(train_shards, _open_held_out(eval_pattern, train_shards))
+
+
+def _open_held_out(eval_pattern, train_shards):
+    try:
+        shards = reader.open_shards(eval_pattern)
+    except reader.NoShards as e:
+        same_folder = files.same_folder(files.dirname(eval_pattern), train_shards.folder)
+        if eval_pattern and (not same_folder or "test" in train_shards.manifest["splits"]):
+            raise DataRefused(f"{e}: give --eval_pattern the held-out shards, or --eval_pattern='' to train "
+                              "without held-out evaluation") from None
+        log.warning("no held-out data: %s; training without held-out evaluation (no eval scores, no best "
+                    "checkpoint)", f"the extraction in {train_shards.folder} wrote no test split"
+                    if eval_pattern else "--eval_pattern is empty")
+        return None
+    except ValueError as e:
+        raise DataRefused(str(e)) from None
+    check_same_extraction(extraction_settings(train_shards.manifest), shards.manifest,
+                          f"--eval_pattern {eval_pattern!r}")
+    _refuse_leaks(train_shards, shards)
+    return shards
+
+
+def _refuse_leaks(train_shards, eval_shards):
+    """Held-out data must not be training data (see the module docstring)."""
+    def pattern(shards, split):
+        return f"'{files.join(shards.folder, split)}-*.tfrecord'"
+
+    shared = sorted(set(train_shards.files) & set(eval_shards.files))
+    if shared:
+        raise DataRefused(f"--train_pattern and --eval_pattern both match {a_few(shared)}: held-out scores "
+                          f"would be scores on training data. Use --train_pattern {pattern(train_shards, 'train')} "
+                          f"and --eval_pattern {pattern(eval_shards, 'test')}.")
+    if "test" in train_shards.splits:
+        raise DataRefused(f"--train_pattern {train_shards.pattern!r} matches the test split's shards "
+                          f"({a_few(name for name in train_shards.indexes if name.startswith('test-'))}): training "
+                          f"on held-out videos makes every held-out score meaningless. Use --train_pattern "
+                          f"{pattern(train_shards, 'train')}.")
+    both = sorted(train_shards.video_ids() & eval_shards.video_ids())
+    if both:
+        raise DataRefused(f"{len(both)} videos are in both the training and the held-out data ({a_few(both)}): "
+                          f"--eval_pattern {eval_shards.pattern!r} holds videos that --train_pattern "
+                          f"{train_shards.pattern!r} trains on (two extractions of the same videos?). Evaluate "
+                          "on a test split extracted with the training data.")
+
+
+def held_out_dataset(shards, batch_size):
+    """One pass over ``shards``, with the video ids and thumbnails."""
+    return reader.make_dataset(shards.files, shards.spec, shards.manifest["dtype"], batch_size, training=False,
+                               with_details=True)
+
+
+def scored_data(shards):
+    """What an evaluation of ``shards`` scored: "test split", or e.g. "train
+    split (not held-out data)"."""
+    splits = " and ".join(shards.splits)
+    return f"{splits} split" + ("" if shards.splits == ["test"] else " (not held-out data)")
+
+
+def shard_problems(shard_sets):
+    """``[(file, problem)]`` of the shards behind a read error or a NaN (every
+    record of the given ``reader.ShardSet`` objects is read again; None ones
+    are skipped)."""
+    problems = []
+    for shards in filter(None, shard_sets):
+        problems += reader.scan_shards(shards.files, shards.spec, shards.manifest["dtype"])
+    return problems
+
+
+def damage_message(cause, problems):
+    """What to say after a read error or a NaN: its cause (a TensorFlow error
+    or a sentence), the shards ``shard_problems`` found, and what to do."""
+    cause = tensorflow_error_text(cause)
+    if not problems:
+        return f"reading the shards failed: {cause}"
+    named = "; ".join(f"{file}: {problem}" for file, problem in problems[:3])
+    return (f"{cause}: {named}. Delete these shards and run the same python -m extract command again to extract "
+            "them anew (it redoes missing shards), then train again.")

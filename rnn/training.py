@@ -1,0 +1,514 @@
+"""Training a run, step by step (``python train.py`` is its command line).
+
+    python -m extract --demo                      # features/ from 24 synthetic videos
+    python train.py --cell gru --steps 300        # about 50 s on 2 CPU cores
+    tensorboard --logdir tensorboard_logs         # then open http://localhost:6006
+
+On the demo, expect held-out top-1 of 1.0 (at least 0.9) after 300 steps
+with either cell; ``tensorboard_logs/gru/metrics.json`` says so.
+
+``train(config)`` reads as a run goes:
+
+1. **open the data**: training and held-out shards, checked against their
+   manifests and each other (``rnn.data``);
+2. **open the run folder**: locked; a new run, or the same run resumed
+   (settings that define another run are refused);
+3. **build** the model, its optimizer and checkpoints, under the
+   distribution strategy;
+4. **restore** the latest checkpoint (the default: the same command resumes);
+5. **loop**: a batch, a train step (forward, loss, gradients summed across
+   replicas, clipped by global norm, Adam); every ``log_every`` steps the
+   training scalars (gradient and parameter norms included); every
+   ``eval_every`` an evaluation, which keeps the best checkpoint; every
+   ``checkpoint_every`` a checkpoint and ``metrics.json``;
+6. **export** ``model.keras``.
+
+The run folder (``rnn.run_dir``): ``hparams/``, ``train/``, ``eval/``
+(TensorBoard, ``rnn.summaries``), ``checkpoints/``, ``best/``,
+``model.keras``, ``run.json``, ``metrics.json``.
+"""
+
+import contextlib
+import dataclasses
+import logging
+import math
+import pathlib
+import shutil
+import tempfile
+import threading
+import time
+import typing
+
+from common import console
+from records import files
+from records import manifest as manifest_lib
+from rnn import data as data_lib
+from rnn import distribute, evaluation, models, optimization, run_dir as run_dir_lib, summaries
+
+log = logging.getLogger(__name__)
+
+# Set by Ctrl-C or SIGTERM (see train.py): the loop stops at the next step.
+STOP_REQUESTED = threading.Event()
+# Settings that define what a run learns: resuming with other values is refused.
+DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "batch_size", "learning_rate", "lr_decay", "clip_norm", "seed")
+# Settings a resumed run may change (each session's values are recorded in run.json).
+ADJUSTABLE_SETTINGS = ("epochs", "steps", "eval_every", "checkpoint_every", "log_every", "strategy",
+                       "mixed_precision")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs (the flags of ``train.py``)."""
+
+    model: models.ModelConfig = models.ModelConfig()
+    train_pattern: str = "features/train-*.tfrecord"
+    eval_pattern: str = "features/test-*.tfrecord"
+    logdir: str = "tensorboard_logs"
+    run_name: typing.Optional[str] = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    lr_decay: str = "none"
+    clip_norm: float = 1.0
+    epochs: int = 30
+    steps: typing.Optional[int] = None
+    eval_every: typing.Optional[int] = None
+    checkpoint_every: typing.Optional[int] = None
+    log_every: int = 10
+    seed: int = 0
+    restart: bool = False
+    strategy: str = "auto"
+    mixed_precision: typing.Optional[bool] = None  # None: on when training on GPUs
+    show_progress: bool = True
+    progress_seconds: float = 30.0
+
+    def __post_init__(self):
+        """Raises ValueError (naming the flag) for a setting out of range."""
+        if self.run_name is not None:
+            run_dir_lib.check_run_name(self.run_name)
+        for flag in ("batch_size", "learning_rate", "clip_norm", "epochs", "steps", "eval_every", "checkpoint_every",
+                     "log_every"):
+            console.check_number(flag, getattr(self, flag), above=0, optional=True)
+        console.check_number("progress_seconds", self.progress_seconds, minimum=0)
+        if self.lr_decay not in ("none", "cosine"):
+            raise ValueError(f"unknown --lr_decay {self.lr_decay!r}; use none or cosine")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"unknown --strategy {self.strategy!r}; choose one of {', '.join(distribute.STRATEGIES)}")
+
+    @property
+    def run_dir(self):
+        return pathlib.Path(self.logdir) / (self.run_name or self.model.cell)
+
+
+class TrainingError(Exception):
+    """A run that cannot go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How long a run is, and how often it logs, evaluates and checkpoints."""
+
+    total_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def of(cls, config, training_videos):
+        steps_per_epoch = max(1, math.ceil(training_videos / config.batch_size))
+        total = config.steps or config.epochs * steps_per_epoch
+        # Short runs checkpoint often too, so that a kill loses little of them.
+        return cls(total, config.log_every, config.eval_every or max(steps_per_epoch, 50),
+                   config.checkpoint_every or max(1, min(50, total // 20)))
+
+    def due(self, step, every):
+        """Whether ``step`` is one of every ``every`` steps, or the last."""
+        return step % every == 0 or step == self.total_steps
+
+
+def train(config, strategy=None):
+    """Trains (or resumes) a run; returns the contents of ``metrics.json``.
+
+    Under a multi-worker strategy every worker calls this; the chief alone
+    writes the run folder (and returns its metrics; other workers return {}).
+
+    Args:
+      config: a ``TrainConfig``.
+      strategy: the ``tf.distribute.Strategy`` made from ``config.strategy``
+        (``distribute.make_strategy``); made here if None, which a
+        multi-worker strategy does not allow once TensorFlow has run.
+
+    Raises:
+      TrainingError: bad data, a run folder holding another run or in use, or
+        a loss that became NaN (the last good checkpoint is kept).
+    """
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    data = _open_data(config)
+    strategy = strategy or _make_strategy(config)
+    chief = distribute.is_chief(strategy)
+    log.info("training with %s", distribute.describe(strategy))
+    with _open_run_folder(config, data, strategy, chief) as run:
+        return _train_in(config, run, data, strategy, chief)
+
+
+def _open_data(config):
+    """Step 1: the shards, checked."""
+    try:
+        return data_lib.open_run_data(config.train_pattern, config.eval_pattern)
+    except data_lib.DataRefused as e:
+        raise TrainingError(str(e)) from None
+
+
+def _make_strategy(config):
+    try:
+        return distribute.make_strategy(config.strategy)
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _run_record(config, train_manifest):
+    """What run.json says of a run, beside the sessions: the settings that
+    define it and the extraction settings ``predict`` needs."""
+    return {
+        "model": dataclasses.asdict(config.model),
+        "training": {key: getattr(config, key) for key in DEFINING_SETTINGS},
+        "extraction": data_lib.extraction_settings(train_manifest),
+    }
+
+
+def _check_same_run(run_dir, stored, record):
+    """Refuses to resume a run with settings that define another run."""
+    # run.json of earlier versions kept these settings under "config".
+    stored_training = stored.get("training") or {key: stored.get("config", {}).get(key) for key in DEFINING_SETTINGS}
+    before = {**stored["model"], **stored_training}
+    now = {**record["model"], **record["training"]}
+    changes = manifest_lib.describe_differences(before, now, sorted(now), "there", "now")
+    extraction = manifest_lib.describe_differences(stored["extraction"], record["extraction"],
+                                                   manifest_lib.FEATURE_KEYS, "there", "now")
+    if extraction:
+        changes = "; ".join(filter(None, [changes, f"features extracted differently ({extraction})"]))
+    if changes:
+        raise TrainingError(f"{run_dir} holds a run with other settings ({changes}); resume it with its own "
+                            "settings, or use another --run_name, or --restart to replace it")
+
+
+@contextlib.contextmanager
+def _open_run_folder(config, data, strategy, chief):
+    """Step 2: the run folder, locked by the chief (the other workers wait for
+    it, then read its checkpoints). Yields the run's record (run.json)."""
+    record = _run_record(config, data.train.manifest)
+    try:
+        folder = run_dir_lib.open_run_folder(config.run_dir, config.restart) if chief else contextlib.nullcontext()
+        with folder as stored:
+            if stored is not None:
+                _check_same_run(config.run_dir, stored, record)
+            if chief:
+                run_dir_lib.keep_backbone_model(config.run_dir, record["extraction"], data.train.folder)
+            distribute.barrier(strategy)
+            yield stored or {**record, "config": dataclasses.asdict(config)}
+    except run_dir_lib.RunFolderError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _use_mixed_precision(config):
+    """``--mixed_precision``: on by default when the replicas are GPUs."""
+    if config.mixed_precision is not None:
+        return config.mixed_precision
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _learning_rate(config, total_steps):
+    import keras
+
+    if config.lr_decay == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total_steps)
+    return config.learning_rate
+
+
+def _build(config, spec, schedule, strategy):
+    """Step 3: the model, its optimizer and their checkpoint, under the strategy."""
+    import keras
+    import tensorflow as tf
+
+    mixed = _use_mixed_precision(config)
+    with strategy.scope():
+        if mixed:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            model = models.build_model(config.model, spec.num_classes, spec.feature_dim, spec.max_frames)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        optimizer = keras.optimizers.Adam(_learning_rate(config, schedule.total_steps))
+        if mixed:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    console.warm_up(model)
+    return model, optimizer, checkpoint
+
+
+def _step_of(optimizer):
+    """The optimizer's step count (a mirrored variable under a strategy)."""
+    return int(optimizer.iterations.numpy())
+
+
+class _Checkpoints:
+    """The latest checkpoints and the best one. Every worker saves them
+    (saving runs collectives); the chief's are the run's, the others' go to a
+    temporary folder of their own, deleted by ``close``."""
+
+    def __init__(self, checkpoint, run_dir, chief):
+        import tensorflow as tf
+
+        self.run_dir = run_dir
+        self._scratch = None if chief else tempfile.mkdtemp(prefix="train_worker_")
+        own = run_dir if chief else pathlib.Path(self._scratch)
+        self.checkpoint = checkpoint
+        self.latest = tf.train.CheckpointManager(checkpoint, own / run_dir_lib.CHECKPOINTS, max_to_keep=3)
+        self.best = tf.train.CheckpointManager(checkpoint, own / run_dir_lib.BEST, max_to_keep=1)
+
+    def restore(self, optimizer):
+        """Step 4: restores the run's latest checkpoint, if any; returns the
+        step it resumes from (0 for a new run)."""
+        import tensorflow as tf
+
+        latest = tf.train.latest_checkpoint(self.run_dir / run_dir_lib.CHECKPOINTS)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            log.info("resumed from %s (step %d)", latest, _step_of(optimizer))
+        return _step_of(optimizer)
+
+    def close(self):
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)  # a folder this process made for itself
+
+
+def _start_session(run_dir, run, config, step, schedule):
+    """The chief's bookkeeping at a session's start: run.json records the
+    session (and says what changed since the last one), metrics.json so far
+    is read back, and events logged after the checkpoint resumed from are
+    dropped (those steps are done again). Returns the metrics so far."""
+    session = {"from_step": step, "total_steps": schedule.total_steps,
+               **{key: getattr(config, key) for key in ADJUSTABLE_SETTINGS}}
+    sessions = run.setdefault("sessions", [])
+    if sessions:
+        changed = {key: (sessions[-1].get(key), value) for key, value in session.items()
+                   if key != "from_step" and sessions[-1].get(key) != value}
+        if changed:
+            log.info("resuming with %s (recorded in %s)", ", ".join(
+                f"{key} {before} -> {after}" for key, (before, after) in changed.items()), run_dir_lib.RUN_FILE)
+    sessions.append(session)
+    files.write_json_atomic(run_dir / run_dir_lib.RUN_FILE, run)
+    for events in (run_dir_lib.TRAIN_EVENTS, run_dir_lib.EVAL_EVENTS, run_dir_lib.HPARAMS_EVENTS):
+        run_dir_lib.drop_events_after(run_dir / events, step)
+    if step == 0:
+        return {}
+    return files.read_json(run_dir / run_dir_lib.METRICS_FILE,
+                           "delete it; it is written again at the next checkpoint") or {}
+
+
+class _Evaluator:
+    """Held-out evaluations: scores them, keeps the best checkpoint, and has
+    the board log them (images when the best changes, and at the end).
+
+    Every worker evaluates (the same weights on the same data give the same
+    scores), so that all of them take the same best-checkpoint decision;
+    only the chief's board writes."""
+
+    def __init__(self, model, dataset, class_names, board, checkpoints, best_eval, chief):
+        self.predict = evaluation.inference_function(model)
+        self.variables = model.trainable_variables
+        self.dataset, self.class_names = dataset, class_names
+        self.board, self.checkpoints, self.chief = board, checkpoints, chief
+        self.best = best_eval
+
+    def __call__(self, step, last=False):
+        """Returns the evaluation's metrics, or None without held-out data."""
+        if self.dataset is None:
+            return None
+        results, outputs = evaluation.evaluate(self.predict, self.dataset, self.class_names)
+        improved = self.best is None or results["top1"] > self.best["top1"]
+        if improved:
+            self.best = {**results, "step": step}
+            self.checkpoints.best.save(checkpoint_number=step)
+        self.board.evaluation(step, results, outputs, self.variables, self.best, draw_images=improved or last)
+        if last:
+            self.board.projector(outputs)
+        if self.chief:
+            top_k = f", top-{results['k']} {results['top_k']:.3f}" if results["k"] else ""
+            log.info("step %d: eval top-1 %.3f%s, loss %.4f (best top-1 %.3f at step %d)", step, results["top1"],
+                     top_k, results["loss"], self.best["top1"], self.best["step"])
+        return results
+
+
+def _train_in(config, run, data, strategy, chief):
+    """Steps 3 to 6, in a run folder the chief holds."""
+    import tensorflow as tf
+
+    run_dir = config.run_dir
+    schedule = Schedule.of(config, data.train.videos)
+    top_k = evaluation.top_k_for(data.spec.num_classes)
+    batches, input_split = distribute.distribute_input(
+        strategy, data.training_dataset(config.batch_size, config.seed), data.train.files)
+    log.info("input: %s", input_split)
+
+    model, optimizer, checkpoint = _build(config, data.spec, schedule, strategy)
+    checkpoints = _Checkpoints(checkpoint, run_dir, chief)
+    step = checkpoints.restore(optimizer)
+    metrics = _start_session(run_dir, run, config, step, schedule) if chief else {}
+    board = summaries.Board(run_dir, chief, data.class_names, top_k, data.describe_held_out())
+    board.start(summaries.hparams_record(config, data.train.manifest, schedule.total_steps))
+    evaluate = _Evaluator(model, data.held_out_dataset(config.batch_size), data.class_names, board, checkpoints,
+                          metrics.get("best_eval"), chief)
+    try:
+        metrics = _loop(config, schedule, step, metrics, model, optimizer, strategy, batches, data, board, evaluate,
+                        checkpoints, chief)
+    except KeyboardInterrupt:
+        board.end("interrupted")
+        if distribute.workers(strategy) == 1:
+            # Steps are atomic, so the state is consistent: keep it. (With
+            # several workers a save needs all of them: they resume from the
+            # last periodic checkpoint instead.)
+            checkpoints.latest.save(checkpoint_number=_step_of(optimizer))
+            log.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
+                        _step_of(optimizer))
+        raise
+    except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
+        board.end("failure")
+        raise TrainingError(data_lib.damage_message(e, data_lib.shard_problems([data.train, data.held_out]))) \
+            from None
+    except TrainingError:
+        board.end("failure")
+        raise
+    finally:
+        checkpoints.close()
+    board.end("success")
+    if not chief:
+        return {}
+    _export(model, run_dir)
+    return metrics
+
+
+def _loop(config, schedule, step, metrics, model, optimizer, strategy, batches, data, board, evaluate, checkpoints,
+          chief):
+    """Step 5: trains from ``step`` to the end of the schedule; returns the
+    final metrics (also in ``metrics.json``)."""
+    import tensorflow as tf
+
+    train_step = optimization.make_train_step(model, optimizer, config.clip_norm,
+                                              evaluation.top_k_for(data.spec.num_classes), strategy,
+                                              config.batch_size)
+    metrics_path = config.run_dir / run_dir_lib.METRICS_FILE
+    final_eval = metrics.get("final_eval")
+    interval, session = optimization.Meter(), optimization.Meter()
+    batches = iter(batches)
+    progress = console.Progress(schedule.total_steps, "step", f"training {config.run_dir.name}",
+                                config.show_progress and chief, config.progress_seconds if chief else float("inf"),
+                                initial=step)
+    try:
+        while step < schedule.total_steps:
+            if STOP_REQUESTED.is_set():
+                raise KeyboardInterrupt
+            started = time.perf_counter()
+            inputs, labels = next(batches)
+            got_batch = time.perf_counter()
+            outputs = {key: float(value) for key, value in train_step(inputs, labels).items()}
+            step = _step_of(optimizer)
+            if not math.isfinite(outputs["loss"]):
+                _stop_at_a_nan(outputs["loss"], step, checkpoints, data)
+            for meter in (interval, session):
+                meter.add(outputs, config.batch_size, time.perf_counter() - started, got_batch - started)
+            progress.update(1)
+
+            if schedule.due(step, schedule.log_every):
+                means = interval.means()
+                board.training(step, means, float(optimizer.learning_rate.numpy()),
+                               float(tf.linalg.global_norm(model.trainable_variables)))
+                progress.note(f"loss {means['loss']:.3f}")
+                interval = optimization.Meter()
+            if schedule.due(step, schedule.eval_every):
+                final_eval = evaluate(step, last=step == schedule.total_steps)
+            if schedule.due(step, schedule.checkpoint_every):
+                checkpoints.latest.save(checkpoint_number=step)
+                metrics = _metrics(config.run_dir, step, final_eval, evaluate.best, session, metrics)
+                if chief:
+                    files.write_json_atomic(metrics_path, metrics)
+
+        if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
+            final_eval = evaluate(step, last=True)
+            metrics = _metrics(config.run_dir, step, final_eval, evaluate.best, session, metrics)
+            if chief:
+                files.write_json_atomic(metrics_path, metrics)
+    finally:
+        progress.close()
+    return metrics
+
+
+def _stop_at_a_nan(loss, step, checkpoints, data):
+    """A loss that became NaN or Inf: names the training shards that hold
+    such values, or says what to change when the features are finite."""
+    kept = f"the last good checkpoint ({checkpoints.latest.latest_checkpoint or 'none yet'}) is kept"
+    log.info("the loss became %s: looking for NaN or Inf in the training shards", loss)
+    problems = data_lib.shard_problems([data.train])
+    if problems:
+        raise TrainingError(data_lib.damage_message(f"the loss became {loss} at step {step}; {kept}", problems))
+    raise TrainingError(f"the loss became {loss} at step {step}; {kept}. The features are finite: lower "
+                        "--learning_rate or --clip_norm and run again.")
+
+
+def _metrics(run_dir, step, final_eval, best_eval, session, previous):
+    """metrics.json: final and best evaluation, step, training throughput (of
+    this session, or of the previous one if this one trained no step)."""
+    throughput = previous.get("train", {})
+    if session.steps:
+        means = session.means()
+        throughput = {key: means[key] for key in ("examples_per_second", "input_wait_fraction")}
+    return {"run": str(run_dir), "step": step, "final_eval": final_eval, "best_eval": best_eval,
+            "train": throughput}
+
+
+def _export(model, run_dir):
+    """Step 6: saves the final model atomically (run.json holds its class names)."""
+    import os
+
+    final = run_dir / run_dir_lib.MODEL_FILE
+    partial = files.partial_path(final) + ".keras"  # Keras insists on the suffix
+    model.save(partial)
+    os.replace(partial, final)
+
+
+def evaluate_run(run_dir, eval_pattern, batch_size=32):
+    """Evaluates a trained run's final model on other shards, without training
+    (``train.py --mode eval``). Scoring training shards is allowed, and then
+    said: the result's ``scored`` is e.g. "train split (not held-out data)".
+
+    Returns:
+      The metrics dict (also written to ``<run_dir>/evaluation.json``).
+
+    Raises:
+      TrainingError: not a finished run, or shards it cannot use.
+    """
+    import tensorflow as tf
+
+    run_dir = pathlib.Path(run_dir)
+    try:
+        run = run_dir_lib.read_run_file(run_dir)
+        if run is None:
+            raise TrainingError(f"{run_dir} is not a run of train.py (it has no {run_dir_lib.RUN_FILE})")
+        model = run_dir_lib.load_final_model(run_dir)
+        shards = data_lib.open_shards(eval_pattern)
+        data_lib.check_same_extraction(run["extraction"], shards.manifest, f"--eval_pattern {eval_pattern!r}")
+    except (run_dir_lib.RunFolderError, data_lib.DataRefused) as e:
+        raise TrainingError(str(e)) from None
+    try:
+        results, _ = evaluation.evaluate(evaluation.inference_function(model),
+                                         data_lib.held_out_dataset(shards, batch_size),
+                                         run["extraction"]["class_names"])
+    except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
+        raise TrainingError(data_lib.damage_message(e, data_lib.shard_problems([shards]))) from None
+    results = {"eval_pattern": eval_pattern, "scored": data_lib.scored_data(shards), **results}
+    files.write_json_atomic(run_dir / run_dir_lib.EVALUATION_FILE, results)
+    return results
