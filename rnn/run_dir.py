@@ -31,8 +31,7 @@ MODEL_FILE = "model.keras"
 EVALUATION_FILE = "evaluation.json"
 # A copy of the training data's quantized CNN (int8 extractions), for predict.
 BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
-TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS = (summaries.TRAIN_EVENTS, summaries.EVAL_EVENTS,
-                                             summaries.HPARAMS_EVENTS)
+TRAIN_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.EVAL_EVENTS
 CHECKPOINTS, BEST = "checkpoints", "best"
 
 # Every file train.py (and TensorFlow's writers for it) writes in a run
@@ -42,9 +41,8 @@ OWN_FILES = re.compile("|".join([
     *(re.escape(name) for name in (*_WRITTEN_ATOMICALLY, MODEL_FILE)),
     *(rf"\.{re.escape(name)}\.\d+\.partial" for name in _WRITTEN_ATOMICALLY),  # files.write_text_atomic
     rf"\.{re.escape(MODEL_FILE)}\.partial\.keras",  # the model, exported under a temporary name
-    summaries.EVENT_FILE,  # the HParams record of earlier versions, at the run's root
-    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)"
-      for events in (TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS)),
+    summaries.EVENT_FILE,  # the run's HParams session, at its root
+    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, EVAL_EVENTS)),
     *(rf"{EVAL_EVENTS}/({name})" for name in summaries.PROJECTOR_FILES),
     *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
       for name in summaries.CHECKPOINT_FILES),
@@ -58,9 +56,12 @@ class RunFolderError(Exception):
 
 
 def check_run_name(name):
-    """Raises ValueError unless ``name`` is a plain folder name."""
+    """Raises ValueError unless ``name`` is a plain folder name (and not the
+    logdir's HParams experiment folder)."""
     if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
         raise ValueError(f"--run_name {name!r} must be a plain folder name (no '/', not '.' or '..')")
+    if name == summaries.EXPERIMENT_FOLDER:
+        raise ValueError(f"--run_name {name!r} is taken: --logdir's {name}/ holds the HParams experiment")
 
 
 def read_run_file(run_dir):
@@ -98,6 +99,21 @@ def keep_backbone_model(run_dir, extraction, features_folder):
                              f"its manifest names (SHA-256 {entry['sha256'][:12]}...); run the same python -m "
                              "extract command again to restore it")
     files.write_bytes_atomic(pathlib.Path(run_dir) / BACKBONE_MODEL_FILE, content)
+
+
+def hyperparameters_of_runs(logdir):
+    """The hyperparameters (run.json's "hparams") of every run in ``logdir``
+    that records them, for the logdir's HParams experiment."""
+    found = []
+    for folder in sorted(pathlib.Path(logdir).iterdir()):
+        if folder.is_dir() and folder.name != summaries.EXPERIMENT_FOLDER:
+            try:
+                run = read_run_file(folder)
+            except RunFolderError:
+                continue
+            if run is not None and isinstance(run.get("hparams"), dict):
+                found.append(run["hparams"])
+    return found
 
 
 def backbone_model(run_dir, extraction):
@@ -146,8 +162,7 @@ def open_run_folder(run_dir, restart):
     run_dir = pathlib.Path(run_dir)
     try:
         files.check_folder_path(run_dir.parent, "--logdir")
-        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS, CHECKPOINTS,
-                                                             BEST))):
+        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, EVAL_EVENTS, CHECKPOINTS, BEST))):
             files.check_folder_path(folder, "the run folder" if folder == run_dir else "the run's folder")
     except ValueError as e:
         raise RunFolderError(str(e)) from None
@@ -213,6 +228,8 @@ def drop_events_after(folder, step):
     import tensorflow as tf
 
     for path in sorted(pathlib.Path(folder).glob("events.out.tfevents.*")):
+        if not re.fullmatch(summaries.EVENT_FILE, path.name):  # not a writer's own file: not ours to rewrite
+            continue
         records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
         kept = [record for record in records if tf.compat.v1.Event.FromString(record).step <= step]
         if len(kept) == len(records):

@@ -2,15 +2,8 @@
 
 Run folder ``<logdir>/<run>/``:
 
-- ``hparams/``: the HParams tab's record of the run: its hyperparameters
-  (extraction settings included), how it ended, and the few scalars it is
-  judged by (held-out top-1 at the end and at its best, and the step of the
-  best; held-out top-k and loss; training loss and top-1). No experiment
-  summary is written, so TensorBoard builds the table from every run's
-  record: it marks the hyperparameters that differ between runs and shows
-  them first, and its metric columns are exactly those scalars (a session's
-  metrics are the scalars of its folder and below, hence a folder of their
-  own);
+- ``events`` at the run's root: the run's session for the HParams tab: its
+  hyperparameters (extraction settings included) and how it ended;
 - ``train/`` and ``eval/``: scalars under the same tags, so that one chart
   shows both (``metrics/loss``, ``metrics/top1``, ``metrics/topK``), plus
   ``optim/...`` and ``perf/...`` for training; weight and gradient histograms
@@ -23,12 +16,22 @@ Run folder ``<logdir>/<run>/``:
   prediction and thumbnail). Images are drawn where they are looked at:
   when the best checkpoint changes and at the end of a run, not at every
   evaluation (at 101 classes they cost more than the evaluation itself).
+
+``<logdir>/_hparams/``: the HParams tab's experiment, shared by the runs of
+the logdir and written again by every run that starts: which
+hyperparameters the table shows (those whose values differ between the
+runs, marked as differing; the cell and learning rate when there is one
+run) and which metrics it shows beside them (held-out top-1 at the end and
+at its best, the step of the best, held-out top-k and loss, training loss
+and top-1). TensorBoard ticks the first five hyperparameters it is given, so
+listing only those that differ keeps the metric columns on screen.
 """
 
 import io
 import logging
 import math
 import os
+import pathlib
 
 import numpy as np
 
@@ -36,16 +39,16 @@ log = logging.getLogger(__name__)
 
 # Scalar tags, grouped by prefix (TensorBoard makes one section per prefix).
 LOSS, TOP1 = "metrics/loss", "metrics/top1"
+BEST_TOP1, BEST_STEP = "metrics/best_top1", "metrics/best_step"  # held-out, so far
 LEARNING_RATE, GRADIENT_NORM, PARAMETER_NORM = "optim/learning_rate", "optim/gradient_norm", "optim/parameter_norm"
 EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_percent"
 CONFUSION_MATRIX = "confusion_matrix"
 PER_CLASS = "per_class/precision_recall"
 MISCLASSIFIED = "misclassified_clips"
-# The writers' folders in a run folder.
-TRAIN_EVENTS, EVAL_EVENTS, HPARAMS_EVENTS = "train", "eval", "hparams"
-# The HParams table's metric columns: the scalars of hparams/.
-HELD_OUT_TOP1, BEST_TOP1, BEST_STEP = "held_out/top1", "held_out/best_top1", "held_out/best_step"
-HELD_OUT_LOSS, TRAIN_LOSS, TRAIN_TOP1 = "held_out/loss", "training/loss", "training/top1"
+# The writers' folders in a run folder (the HParams session goes to its root).
+TRAIN_EVENTS, EVAL_EVENTS = "train", "eval"
+# In --logdir, beside the runs: the HParams experiment (no run may take this name).
+EXPERIMENT_FOLDER = "_hparams"
 # What TensorFlow's summary writers name their files: time, host, process id,
 # a per-process number.
 EVENT_FILE = r"events\.out\.tfevents\.\d+\.[^/]+\.\d+\.\d+\.v2"
@@ -59,8 +62,8 @@ PROJECTOR_FILES = (r"projector_config\.pbtxt", r"metadata\.tsv", r"\.metadata\.t
                    *(name.format(prefix=r"embeddings\.ckpt") for name in CHECKPOINT_FILES))
 
 
-def top_k_tag(k, prefix="metrics"):
-    return f"{prefix}/top{k}"
+def top_k_tag(k):
+    return f"metrics/top{k}"
 
 
 # --- HParams -------------------------------------------------------------------------------------
@@ -87,13 +90,78 @@ def hparams_record(config, manifest, total_steps):
 
 
 def write_hparams(writer, run_name, hyperparameters):
-    """Starts the run's session in the HParams record (``hparams/``): its
-    hyperparameters, and its name as the trial id."""
+    """Starts the run's session for the HParams tab (in the run's root
+    writer): its hyperparameters, and its name as the trial id."""
     from tensorboard.plugins.hparams import api as hparams
 
     with writer.as_default():
         hparams.hparams(hyperparameters, trial_id=run_name)
     writer.flush()
+
+
+def experiment_summary(runs_hyperparameters, top_k):
+    """The HParams experiment of a logdir's runs (serialized ``Summary``).
+
+    Args:
+      runs_hyperparameters: each run's ``hparams_record``.
+      top_k: the k of the runs' top-k accuracy, or None.
+
+    Returns:
+      ``(summary bytes, names of the hyperparameters listed)``: those whose
+      values differ between the runs (marked as differing, their values as
+      their domain), or the cell and learning rate if none differs.
+    """
+    from tensorboard.plugins.hparams import api as hparams
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    values = {}
+    for run in runs_hyperparameters:
+        for name, value in run.items():
+            values.setdefault(name, set()).add(value)
+    # Runs that lack a hyperparameter (recorded by another version) make it differ too.
+    differing = sorted(name for name, seen in values.items()
+                       if len(seen) > 1 or any(name not in run for run in runs_hyperparameters))
+    listed = differing or [name for name in ("cell", "learning_rate") if name in values]
+    domains = {name: sorted(values[name], key=str) for name in listed}
+    specs = [hparams.HParam(name, hparams.Discrete(domain) if len({type(v) for v in domain}) == 1 else None)
+             for name, domain in domains.items()]
+    metrics = [hparams.Metric(TOP1, group="eval", display_name="held-out top-1"),
+               hparams.Metric(BEST_TOP1, group="eval", display_name="best held-out top-1"),
+               hparams.Metric(BEST_STEP, group="eval", display_name="step of the best"),
+               hparams.Metric(LOSS, group="eval", display_name="held-out loss"),
+               hparams.Metric(LOSS, group="train", display_name="training loss"),
+               hparams.Metric(TOP1, group="train", display_name="training top-1")]
+    if top_k:
+        metrics.insert(3, hparams.Metric(top_k_tag(top_k), group="eval", display_name=f"held-out top-{top_k}"))
+    summary = hparams.hparams_config_pb(specs, metrics)
+    value = summary.value[0]
+    experiment = metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
+    for info in experiment.hparam_infos:
+        info.differs = info.name in differing
+    value.metadata.CopyFrom(metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(
+        experiment=experiment)))
+    return summary.SerializeToString(), listed
+
+
+def write_experiment(logdir, runs_hyperparameters, top_k):
+    """Writes the logdir's HParams experiment (``experiment_summary``) into
+    ``<logdir>/_hparams/``, replacing the one there (its own event files,
+    recognised by their exact names, and nothing else)."""
+    import re
+
+    import tensorflow as tf
+
+    from records import files
+
+    folder = pathlib.Path(logdir) / EXPERIMENT_FOLDER
+    summary, _ = experiment_summary(runs_hyperparameters, top_k)
+    earlier = [name for name in files.relative_files(folder) if re.fullmatch(EVENT_FILE, name)] \
+        if folder.is_dir() else []
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        tf.summary.experimental.write_raw_pb(summary, step=0)
+    writer.close()
+    files.delete_own_files(folder, earlier)
 
 
 def write_session_end(writer, status):
@@ -201,7 +269,7 @@ def per_class_png(per_class, title):
     axes.barh(positions + 0.2, precision, height=0.4, label="precision", color="#ef8636")
     axes.set_yticks(positions, labels, fontsize=7 if len(names) > 30 else 9)
     axes.set_xlim(0, 1)
-    axes.set_ylim(len(names) - 0.5, -0.5)  # worst recall on top
+    axes.set_ylim(max(len(names), 1) - 0.5, -0.5)  # worst recall on top
     axes.set_xlabel("held-out precision / recall (class, held-out videos)")
     note = f"\n{missing} classes with no held-out video are not shown" if missing else ""
     figure.suptitle(title + note, fontsize=11, x=0.02, ha="left")
@@ -313,7 +381,14 @@ def write_projector(folder, states, mean_features, video_ids, labels, prediction
     # "final_state/.ATTRIBUTES/VARIABLE_VALUE").
     tensors = {name: tf.Variable(value, name=name) for name, value in
                (("final_state", states), ("mean_cnn_feature", mean_features))}
-    tf.compat.v1.train.Saver(tensors).save(None, os.path.join(folder, "embeddings.ckpt"), global_step=1)
+    tensorflow_log = tf.get_logger()
+    level = tensorflow_log.level
+    tensorflow_log.setLevel(logging.ERROR)  # the Saver's deprecation notice concerns training checkpoints
+    try:
+        saver = tf.compat.v1.train.Saver(tensors)
+    finally:
+        tensorflow_log.setLevel(level)
+    saver.save(None, os.path.join(folder, "embeddings.ckpt"), global_step=1)
     rows = [(video_id, class_names[label], class_names[predicted], "yes" if label == predicted else "no")
             for video_id, label, predicted in zip(video_ids, labels, predictions)]
     files.write_tsv(os.path.join(folder, "metadata.tsv"), ("video", "label", "prediction", "correct"), rows)
@@ -363,15 +438,15 @@ class Board:
         self.run_dir, self.chief = run_dir, chief
         self.class_names, self.top_k, self.held_out = class_names, top_k, held_out
         if chief:
-            self.hparams = tf.summary.create_file_writer(str(run_dir / HPARAMS_EVENTS))
+            self.root = tf.summary.create_file_writer(str(run_dir))
             self.train = tf.summary.create_file_writer(str(run_dir / TRAIN_EVENTS))
             self.eval = tf.summary.create_file_writer(str(run_dir / EVAL_EVENTS))
         else:
-            self.hparams = self.train = self.eval = tf.summary.create_noop_writer()
+            self.root = self.train = self.eval = tf.summary.create_noop_writer()
 
     def start(self, hyperparameters):
         if self.chief:
-            write_hparams(self.hparams, self.run_dir.name, hyperparameters)
+            write_hparams(self.root, self.run_dir.name, hyperparameters)
 
     def training(self, step, means, learning_rate, parameter_norm):
         """Training scalars: the interval's means of the step outputs."""
@@ -387,13 +462,10 @@ class Board:
                     tf.summary.scalar(self._TRAINING_TAGS.get(key, key), value)
             tf.summary.scalar(LEARNING_RATE, learning_rate)
             tf.summary.scalar(PARAMETER_NORM, parameter_norm)
-        with self.hparams.as_default(step=step):
-            tf.summary.scalar(TRAIN_LOSS, means["loss"])
-            tf.summary.scalar(TRAIN_TOP1, means["top1"])
 
     def evaluation(self, step, metrics, outputs, variables, best, draw_images):
-        """Held-out scalars (and, in the HParams record, the best top-1 so
-        far and its step); with ``draw_images``, the confusion matrix,
+        """Held-out scalars (the best top-1 so far and its step too); with
+        ``draw_images``, the confusion matrix,
         per-class precision and recall, PR curves and misclassified clips;
         weight histograms.
 
@@ -412,6 +484,8 @@ class Board:
             tf.summary.scalar(TOP1, metrics["top1"])
             if self.top_k:
                 tf.summary.scalar(top_k_tag(self.top_k), metrics["top_k"])
+            tf.summary.scalar(BEST_TOP1, best["top1"])
+            tf.summary.scalar(BEST_STEP, best["step"])
             if self.chief and draw_images:
                 title = (f"{self.run_dir.name}: {self.held_out}, step {step}, {metrics['examples']} videos, "
                          f"top-1 {metrics['top1']:.3f}")
@@ -423,13 +497,6 @@ class Board:
                 for tag, png in images.items():
                     tf.summary.image(tag, tf.image.decode_png(png)[None], step=step)
                 write_pr_curves(probabilities, outputs.labels, self.class_names, step)
-        with self.hparams.as_default(step=step):
-            tf.summary.scalar(HELD_OUT_TOP1, metrics["top1"])
-            if self.top_k:
-                tf.summary.scalar(top_k_tag(self.top_k, "held_out"), metrics["top_k"])
-            tf.summary.scalar(HELD_OUT_LOSS, metrics["loss"])
-            tf.summary.scalar(BEST_TOP1, best["top1"])
-            tf.summary.scalar(BEST_STEP, best["step"])
         with self.train.as_default(step=step):
             for variable in variables:
                 tf.summary.histogram(f"weights/{variable.path}", variable)
@@ -465,6 +532,6 @@ class Board:
     def end(self, status):
         """Records how the run ended (``"success"``, ``"interrupted"``, ``"failure"``) and flushes."""
         if self.chief:
-            write_session_end(self.hparams, status)
-        for writer in (self.hparams, self.train, self.eval):
+            write_session_end(self.root, status)
+        for writer in (self.root, self.train, self.eval):
             writer.flush()

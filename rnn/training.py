@@ -286,11 +286,13 @@ class _Checkpoints:
             shutil.rmtree(self._scratch, ignore_errors=True)  # a folder this process made for itself
 
 
-def _start_session(run_dir, run, config, step, schedule):
+def _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k):
     """The chief's bookkeeping at a session's start: run.json records the
-    session (and says what changed since the last one), metrics.json so far
-    is read back, and events logged after the checkpoint resumed from are
-    dropped (those steps are done again). Returns the metrics so far."""
+    session (and says what changed since the last one) and the run's
+    hyperparameters, the logdir's HParams experiment is written again with
+    them, metrics.json so far is read back, and events logged after the
+    checkpoint resumed from are dropped (those steps are done again).
+    Returns the metrics so far."""
     session = {"from_step": step, "total_steps": schedule.total_steps,
                **{key: getattr(config, key) for key in ADJUSTABLE_SETTINGS}}
     sessions = run.setdefault("sessions", [])
@@ -301,8 +303,10 @@ def _start_session(run_dir, run, config, step, schedule):
             log.info("resuming with %s (recorded in %s)", ", ".join(
                 f"{key} {before} -> {after}" for key, (before, after) in changed.items()), run_dir_lib.RUN_FILE)
     sessions.append(session)
+    run["hparams"] = hyperparameters
     files.write_json_atomic(run_dir / run_dir_lib.RUN_FILE, run)
-    for events in (run_dir_lib.TRAIN_EVENTS, run_dir_lib.EVAL_EVENTS, run_dir_lib.HPARAMS_EVENTS):
+    summaries.write_experiment(config.logdir, run_dir_lib.hyperparameters_of_runs(config.logdir), top_k)
+    for events in ("", run_dir_lib.TRAIN_EVENTS, run_dir_lib.EVAL_EVENTS):
         run_dir_lib.drop_events_after(run_dir / events, step)
     if step == 0:
         return {}
@@ -358,9 +362,10 @@ def _train_in(config, run, data, strategy, chief):
     model, optimizer, checkpoint = _build(config, data.spec, schedule, strategy)
     checkpoints = _Checkpoints(checkpoint, run_dir, chief)
     step = checkpoints.restore(optimizer)
-    metrics = _start_session(run_dir, run, config, step, schedule) if chief else {}
+    hyperparameters = summaries.hparams_record(config, data.train.manifest, schedule.total_steps)
+    metrics = _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k) if chief else {}
     board = summaries.Board(run_dir, chief, data.class_names, top_k, data.describe_held_out())
-    board.start(summaries.hparams_record(config, data.train.manifest, schedule.total_steps))
+    board.start(hyperparameters)
     evaluate = _Evaluator(model, data.held_out_dataset(config.batch_size), data.class_names, board, checkpoints,
                           metrics.get("best_eval"), chief)
     try:
