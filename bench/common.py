@@ -52,6 +52,32 @@ class Timer:
         self.cpu = _cpu_seconds() - self._cpu
 
 
+def rotated_rounds(ways, rounds, workdir):
+    """Runs every way once per round, in an order rotated each round (so that
+    no way always meets the same moment of a noisy machine), each in the
+    round's own folder.
+
+    Args:
+      ways: name -> ``run(round_dir)``.
+      rounds: how many rounds.
+      workdir: a ``pathlib.Path`` for the rounds' folders.
+
+    Returns:
+      One dict per round: name -> its ``Timer`` (``wall`` and ``cpu`` seconds).
+    """
+    names = list(ways)
+    results = []
+    for round_index in range(rounds):
+        round_dir = workdir / f"round{round_index}"
+        round_dir.mkdir(exist_ok=True)
+        timers = {}
+        for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+            with Timer() as timers[name]:
+                ways[name](round_dir)
+        results.append(timers)
+    return results
+
+
 def _cpu_seconds():
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system

@@ -33,7 +33,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import SHARED_VIDEOS, Timer, add_cache_argument, make_clips, print_table, save  # noqa: E402
+from bench.common import (SHARED_VIDEOS, add_cache_argument, make_clips, print_table, rotated_rounds,  # noqa: E402
+                          save)
 
 
 def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
@@ -98,22 +99,10 @@ def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):
         "tutorial": lambda round_dir: sequential(round_dir / "tutorial.tfrecord", per_frame=True),
     }
     names = list(ways)
-    per_round = []
-    cores = {name: [] for name in names}
-    decode_cpu = []
-    for round_index in range(rounds):
-        rates = {}
-        order = names[round_index % len(names):] + names[:round_index % len(names)]
-        for name in order:
-            round_dir = workdir / f"round{round_index}"
-            round_dir.mkdir(exist_ok=True)
-            with Timer() as timer:
-                ways[name](round_dir)
-            rates[name] = frames / timer.wall
-            cores[name].append(timer.cpu / timer.wall)
-            if name == "decode":
-                decode_cpu.append(timer.cpu / len(videos))
-        per_round.append(rates)
+    timed = rotated_rounds(ways, rounds, workdir)
+    per_round = [{name: frames / timers[name].wall for name in names} for timers in timed]
+    cores = {name: [timers[name].cpu / timers[name].wall for timers in timed] for name in names}
+    decode_cpu = [timers["decode"].cpu / len(videos) for timers in timed]
 
     def median(values):
         return float(np.median(values))

@@ -36,8 +36,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import (RESULTS, SHARED_VIDEOS, Timer, add_cache_argument, make_clips, print_table,  # noqa: E402
-                          save)
+from bench.common import (RESULTS, SHARED_VIDEOS, add_cache_argument, make_clips, print_table,  # noqa: E402
+                          rotated_rounds, save)
 
 PRODUCT_WAYS = {  # name -> (backbone, precision)
     "product lite0 float32": ("efficientnet_lite0", "float32"),
@@ -115,19 +115,9 @@ def measure_speed(video_set, backbone_for, workdir, rounds):
     ways["decode (ffmpeg default threads)"] = decode(None)
     ways["decode"] = decode(1)
     names = list(ways)
-    per_round = []
-    cpu_per_frame = {name: [] for name in names}
-    for round_index in range(rounds):
-        rates = {}
-        order = names[round_index % len(names):] + names[:round_index % len(names)]
-        for name in order:
-            round_dir = workdir / f"round{round_index}"
-            round_dir.mkdir(exist_ok=True)
-            with Timer() as timer:
-                ways[name](round_dir)
-            rates[name] = frames / timer.wall
-            cpu_per_frame[name].append(timer.cpu / frames)
-        per_round.append(rates)
+    timed = rotated_rounds(ways, rounds, workdir)
+    per_round = [{name: frames / timers[name].wall for name in names} for timers in timed]
+    cpu_per_frame = {name: [timers[name].cpu / frames for timers in timed] for name in names}
     ratios = {
         "lite0 int8 / lite0 float32": [r["product lite0 int8"] / r["product lite0 float32"] for r in per_round],
         "lite0 int8 / peer": [r["product lite0 int8"] / r["peer (seed-style)"] for r in per_round],

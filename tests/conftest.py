@@ -39,6 +39,15 @@ def make_video(path, duration, size=(320, 240), rate=25, source="testsrc2", inpu
     return path
 
 
+def make_two_class_clips(root, per_class):
+    """Short clips of two classes (``bars`` and ``pattern``), one group per
+    clip, ``per_class`` each, of 1 to 4 s at 10 fps; returns ``root``."""
+    for i in range(per_class):
+        make_video(root / "bars" / f"v_Bars_g{i:02d}_c01.mp4", 1 + i, source="smptebars", rate=10)
+        make_video(root / "pattern" / f"v_Pattern_g{i:02d}_c01.avi", 1.5 + i, source="testsrc", rate=10)
+    return root
+
+
 def _kill_group(process):
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ import xml.etree.ElementTree
 
 import pytest
 
-from conftest import REPO, make_video, run, run_cli, started
+from conftest import REPO, make_two_class_clips, run, run_cli, started
 from extract import dataset, extraction, plan
 from features import temporal_order_examples, write_extraction
 from records.inspect import inspect, iterate_videos
@@ -26,10 +26,7 @@ CLASSES = ["class0", "class1", "class2", "class3"]
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Two classes of two short clips, and a file that is not a video."""
-    root = tmp_path_factory.mktemp("misuse_clips")
-    for i in range(2):
-        make_video(root / "bars" / f"v_Bars_g{i:02d}_c01.mp4", 1 + i, source="smptebars", rate=10)
-        make_video(root / "pattern" / f"v_Pattern_g{i:02d}_c01.avi", 1.5 + i, source="testsrc", rate=10)
+    root = make_two_class_clips(tmp_path_factory.mktemp("misuse_clips"), 2)
     (root / "pattern" / "broken.avi").write_bytes(os.urandom(3000))
     return root
 

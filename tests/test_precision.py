@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_features_are_the_stored_models, make_video, run_cli
+from conftest import assert_features_are_the_stored_models, make_two_class_clips, run_cli
 from extract import backbones, dataset, local_runner, plan, quantization
 from records.inspect import iterate_videos
 
@@ -15,11 +15,7 @@ from records.inspect import iterate_videos
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Two classes of three short clips each (one group per clip)."""
-    root = tmp_path_factory.mktemp("clips")
-    for i in range(3):
-        make_video(root / "bars" / f"v_Bars_g{i:02d}_c01.mp4", 1 + i, source="smptebars", rate=10)
-        make_video(root / "pattern" / f"v_Pattern_g{i:02d}_c01.avi", 1.5 + i, source="testsrc", rate=10)
-    return root
+    return make_two_class_clips(tmp_path_factory.mktemp("clips"), 3)
 
 
 def _extract(clips, output, *extra):
