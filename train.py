@@ -1,7 +1,7 @@
 """Stage 2: train a GRU/LSTM video classifier on extracted features.
 
     python -m extract --demo                      # features/ from 24 synthetic videos
-    python train.py --cell gru --steps 300        # about 50 s on 2 CPU cores
+    python train.py --cell gru --steps 300        # about 40 s on 2 CPU cores
     tensorboard --logdir tensorboard_logs         # then open http://localhost:6006
 
 On the demo, expect held-out top-1 of 1.0 (at least 0.9) after 300 steps with

@@ -247,7 +247,7 @@ def test_help_explains_every_flag():
     for flag in ("videos", "output_dir", "demo", "backbone", "weights", "engine", "fps", "seconds", "dtype",
                  "batch_size", "decode_workers", "videos_per_shard", "splits_dir", "split", "test_fraction",
                  "overwrite", "class_depth", "progress", "progress_seconds", "precision", "runner", "ray_address",
-                 "ray_workers", "ray_cpus_per_worker"):
+                 "ray_workers", "ray_cpus_per_worker", "decode_timeout"):
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout, flag
     assert "efficientnet_lite0" in result.stdout
 
