@@ -220,9 +220,10 @@ def confusion_matrix_png(confusion, class_names, title):
     size = 3.5 + cell * classes
     label_size = 9 if classes <= 30 else 6.5
     figure, axes = plt.subplots(figsize=(size + 1.6, size), dpi=100)
-    image = axes.imshow(np.ma.masked_array(percent, np.repeat(absent[:, None], classes, axis=1)), cmap="Blues",
+    # Masked cells (the rows of classes without held-out videos) are grey.
+    colours = plt.get_cmap("Blues").with_extremes(bad="#d9d9d9")
+    image = axes.imshow(np.ma.masked_array(percent, np.repeat(absent[:, None], classes, axis=1)), cmap=colours,
                         vmin=0, vmax=100)
-    image.cmap.set_bad("#d9d9d9")  # the rows of classes without held-out videos
     colour_bar = figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
     colour_bar.set_label("% of the true class's videos")
     ticks = np.arange(classes)
