@@ -1,6 +1,6 @@
 """Which backbone and precision: speed, fidelity and accuracy, measured side by side.
 
-    python -m bench.precision            # about 25 minutes on 2 CPU cores
+    python -m bench.precision            # about 15 minutes on 2 CPU cores
 
 1. Speed, on the synthetic 10-s clips and on ../shared/videos, each way run in
    every round (rotated order), ratios taken within a round, medians over
