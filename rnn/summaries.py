@@ -107,9 +107,9 @@ def experiment_summary(runs_hyperparameters, top_k):
       top_k: the k of the runs' top-k accuracy, or None.
 
     Returns:
-      ``(summary bytes, names of the hyperparameters listed)``: those whose
-      values differ between the runs (marked as differing, their values as
-      their domain), or the cell and learning rate if none differs.
+      The summary, listing the hyperparameters whose values differ between
+      the runs (marked as differing, their values as their domain), or the
+      cell and learning rate if none differs.
     """
     from tensorboard.plugins.hparams import api as hparams
     from tensorboard.plugins.hparams import metadata, plugin_data_pb2
@@ -140,7 +140,7 @@ def experiment_summary(runs_hyperparameters, top_k):
         info.differs = info.name in differing
     value.metadata.CopyFrom(metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(
         experiment=experiment)))
-    return summary.SerializeToString(), listed
+    return summary.SerializeToString()
 
 
 def write_experiment(logdir, runs_hyperparameters, top_k):
@@ -154,7 +154,7 @@ def write_experiment(logdir, runs_hyperparameters, top_k):
     from records import files
 
     folder = pathlib.Path(logdir) / EXPERIMENT_FOLDER
-    summary, _ = experiment_summary(runs_hyperparameters, top_k)
+    summary = experiment_summary(runs_hyperparameters, top_k)
     earlier = [name for name in files.relative_files(folder) if re.fullmatch(EVENT_FILE, name)] \
         if folder.is_dir() else []
     writer = tf.summary.create_file_writer(str(folder))
