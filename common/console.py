@@ -280,7 +280,7 @@ class Progress:
     def __init__(self, total, unit, description, show_bar=True, log_seconds=30.0, initial=0, work_unit=None,
                  clock=time.monotonic):
         self.total, self.unit, self.description = total, unit, description
-        self._done = self._initial = initial
+        self._done = initial
         self._log_seconds = log_seconds
         self._clock = clock
         self._started = self._last_log = clock()

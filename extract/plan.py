@@ -27,8 +27,8 @@ import os
 import random
 import typing
 
-from extract import backbones, quantization
 from common.console import a_few, check_number
+from extract import backbones, quantization
 from extract.video import DEFAULT_TIMEOUT_SECONDS, file_state, max_frames_for
 from records import files
 from records import manifest as manifest_lib

@@ -13,8 +13,8 @@ touches the disk. ffmpeg does all the work in one pass:
 
 Each ffmpeg decodes on one thread and filters on one thread: the extractor
 runs one ffmpeg per core, so threads inside one would only add switching
-(one filter thread instead of one per core: the same frames for 2-4 % less
-CPU; BENCHMARKS.md, section 6, says where the rest of the time goes).
+(one filter thread instead of one per core: the same frames for 0-5 % less
+CPU; BENCHMARKS.md, section 9, says where the rest of the time goes).
 """
 
 import functools

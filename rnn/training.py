@@ -369,8 +369,10 @@ def _train_in(config, run, data, strategy, chief):
     evaluate = _Evaluator(model, data.held_out_dataset(config.batch_size), data.class_names, board, checkpoints,
                           metrics.get("best_eval"), chief)
     try:
-        metrics = _loop(config, schedule, step, metrics, model, optimizer, strategy, batches, data, board, evaluate,
-                        checkpoints, chief)
+        train_step = optimization.make_train_step(model, optimizer, config.clip_norm, top_k, strategy,
+                                                  config.batch_size)
+        metrics = _loop(config, schedule, step, metrics, model, optimizer, train_step, batches, data, board,
+                        evaluate, checkpoints, chief)
     except KeyboardInterrupt:
         board.end("interrupted")
         if distribute.workers(strategy) == 1:
@@ -397,15 +399,12 @@ def _train_in(config, run, data, strategy, chief):
     return metrics
 
 
-def _loop(config, schedule, step, metrics, model, optimizer, strategy, batches, data, board, evaluate, checkpoints,
-          chief):
+def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches, data, board, evaluate,
+          checkpoints, chief):
     """Step 5: trains from ``step`` to the end of the schedule; returns the
     final metrics (also in ``metrics.json``)."""
     import tensorflow as tf
 
-    train_step = optimization.make_train_step(model, optimizer, config.clip_norm,
-                                              evaluation.top_k_for(data.spec.num_classes), strategy,
-                                              config.batch_size)
     metrics_path = config.run_dir / run_dir_lib.METRICS_FILE
     final_eval = metrics.get("final_eval")
     interval, session = optimization.Meter(), optimization.Meter()
