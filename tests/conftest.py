@@ -35,7 +35,7 @@ def make_video(path, duration, size=(320, 240), rate=25, source="testsrc2", inpu
     separator = ":" if "=" in source else "="
     command = [ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-y", *input_args, "-f", "lavfi",
                "-i", f"{source}{separator}s={width}x{height}:r={rate}:d={duration}", *output_args, str(path)]
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, timeout=300)
     return path
 
 

@@ -74,7 +74,7 @@ def test_rotation_metadata_is_applied(tmp_path):
                        output_args=["-vf", "drawbox=x=0:y=0:w=320:h=120:c=white:t=fill"])
     rotated = tmp_path / "rotated.mp4"
     subprocess.run([video.ffmpeg_binary(), "-loglevel", "error", "-y", "-display_rotation", "90", "-i", str(plain),
-                    "-c", "copy", str(rotated)], check=True)
+                    "-c", "copy", str(rotated)], check=True, timeout=120)
     upright = video.decode_frames(plain, fps=5, seconds=10, size=64).frames[0].mean(axis=2)
     turned = video.decode_frames(rotated, fps=5, seconds=10, size=64).frames[0].mean(axis=2)
     assert upright[:20].mean() > 200 and upright[-20:].mean() < 50
@@ -126,7 +126,7 @@ def test_broken_files_raise_specific_reasons(tmp_path):
 def test_audio_only_file_has_no_video_stream(tmp_path):
     path = tmp_path / "audio.mp4"
     subprocess.run([video.ffmpeg_binary(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=1", str(path)],
-                   check=True)
+                   check=True, timeout=120)
     with pytest.raises(video.DecodeError, match="no video stream"):
         video.decode_frames(path, fps=5, seconds=10, size=64)
 
