@@ -31,14 +31,8 @@ from common import console  # noqa: E402
 
 console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
 
-from rnn import distribute, models  # noqa: E402
+from rnn import distribute, evaluation, models  # noqa: E402
 from rnn.training import STOP_REQUESTED, TrainConfig, TrainingError, evaluate_run, train  # noqa: E402
-
-
-def _scores(results):
-    """"top-1 0.875, top-3 1.000" (top-k only where it means something)."""
-    text = f"top-1 {results['top1']:.3f}"
-    return text + (f", top-{results['k']} {results['top_k']:.3f}" if results.get("k") else "")
 
 
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (or resume), or eval: evaluate a trained run's "
@@ -52,6 +46,10 @@ flags.DEFINE_bool("bidirectional", False, "Also read each video backwards.")
 flags.DEFINE_string("train_pattern", TrainConfig.train_pattern, "Training shards (from python -m extract).")
 flags.DEFINE_string("eval_pattern", TrainConfig.eval_pattern, "Held-out shards, evaluated during training "
                     "(and by --mode eval).")
+flags.DEFINE_float("validation_fraction", TrainConfig.validation_fraction, "Share of each class's groups of "
+                   "training videos held out as the validation split, which chooses the exported checkpoint "
+                   "(whole groups: a UCF-101 gNN, an HMDB source movie). The test split only reports. 0: no "
+                   "validation split; the final model is exported.")
 flags.DEFINE_string("logdir", TrainConfig.logdir, "TensorBoard root; each run gets a subfolder.")
 flags.DEFINE_string("run_name", None, "Run subfolder of --logdir (default: the cell name).")
 flags.DEFINE_integer("batch_size", TrainConfig.batch_size, "Videos per batch.")
@@ -89,7 +87,8 @@ def main(argv):
         config = TrainConfig(
             model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
                                      dropout=FLAGS.dropout, bidirectional=FLAGS.bidirectional),
-            train_pattern=FLAGS.train_pattern, eval_pattern=FLAGS.eval_pattern, logdir=FLAGS.logdir,
+            train_pattern=FLAGS.train_pattern, eval_pattern=FLAGS.eval_pattern,
+            validation_fraction=FLAGS.validation_fraction, logdir=FLAGS.logdir,
             run_name=FLAGS.run_name, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             lr_decay=FLAGS.lr_decay, clip_norm=FLAGS.clip_norm, epochs=FLAGS.epochs, steps=FLAGS.steps,
             eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every,
@@ -124,8 +123,8 @@ def main(argv):
     try:
         if FLAGS.mode == "eval":
             results = evaluate_run(config.run_dir, config.eval_pattern, config.batch_size)
-            print(json.dumps({key: results[key] for key in ("eval_pattern", "scored", "examples", "top1", "k",
-                                                            "top_k", "loss")}, indent=2))
+            print(json.dumps({key: results[key] for key in ("eval_pattern", "scored", "videos", "classes", "top1",
+                                                            "k", "top_k", "loss")}, indent=2))
             return 0
         metrics = train(config, strategy)
     except TrainingError as e:
@@ -138,13 +137,23 @@ def main(argv):
         return 1
     if not metrics:  # a worker other than the chief: the chief reports
         return 0
-    best, final = metrics["best_eval"], metrics["final_eval"]
-    held_out = (f"held-out {_scores(final)} (best top-1 {best['top1']:.3f} at step {best['step']})" if final
-                else "no held-out evaluation (no held-out data)")
-    print(f"run: {config.run_dir}\nstep {metrics['step']}: {held_out}\n"
+    print(f"run: {config.run_dir}, {metrics['step']} steps\n{_report(metrics['selected'])}\n"
           f"training: {metrics['train'].get('examples_per_second', 0):.0f} examples/s\n"
           f"tensorboard --logdir {config.logdir}")
     return 0
+
+
+def _report(selected):
+    """What the exported model scores, on which split, and what chose it."""
+    if not selected:
+        return "exported the final model; no held-out evaluation (no validation or test data)"
+    lines = [f"exported the model of step {selected['step']}, chosen on the {selected['chosen_on']}"]
+    for name in ("validation", "test"):
+        scores = selected.get(name)
+        if scores:
+            lines.append(f"  {name} ({scores['videos']} videos, {scores['classes']} classes): "
+                         f"{evaluation.describe_scores(scores)}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

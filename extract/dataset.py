@@ -11,23 +11,21 @@ twice (through a link, say) is listed once, and a folder link that leads
 back into the videos folder or above it is not followed (it would list
 videos twice, or under another class); what was left out is reported.
 
-Splits come from UCF-101's official lists (``trainlistNN.txt`` and
-``testlistNN.txt``) when given; otherwise a reproducible split keeps every
-UCF-style group (``v_<Class>_gNN_cMM``: clips cut from the same long video)
-on one side, because clips of one group share actors and background and
-would leak test answers into training.
+Splits come from official lists when given (UCF-101's ``trainlistNN.txt``
+and ``testlistNN.txt``, or HMDB-51's and JHMDB's ``<class>_test_splitN.txt``);
+otherwise a reproducible split keeps every group (``records.groups``: a
+UCF-101 ``gNN``, an HMDB source movie) on one side, across all classes,
+because clips of one group share actors and background and would leak test
+answers into training.
 """
 
 import dataclasses
-import hashlib
 import os
 import pathlib
-import re
 
 from common.console import a_few, check_number
 from extract.video import VIDEO_EXTENSIONS, is_video_file
-
-_UCF_NAME = re.compile(r"^v_(?P<action>.+)_g(?P<group>\d+)_c(?P<clip>\d+)$", re.IGNORECASE)
+from records import groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +43,11 @@ class Video:
     video_id: str
     label: int
     label_name: str
+
+    @property
+    def group(self):
+        """Clips of this group stay in one split (``records.groups``)."""
+        return groups.group_of(self.video_id, self.label_name)
 
 
 @dataclasses.dataclass
@@ -152,22 +155,6 @@ def find_video_files(videos_dir):
     return Listing(sorted(relative for _, relative in by_real_path.values()), sorted(folders), sorted(skipped))
 
 
-def group_key(video_id):
-    """Clips sharing this key must stay in the same split.
-
-    ``Class/v_Class_g08_c03.avi`` -> ``class/g08`` (UCF-101 naming); any
-    other file is a group of its own.
-    """
-    match = _UCF_NAME.match(pathlib.PurePosixPath(video_id).stem)
-    if match:
-        return f"{match['action'].lower()}/g{match['group']}"
-    return video_id
-
-
-def _stable_hash(text):
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
 def check_test_fraction(test_fraction):
     check_number("test_fraction", test_fraction, minimum=0, below=1)
 
@@ -177,13 +164,9 @@ def check_class_depth(class_depth):
 
 
 def split_by_groups(videos, test_fraction):
-    """Splits videos into train and test, keeping groups whole.
-
-    Within each class, groups are ordered by a hash of their key and the first
-    ``round(test_fraction * groups)`` go to test (at least one, if the class
-    has two groups or more and ``test_fraction > 0``; never all of them). The
-    result depends only on the file names, not on listing order or on other
-    classes.
+    """Splits videos into train and test, keeping groups whole across classes
+    (``records.groups.held_out_groups``: about ``test_fraction`` of each
+    class's groups, at least one where a class has two).
 
     Args:
       videos: list of ``Video``.
@@ -193,19 +176,10 @@ def split_by_groups(videos, test_fraction):
       ``{"train": [...], "test": [...]}`` (``test`` only when non-empty).
     """
     check_test_fraction(test_fraction)
-    groups_by_class = {}
-    for video in videos:
-        groups_by_class.setdefault(video.label, set()).add(group_key(video.video_id))
-    test_groups = set()
-    for groups in groups_by_class.values():
-        ordered = sorted(groups, key=_stable_hash)
-        count = round(test_fraction * len(ordered))
-        if test_fraction > 0 and len(ordered) >= 2:
-            count = min(max(count, 1), len(ordered) - 1)
-        test_groups.update(ordered[:count])
+    test_groups = groups.held_out_groups([(v.group, v.label) for v in videos], test_fraction)
     splits = {
-        "train": [v for v in videos if group_key(v.video_id) not in test_groups],
-        "test": [v for v in videos if group_key(v.video_id) in test_groups],
+        "train": [v for v in videos if v.group not in test_groups],
+        "test": [v for v in videos if v.group in test_groups],
     }
     return {name: split for name, split in splits.items() if split}
 
@@ -249,6 +223,79 @@ def read_split_list(path):
         seen.add(entry.lower())
         entries.append(entry)
     return entries, repeated
+
+
+class SplitLists(dict):
+    """Split name -> ``[(Class/clip entry, list file name)]``, plus ``notices``."""
+
+    notices: list
+
+
+def read_split_lists(splits_dir, split):
+    """Reads the official split lists in ``splits_dir``: UCF-101's
+    (``classInd.txt``, ``trainlistNN.txt``, ``testlistNN.txt``) or HMDB-51's
+    and JHMDB's (``<class>_test_split<N>.txt``, lines ``<clip> <0|1|2>``:
+    0 unused, 1 train, 2 test; the classes sorted by name).
+
+    Returns:
+      ``(class_names, SplitLists)``.
+
+    Raises:
+      ValueError: neither format is there, or a list is malformed (a class
+        outside classInd.txt, a line that is not ``<clip> <0|1|2>``, a video
+        in both lists).
+    """
+    hmdb_lists = sorted(splits_dir.glob(f"*_test_split{split}.txt")) if splits_dir.is_dir() else []
+    if hmdb_lists and not (splits_dir / "classInd.txt").exists():
+        return _read_hmdb_lists(hmdb_lists, split)
+    if not splits_dir.is_dir():
+        raise ValueError(f"--splits_dir {splits_dir} is not a folder")
+    class_names = read_class_index(splits_dir / "classInd.txt")
+    known = {name.lower() for name in class_names}
+    lists = SplitLists()
+    lists.notices = []
+    listed_in = {}
+    for split_name in ("train", "test"):
+        list_file = splits_dir / f"{split_name}list{split:02d}.txt"
+        if not list_file.exists():
+            raise ValueError(f"split file {list_file} not found (is --split {split} right?)")
+        entries, repeated = read_split_list(list_file)
+        if repeated:
+            lists.notices.append(f"{list_file.name} names {len(repeated)} videos more than once (each is used "
+                                 f"once): {a_few(repeated, 5)}")
+        in_both = [entry for entry in entries if entry.lower() in listed_in]
+        if in_both:
+            raise ValueError(f"{len(in_both)} videos are listed in both {listed_in[in_both[0].lower()]} and "
+                             f"{list_file.name}: {a_few(in_both, 5)}. A video must be in one split only: fix "
+                             "the lists.")
+        for entry in entries:
+            class_name = class_of(entry)
+            if class_name is None or class_name.lower() not in known:
+                raise ValueError(f"{list_file}: {entry!r} is not in a class of classInd.txt")
+            listed_in[entry.lower()] = list_file.name
+        lists[split_name] = [(entry, list_file.name) for entry in entries]
+    return class_names, lists
+
+
+_HMDB_SPLITS = {"1": "train", "2": "test"}
+
+
+def _read_hmdb_lists(list_files, split):
+    suffix = f"_test_split{split}.txt"
+    class_names = sorted(path.name[:-len(suffix)] for path in list_files)
+    lists = SplitLists(train=[], test=[])
+    lists.notices = []
+    for path, class_name in zip(list_files, class_names):
+        for line_number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise ValueError(f"{path}:{line_number}: expected '<clip> <0|1|2>' (unused, train, test), got "
+                                 f"{line!r}")
+            if parts[1] in _HMDB_SPLITS:
+                lists[_HMDB_SPLITS[parts[1]]].append((f"{class_name}/{parts[0]}", path.name))
+    return class_names, lists
 
 
 def class_of(video_id, class_depth=1):
@@ -351,39 +398,27 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
         notices += _test_split_notices(videos, splits, class_names, test_fraction)
         return VideoSet(class_names, splits, problems, notices=notices)
 
-    splits_dir = pathlib.Path(splits_dir)
-    class_names = read_class_index(splits_dir / "classInd.txt")
+    class_names, lists = read_split_lists(pathlib.Path(splits_dir), split)
     label_of = {name.lower(): i for i, name in enumerate(class_names)}
     # UCF-101's lists and folders disagree on case for some names
     # (HandStandPushups vs HandstandPushups): match paths case-insensitively.
     on_disk = {f.lower(): f for f in classified}
     splits = {}
     listed_in = {}  # lower-case entry -> list file that names it
-    for split_name in ("train", "test"):
-        list_file = splits_dir / f"{split_name}list{split:02d}.txt"
-        if not list_file.exists():
-            raise ValueError(f"split file {list_file} not found (is --split {split} right?)")
-        entries, repeated = read_split_list(list_file)
-        if repeated:
-            notices.append(f"{list_file.name} names {len(repeated)} videos more than once (each is used "
-                           f"once): {a_few(repeated, 5)}")
-        in_both = [entry for entry in entries if entry.lower() in listed_in]
-        if in_both:
-            raise ValueError(f"{len(in_both)} videos are listed in both {listed_in[in_both[0].lower()]} and "
-                             f"{list_file.name}: {a_few(in_both, 5)}. A video must be in one split only: fix "
-                             "the lists.")
+    for split_name, entries in lists.items():
         chosen = []
-        for entry in entries:
-            class_name = class_of(entry)
-            if class_name is None or class_name.lower() not in label_of:
-                raise ValueError(f"{list_file}: {entry!r} is not in a class of classInd.txt")
-            listed_in[entry.lower()] = list_file.name
+        for entry, list_name in entries:
+            if entry.lower() in listed_in and listed_in[entry.lower()] != list_name:
+                raise ValueError(f"{entry} is listed in both {listed_in[entry.lower()]} and {list_name}. A video "
+                                 "must be in one split only: fix the lists.")
+            listed_in[entry.lower()] = list_name
             found = on_disk.get(entry.lower())
             if found is None:
-                problems.append((entry, f"listed in {list_file.name} but not found under --videos", split_name))
+                problems.append((entry, f"listed in {list_name} but not found under --videos", split_name))
                 continue
-            label = label_of[class_name.lower()]
+            label = label_of[class_of(entry).lower()]
             chosen.append(Video(str(videos_dir / found), found, label, class_names[label]))
         splits[split_name] = chosen
+    notices += lists.notices
     unlisted = sum(1 for f in classified if f.lower() not in listed_in)
     return VideoSet(class_names, {k: v for k, v in splits.items() if v}, problems, unlisted, notices)

@@ -166,8 +166,8 @@ class _ShardsUnderWay:
     def write(self, shard, video, features, warning, thumbnail):
         config = self._config
         example = schema.encode_video(video.video_id, video.label, video.label_name, features,
-                                      config.max_frames, config.fps, config.dtype, thumbnail)
-        self._writer(shard).write(example, video.video_id, video.label, len(features), warning)
+                                      config.max_frames, config.fps, config.dtype, thumbnail, video.group)
+        self._writer(shard).write(example, video.video_id, video.label, len(features), warning, video.group)
         self._resolved(shard)
 
     def fail(self, shard, video, error):

@@ -24,7 +24,7 @@ import os
 from common.console import a_few, tensorflow_error_text
 from records import files as files_lib
 from records import manifest as manifest_lib
-from records import schema, writer
+from records import groups, schema, writer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +93,18 @@ class ShardSet:
     def video_ids(self):
         """The ids of the videos these shards hold (from their indexes)."""
         return {video["video_id"] for index in self.indexes.values() for video in index["videos"]}
+
+    def videos_by_group(self):
+        """``{group: [(video_id, label), ...]}`` of the videos these shards
+        hold: the groups the extractor recorded (``records.groups``), or,
+        in shards written before it recorded them, derived from the ids."""
+        class_names = self.manifest["class_names"]
+        by_group = {}
+        for index in self.indexes.values():
+            for video in index["videos"]:
+                group = video.get("group") or groups.group_of(video["video_id"], class_names[video["label"]])
+                by_group.setdefault(group, []).append((video["video_id"], video["label"]))
+        return by_group
 
     @property
     def spec(self):
@@ -199,7 +211,7 @@ def parse_batch(serialized, spec, dtype):
 
 
 def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_details=False,
-                 parallel_files=8, shuffle_buffer=1024):
+                 parallel_files=8, shuffle_buffer=1024, only=None, leave_out=None):
     """Builds the input pipeline over shard files.
 
     Args:
@@ -214,6 +226,10 @@ def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_detai
         instead of ``(inputs, labels)``.
       parallel_files: shards read at once.
       shuffle_buffer: examples in the shuffle buffer.
+      only: video ids to keep (every other video is skipped), or None.
+      leave_out: video ids to skip, or None (a validation split carved
+        from the training shards is ``only`` for one dataset and
+        ``leave_out`` for the other).
 
     Returns:
       A ``tf.data.Dataset``.
@@ -227,6 +243,8 @@ def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_detai
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(parallel_files, len(files)),
                                  num_parallel_calls=autotune, deterministic=not training)
+    if only is not None or leave_out is not None:
+        dataset = _select_videos(dataset, only, leave_out)
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=training)
@@ -237,6 +255,36 @@ def make_dataset(files, spec, dtype, batch_size, training, seed=None, with_detai
 
     dataset = dataset.map(parse, num_parallel_calls=autotune, deterministic=not training)
     return dataset.prefetch(autotune)
+
+
+def _select_videos(dataset, only, leave_out):
+    """Keeps the serialized records of the videos in ``only`` (if given)
+    and not in ``leave_out`` (if given): the video id is parsed from the
+    record's context alone, in parallel, before the batches are parsed."""
+    import tensorflow as tf
+
+    def table(video_ids):
+        """video id -> 1 for the given ids, 0 for any other (an empty set
+        holds one key that maps to 0: a table cannot be empty)."""
+        keys, values = (sorted(video_ids), [1] * len(video_ids)) if video_ids else ([""], [0])
+        return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys, tf.string), tf.constant(values, tf.int32)), default_value=0)
+
+    keep, drop = (table(ids) if ids is not None else None for ids in (only, leave_out))
+
+    def wanted(serialized):
+        context, _ = tf.io.parse_single_sequence_example(
+            serialized, context_features={schema.VIDEO_ID: tf.io.FixedLenFeature([], tf.string)})
+        video_id = context[schema.VIDEO_ID]
+        verdict = tf.constant(True)
+        if keep is not None:
+            verdict = tf.logical_and(verdict, keep.lookup(video_id) > 0)
+        if drop is not None:
+            verdict = tf.logical_and(verdict, drop.lookup(video_id) == 0)
+        return serialized, verdict
+
+    dataset = dataset.map(wanted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.filter(lambda serialized, verdict: verdict).map(lambda serialized, verdict: serialized)
 
 
 def scan_shards(files, spec, dtype):

@@ -6,6 +6,9 @@ context
   ``video_id``    bytes   path of the video relative to the ``--videos`` folder
   ``label``       int64   class index (position in the manifest's ``class_names``)
   ``label_name``  bytes   class name
+  ``group``       bytes   clips of one group stay in one split (``records.groups``:
+                          a UCF-101 ``gNN``, an HMDB source movie); shards
+                          written before it existed lack it
   ``num_frames``  int64   real frames before padding
   ``fps``         float   frames per second the video was sampled at
   ``thumbnail``   bytes   optional: a small JPEG (``THUMBNAIL_SIZE`` pixels a
@@ -24,6 +27,7 @@ import numpy as np
 VIDEO_ID = "video_id"
 LABEL = "label"
 LABEL_NAME = "label_name"
+GROUP = "group"
 NUM_FRAMES = "num_frames"
 FPS = "fps"
 THUMBNAIL = "thumbnail"
@@ -53,7 +57,7 @@ def thumbnail_jpeg(frames):
     return buffer.getvalue()
 
 
-def encode_video(video_id, label, label_name, features, max_frames, fps, dtype, thumbnail=None):
+def encode_video(video_id, label, label_name, features, max_frames, fps, dtype, thumbnail=None, group=None):
     """Serializes one video's features as a padded SequenceExample.
 
     Args:
@@ -65,6 +69,7 @@ def encode_video(video_id, label, label_name, features, max_frames, fps, dtype, 
       fps: frame rate the frames were sampled at.
       dtype: ``"float32"`` or ``"float16"``: how feature values are stored.
       thumbnail: optional JPEG bytes (``thumbnail_jpeg``).
+      group: the video's group (``records.groups.group_of``), if known.
 
     Returns:
       The serialized ``tf.train.SequenceExample`` (bytes).
@@ -90,6 +95,8 @@ def encode_video(video_id, label, label_name, features, max_frames, fps, dtype, 
         NUM_FRAMES: tf.train.Feature(int64_list=tf.train.Int64List(value=[num_frames])),
         FPS: tf.train.Feature(float_list=tf.train.FloatList(value=[fps])),
     }
+    if group is not None:
+        context[GROUP] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[group.encode("utf-8")]))
     if thumbnail:
         context[THUMBNAIL] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[thumbnail]))
     example = tf.train.SequenceExample(
@@ -104,7 +111,7 @@ def decode_video(serialized):
 
     Returns:
       A dict with ``video_id``, ``label``, ``label_name``, ``num_frames``,
-      ``fps``, ``thumbnail`` (JPEG bytes, or None in older shards), ``dtype``
+      ``fps``, ``group`` and ``thumbnail`` (None in older shards), ``dtype``
       (how the values were stored) and ``features``, a float32 array
       ``[max_frames, D]`` including the padding.
     """
@@ -125,6 +132,7 @@ def decode_video(serialized):
         LABEL_NAME: context[LABEL_NAME].bytes_list.value[0].decode("utf-8"),
         NUM_FRAMES: context[NUM_FRAMES].int64_list.value[0],
         FPS: context[FPS].float_list.value[0],
+        GROUP: context[GROUP].bytes_list.value[0].decode("utf-8") if GROUP in context else None,
         THUMBNAIL: context[THUMBNAIL].bytes_list.value[0] if THUMBNAIL in context else None,
         "dtype": dtype,
         FEATURES: features,

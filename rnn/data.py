@@ -13,10 +13,11 @@ Every refusal is a ``DataRefused`` that says what to do.
 
 import dataclasses
 import logging
+import math
 import typing
 
 from common.console import a_few, tensorflow_error_text
-from records import files
+from records import files, groups
 from records import manifest as manifest_lib
 from records import reader
 
@@ -28,16 +29,39 @@ class DataRefused(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Split:
+    """What one evaluation split covers, for every line and title that shows its scores.
+
+    Attributes:
+      name: ``"validation"`` or ``"test"`` (or e.g. ``"train"`` for ``--mode eval``).
+      videos: how many videos it holds.
+      classes: how many classes they cover.
+      of_classes: how many classes the model knows.
+    """
+
+    name: str
+    videos: int
+    classes: int
+    of_classes: int
+
+    def __str__(self):
+        return f"{self.name} split ({self.videos} videos, {self.classes} of {self.of_classes} classes)"
+
+
+@dataclasses.dataclass(frozen=True)
 class RunData:
     """The shards of a run.
 
     Attributes:
       train: the training ``reader.ShardSet``.
-      held_out: the held-out ``reader.ShardSet``, or None (no test split).
+      held_out: the held-out (test) ``reader.ShardSet``, or None (no test split).
+      validation_ids: the videos of ``train`` held out as the validation
+        split (whole groups, ``carve_validation``); empty for none.
     """
 
     train: reader.ShardSet
     held_out: typing.Optional[reader.ShardSet]
+    validation_ids: frozenset = frozenset()
 
     @property
     def spec(self):
@@ -47,18 +71,63 @@ class RunData:
     def class_names(self):
         return self.train.manifest["class_names"]
 
+    @property
+    def training_videos(self):
+        """Videos trained on (the training shards' less the validation split's)."""
+        return self.train.videos - len(self.validation_ids)
+
     def training_dataset(self, batch_size, seed):
-        """Shuffled, repeated batches of the training shards."""
+        """Shuffled, repeated batches of the training shards' videos, less the validation split's."""
         return reader.make_dataset(self.train.files, self.spec, self.train.manifest["dtype"], batch_size,
-                                   training=True, seed=seed)
+                                   training=True, seed=seed, leave_out=self.validation_ids or None)
+
+    def validation_dataset(self, batch_size):
+        """One pass over the validation split, with video ids and thumbnails (or None)."""
+        if not self.validation_ids:
+            return None
+        return reader.make_dataset(self.train.files, self.spec, self.train.manifest["dtype"], batch_size,
+                                   training=False, with_details=True, only=self.validation_ids)
 
     def held_out_dataset(self, batch_size):
-        """One pass over the held-out shards, with video ids and thumbnails (or None)."""
+        """One pass over the held-out (test) shards, with video ids and thumbnails (or None)."""
         return held_out_dataset(self.held_out, batch_size) if self.held_out else None
 
-    def describe_held_out(self):
-        """What the held-out data is, for titles ("test split")."""
-        return f"{', '.join(self.held_out.splits)} split" if self.held_out else "no held-out data"
+    @property
+    def validation(self):
+        """The validation ``Split``, or None."""
+        if not self.validation_ids:
+            return None
+        labels = {label for videos in self.train.videos_by_group().values() for video_id, label in videos
+                  if video_id in self.validation_ids}
+        return Split("validation", len(self.validation_ids), len(labels), self.spec.num_classes)
+
+    @property
+    def test(self):
+        """The test ``Split`` (the held-out shards), or None."""
+        return describe_split(self.held_out, self.spec.num_classes) if self.held_out else None
+
+
+def describe_split(shards, num_classes):
+    """The ``Split`` that ``shards`` make up (named after their splits)."""
+    labels = {video["label"] for index in shards.indexes.values() for video in index["videos"]}
+    return Split(" and ".join(shards.splits), shards.videos, len(labels), num_classes)
+
+
+def carve_validation(train_shards, fraction):
+    """The videos of the training shards to hold out for validation: whole
+    groups (``records.groups``), about ``fraction`` of each class's groups.
+    A class whose share of groups rounds to none gives none, so a small
+    training set (the demo's two groups a class) keeps all its videos.
+
+    Returns:
+      A frozenset of video ids (empty for ``fraction`` 0, or too few groups).
+    """
+    if not fraction:
+        return frozenset()
+    by_group = train_shards.videos_by_group()
+    chosen = groups.held_out_groups([(group, label) for group, videos in by_group.items()
+                                     for _, label in videos], fraction, at_least_one=False)
+    return frozenset(video_id for group in chosen for video_id, _ in by_group[group])
 
 
 def extraction_settings(manifest):
@@ -83,8 +152,9 @@ def open_shards(pattern):
         raise DataRefused(str(e)) from None
 
 
-def open_run_data(train_pattern, eval_pattern):
-    """The training and held-out shards of a run, checked.
+def open_run_data(train_pattern, eval_pattern, validation_fraction=0.0):
+    """The training and held-out shards of a run, checked, and the
+    validation split carved from the training shards.
 
     Returns:
       ``RunData``; its ``held_out`` is None (with a notice) when the
@@ -94,7 +164,16 @@ def open_run_data(train_pattern, eval_pattern):
       DataRefused: see the module docstring.
     """
     train_shards = open_shards(train_pattern)
-    return RunData(train_shards, _open_held_out(eval_pattern, train_shards))
+    validation_ids = carve_validation(train_shards, validation_fraction)
+    data = RunData(train_shards, _open_held_out(eval_pattern, train_shards), validation_ids)
+    if validation_ids:
+        log.info("%s, carved from the training data by group; it chooses the exported checkpoint, the test "
+                 "split is scored for the report only", data.validation)
+    elif validation_fraction:
+        log.warning("no validation split: at --validation_fraction %g no class has enough groups to give one "
+                    "(a class needs about %d or more); the final model is exported", validation_fraction,
+                    math.ceil(0.5 / validation_fraction))
+    return data
 
 
 def _open_held_out(eval_pattern, train_shards):

@@ -20,6 +20,15 @@ def inference_function(model):
     return tf.function(lambda inputs: with_state(inputs, training=False), reduce_retracing=True)
 
 
+def describe_scores(results):
+    """"top-1 0.875, top-3 1.000, loss 0.412" (top-k only where it means
+    something; the loss with 3 significant digits, which a loss near 0 needs)."""
+    text = f"top-1 {results['top1']:.3f}"
+    if results.get("k"):
+        text += f", top-{results['k']} {results['top_k']:.3f}"
+    return text + f", loss {results['loss']:.3g}"
+
+
 def top_k_for(num_classes):
     """The k of the top-k accuracy reported beside top-1: 5, or less so that
     it stays below the number of classes (top-k is always 1 when k reaches

@@ -31,7 +31,7 @@ MODEL_FILE = "model.keras"
 EVALUATION_FILE = "evaluation.json"
 # A copy of the training data's quantized CNN (int8 extractions), for predict.
 BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
-TRAIN_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.EVAL_EVENTS
+TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.VALIDATION_EVENTS, summaries.EVAL_EVENTS
 CHECKPOINTS, BEST = "checkpoints", "best"
 
 # Every file train.py (and TensorFlow's writers for it) writes in a run
@@ -42,7 +42,8 @@ OWN_FILES = re.compile("|".join([
     *(rf"\.{re.escape(name)}\.\d+\.partial" for name in _WRITTEN_ATOMICALLY),  # files.write_text_atomic
     rf"\.{re.escape(MODEL_FILE)}\.partial\.keras",  # the model, exported under a temporary name
     summaries.EVENT_FILE,  # the run's HParams session, at its root
-    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, EVAL_EVENTS)),
+    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, VALIDATION_EVENTS,
+                                                                                  EVAL_EVENTS)),
     *(rf"{EVAL_EVENTS}/({name})" for name in summaries.PROJECTOR_FILES),
     *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
       for name in summaries.CHECKPOINT_FILES),

@@ -39,14 +39,16 @@ log = logging.getLogger(__name__)
 
 # Scalar tags, grouped by prefix (TensorBoard makes one section per prefix).
 LOSS, TOP1 = "metrics/loss", "metrics/top1"
-BEST_TOP1, BEST_STEP = "metrics/best_top1", "metrics/best_step"  # held-out, so far
+# In validation/: the best validation top-1 so far and its step (the model
+# the run exports); in eval/ (the test split): that model's test top-1.
+BEST_TOP1, BEST_STEP, SELECTED_TOP1 = "metrics/best_top1", "metrics/best_step", "metrics/selected_top1"
 LEARNING_RATE, GRADIENT_NORM, PARAMETER_NORM = "optim/learning_rate", "optim/gradient_norm", "optim/parameter_norm"
 EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_percent"
 CONFUSION_MATRIX = "confusion_matrix"
 PER_CLASS = "per_class/precision_recall"
 MISCLASSIFIED = "misclassified_clips"
 # The writers' folders in a run folder (the HParams session goes to its root).
-TRAIN_EVENTS, EVAL_EVENTS = "train", "eval"
+TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = "train", "validation", "eval"
 # In --logdir, beside the runs: the HParams experiment (no run may take this name).
 EXPERIMENT_FOLDER = "_hparams"
 # What TensorFlow's summary writers name their files: time, host, process id,
@@ -125,14 +127,15 @@ def experiment_summary(runs_hyperparameters, top_k):
     domains = {name: sorted(values[name], key=str) for name in listed}
     specs = [hparams.HParam(name, hparams.Discrete(domain) if len({type(v) for v in domain}) == 1 else None)
              for name, domain in domains.items()]
-    metrics = [hparams.Metric(TOP1, group="eval", display_name="held-out top-1"),
-               hparams.Metric(BEST_TOP1, group="eval", display_name="best held-out top-1"),
-               hparams.Metric(BEST_STEP, group="eval", display_name="step of the best"),
-               hparams.Metric(LOSS, group="eval", display_name="held-out loss"),
-               hparams.Metric(LOSS, group="train", display_name="training loss"),
-               hparams.Metric(TOP1, group="train", display_name="training top-1")]
+    metrics = [hparams.Metric(SELECTED_TOP1, group=EVAL_EVENTS, display_name="test top-1 (exported model)"),
+               hparams.Metric(BEST_TOP1, group=VALIDATION_EVENTS, display_name="validation top-1 (exported model)"),
+               hparams.Metric(BEST_STEP, group=VALIDATION_EVENTS, display_name="step exported (chosen on validation)"),
+               hparams.Metric(TOP1, group=EVAL_EVENTS, display_name="test top-1 (last evaluation)"),
+               hparams.Metric(LOSS, group=EVAL_EVENTS, display_name="test loss"),
+               hparams.Metric(LOSS, group=TRAIN_EVENTS, display_name="training loss"),
+               hparams.Metric(TOP1, group=TRAIN_EVENTS, display_name="training top-1")]
     if top_k:
-        metrics.insert(3, hparams.Metric(top_k_tag(top_k), group="eval", display_name=f"held-out top-{top_k}"))
+        metrics.insert(4, hparams.Metric(top_k_tag(top_k), group=EVAL_EVENTS, display_name=f"test top-{top_k}"))
     summary = hparams.hparams_config_pb(specs, metrics)
     value = summary.value[0]
     experiment = metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
@@ -427,23 +430,27 @@ class Board:
       chief: whether this process writes.
       class_names: class names in label order.
       top_k: the k of the reported top-k accuracy, or None.
-      held_out: what the held-out data is, for titles (e.g. "test split").
+      splits: ``{"validation": rnn.data.Split or None, "test": ...}``: what
+        each evaluation split covers, for titles.
     """
 
     _TRAINING_TAGS = {"loss": LOSS, "top1": TOP1, "gradient_norm": GRADIENT_NORM,
                       "examples_per_second": EXAMPLES_PER_SECOND}
 
-    def __init__(self, run_dir, chief, class_names, top_k, held_out):
+    def __init__(self, run_dir, chief, class_names, top_k, splits):
         import tensorflow as tf
 
         self.run_dir, self.chief = run_dir, chief
-        self.class_names, self.top_k, self.held_out = class_names, top_k, held_out
+        self.class_names, self.top_k, self.splits = class_names, top_k, splits
+        self.writers = {}
         if chief:
             self.root = tf.summary.create_file_writer(str(run_dir))
             self.train = tf.summary.create_file_writer(str(run_dir / TRAIN_EVENTS))
-            self.eval = tf.summary.create_file_writer(str(run_dir / EVAL_EVENTS))
+            for name, folder in (("validation", VALIDATION_EVENTS), ("test", EVAL_EVENTS)):
+                if splits.get(name):
+                    self.writers[name] = tf.summary.create_file_writer(str(run_dir / folder))
         else:
-            self.root = self.train = self.eval = tf.summary.create_noop_writer()
+            self.root = self.train = tf.summary.create_noop_writer()
 
     def start(self, hyperparameters):
         if self.chief:
@@ -464,75 +471,84 @@ class Board:
             tf.summary.scalar(LEARNING_RATE, learning_rate)
             tf.summary.scalar(PARAMETER_NORM, parameter_norm)
 
-    def evaluation(self, step, metrics, outputs, variables, best, draw_images):
-        """Held-out scalars (the best top-1 so far and its step too); with
-        ``draw_images``, the confusion matrix,
-        per-class precision and recall, PR curves and misclassified clips;
-        weight histograms.
+    def evaluation(self, step, scores, outputs, variables, selected, draw_images):
+        """Each split's scalars (validation: also its best top-1 so far and
+        the step, the model the run exports; test: that model's top-1); with
+        ``draw_images``, the test split's (else the validation split's)
+        confusion matrix, per-class precision and recall, PR curves and
+        misclassified clips; weight histograms.
 
         Args:
           step: the training step.
-          metrics: ``evaluation.metrics_from_logits`` of this evaluation.
-          outputs: its ``evaluation.Outputs``.
+          scores: ``{"validation": metrics or None, "test": ...}``, each
+            ``evaluation.metrics_from_logits`` of this evaluation.
+          outputs: their ``evaluation.Outputs`` (same keys).
           variables: the model's trainable variables.
-          best: the best evaluation so far (this one included), with its "step".
-          draw_images: draw the images (the best changed, or the run ends).
+          selected: the model chosen so far: ``{"step", "validation", "test"}``.
+          draw_images: draw the images (the choice changed, or the run ends).
         """
         import tensorflow as tf
 
-        with self.eval.as_default(step=step):
-            tf.summary.scalar(LOSS, metrics["loss"])
-            tf.summary.scalar(TOP1, metrics["top1"])
-            if self.top_k:
-                tf.summary.scalar(top_k_tag(self.top_k), metrics["top_k"])
-            tf.summary.scalar(BEST_TOP1, best["top1"])
-            tf.summary.scalar(BEST_STEP, best["step"])
-            if self.chief and draw_images:
-                title = (f"{self.run_dir.name}: {self.held_out}, step {step}, {metrics['examples']} videos, "
-                         f"top-1 {metrics['top1']:.3f}")
-                probabilities = tf.nn.softmax(outputs.logits).numpy()
+        for name, writer in self.writers.items():
+            metrics = scores[name]
+            with writer.as_default(step=step):
+                tf.summary.scalar(LOSS, metrics["loss"])
+                tf.summary.scalar(TOP1, metrics["top1"])
+                if self.top_k:
+                    tf.summary.scalar(top_k_tag(self.top_k), metrics["top_k"])
+                if name == "validation":
+                    tf.summary.scalar(BEST_TOP1, selected["validation"]["top1"])
+                    tf.summary.scalar(BEST_STEP, selected["step"])
+                else:
+                    tf.summary.scalar(SELECTED_TOP1, selected["test"]["top1"])
+        shown = "test" if "test" in self.writers else "validation"
+        if self.chief and draw_images and shown in self.writers:
+            metrics = scores[shown]
+            title = f"{self.run_dir.name}: {self.splits[shown]}, step {step}, top-1 {metrics['top1']:.3f}"
+            probabilities = tf.nn.softmax(outputs[shown].logits).numpy()
+            with self.writers[shown].as_default(step=step):
                 images = {CONFUSION_MATRIX: confusion_matrix_png(metrics["confusion_matrix"], self.class_names,
                                                                  title),
                           PER_CLASS: per_class_png(metrics["per_class"], title),
-                          MISCLASSIFIED: self._misclassified_png(step, outputs, probabilities)}
+                          MISCLASSIFIED: self._misclassified_png(step, outputs[shown], probabilities, shown)}
                 for tag, png in images.items():
                     tf.summary.image(tag, tf.image.decode_png(png)[None], step=step)
-                write_pr_curves(probabilities, outputs.labels, self.class_names, step)
+                write_pr_curves(probabilities, outputs[shown].labels, self.class_names, step)
         with self.train.as_default(step=step):
             for variable in variables:
                 tf.summary.histogram(f"weights/{variable.path}", variable)
 
-    def _misclassified_png(self, step, outputs, probabilities, most=24):
+    def _misclassified_png(self, step, outputs, probabilities, split, most=24):
         predictions = outputs.predictions
         wrong = np.flatnonzero(predictions != outputs.labels)
         total = len(outputs.labels)
         if not len(wrong):
-            return thumbnails_png([], f"step {step}: no held-out clip is misclassified ({total} clips)")
+            return thumbnails_png([], f"step {step}: no {split} clip is misclassified ({total} clips)")
         shown = wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:most]
         entries = [(outputs.thumbnails[i], f"{_shortened(os.path.basename(outputs.video_ids[i]))}\n"
                     f"true: {self.class_names[outputs.labels[i]]}"
                     f"\npredicted: {self.class_names[predictions[i]]} ({probabilities[i, predictions[i]]:.2f})")
                    for i in shown]
-        return thumbnails_png(entries, f"step {step}: {len(wrong)} of {total} held-out clips misclassified"
+        return thumbnails_png(entries, f"step {step}: {len(wrong)} of {total} {split} clips misclassified"
                                        + (f" (the {len(shown)} most confident)" if len(wrong) > len(shown) else ""))
 
     def projector(self, outputs):
         """The embeddings projector of the held-out videos (at the end of a run)."""
         import tensorflow as tf
 
-        if not self.chief:
+        if not self.chief or outputs is None:
             return
         why = write_projector(self.run_dir / EVAL_EVENTS, outputs.states, outputs.mean_features,
                               outputs.video_ids, outputs.labels, outputs.predictions, self.class_names,
                               outputs.thumbnails)
         if why:
             log.warning("embeddings projector: %s", why)
-            with self.eval.as_default(step=0):
+            with self.train.as_default(step=0):
                 tf.summary.text("projector/no_sprite", why)
 
     def end(self, status):
         """Records how the run ended (``"success"``, ``"interrupted"``, ``"failure"``) and flushes."""
         if self.chief:
             write_session_end(self.root, status)
-        for writer in (self.root, self.train, self.eval):
+        for writer in (self.root, self.train, *self.writers.values()):
             writer.flush()

@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 # Set by Ctrl-C or SIGTERM (see train.py): the loop stops at the next step.
 STOP_REQUESTED = threading.Event()
 # Settings that define what a run learns: resuming with other values is refused.
-DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "batch_size", "learning_rate", "lr_decay", "clip_norm", "seed")
+DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "validation_fraction", "batch_size", "learning_rate",
+                     "lr_decay", "clip_norm", "seed")
 # Settings a resumed run may change (each session's values are recorded in run.json).
 ADJUSTABLE_SETTINGS = ("epochs", "steps", "eval_every", "checkpoint_every", "log_every", "strategy",
                        "mixed_precision")
@@ -63,6 +64,7 @@ class TrainConfig:
     model: models.ModelConfig = models.ModelConfig()
     train_pattern: str = "features/train-*.tfrecord"
     eval_pattern: str = "features/test-*.tfrecord"
+    validation_fraction: float = 0.15
     logdir: str = "tensorboard_logs"
     run_name: typing.Optional[str] = None
     batch_size: int = 32
@@ -89,6 +91,7 @@ class TrainConfig:
                      "log_every"):
             console.check_number(flag, getattr(self, flag), above=0, optional=True)
         console.check_number("progress_seconds", self.progress_seconds, minimum=0)
+        console.check_number("validation_fraction", self.validation_fraction, minimum=0, below=0.5)
         if self.lr_decay not in ("none", "cosine"):
             raise ValueError(f"unknown --lr_decay {self.lr_decay!r}; use none or cosine")
         if self.strategy not in distribute.STRATEGIES:
@@ -155,7 +158,7 @@ def train(config, strategy=None):
 def _open_data(config):
     """Step 1: the shards, checked."""
     try:
-        return data_lib.open_run_data(config.train_pattern, config.eval_pattern)
+        return data_lib.open_run_data(config.train_pattern, config.eval_pattern, config.validation_fraction)
     except data_lib.DataRefused as e:
         raise TrainingError(str(e)) from None
 
@@ -314,38 +317,64 @@ def _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k)
                            "delete it; it is written again at the next checkpoint") or {}
 
 
+def _better(candidate, best):
+    """Whether validation ``candidate`` beats ``best``: higher top-1, or the
+    same top-1 and a lower loss (small validation splits tie often)."""
+    return best is None or (candidate["top1"], -candidate["loss"]) > (best["top1"], -best["loss"])
+
+
 class _Evaluator:
-    """Held-out evaluations: scores them, keeps the best checkpoint, and has
-    the board log them (images when the best changes, and at the end).
+    """Evaluations on the validation and test splits. The validation split
+    alone chooses: its best evaluation's checkpoint is kept (``best/``) and
+    is the model the run exports. The test split is scored at the same
+    steps, for the report; nothing is decided on it. Without a validation
+    split the final model is the one exported.
 
     Every worker evaluates (the same weights on the same data give the same
     scores), so that all of them take the same best-checkpoint decision;
     only the chief's board writes."""
 
-    def __init__(self, model, dataset, class_names, board, checkpoints, best_eval, chief):
+    def __init__(self, model, data, batch_size, board, checkpoints, selected, chief):
         self.predict = evaluation.inference_function(model)
         self.variables = model.trainable_variables
-        self.dataset, self.class_names = dataset, class_names
+        self.splits = {"validation": (data.validation, data.validation_dataset(batch_size)),
+                       "test": (data.test, data.held_out_dataset(batch_size))}
+        self.class_names = data.class_names
         self.board, self.checkpoints, self.chief = board, checkpoints, chief
-        self.best = best_eval
+        # The chosen model so far: {"step", "chosen_on", "validation", "test"}.
+        self.selected = selected
+
+    @property
+    def chooses(self):
+        return self.splits["validation"][1] is not None
 
     def __call__(self, step, last=False):
-        """Returns the evaluation's metrics, or None without held-out data."""
-        if self.dataset is None:
+        """Scores both splits; returns ``{"step", "validation", "test"}``
+        (a split without data scores None), or None without either."""
+        scores, outputs = {}, {}
+        for name, (split, dataset) in self.splits.items():
+            scores[name] = outputs[name] = None
+            if dataset is not None:
+                scores[name], outputs[name] = evaluation.evaluate(self.predict, dataset, self.class_names)
+                scores[name].update(split=split.name, videos=split.videos, classes=split.classes)
+        if not any(scores.values()):
             return None
-        results, outputs = evaluation.evaluate(self.predict, self.dataset, self.class_names)
-        improved = self.best is None or results["top1"] > self.best["top1"]
+        now = {"step": step, **scores}
+        improved = not self.chooses or _better(scores["validation"], (self.selected or {}).get("validation"))
         if improved:
-            self.best = {**results, "step": step}
-            self.checkpoints.best.save(checkpoint_number=step)
-        self.board.evaluation(step, results, outputs, self.variables, self.best, draw_images=improved or last)
+            self.selected = {**now, "chosen_on": str(self.splits["validation"][0]) if self.chooses
+                             else "final step (no validation split)"}
+            if self.chooses:
+                self.checkpoints.best.save(checkpoint_number=step)
+        self.board.evaluation(step, scores, outputs, self.variables, self.selected,
+                              draw_images=(improved and self.chooses) or last)
         if last:
-            self.board.projector(outputs)
+            self.board.projector(outputs["test"] or outputs["validation"])
         if self.chief:
-            top_k = f", top-{results['k']} {results['top_k']:.3f}" if results["k"] else ""
-            log.info("step %d: eval top-1 %.3f%s, loss %.4f (best top-1 %.3f at step %d)", step, results["top1"],
-                     top_k, results["loss"], self.best["top1"], self.best["step"])
-        return results
+            log.info("step %d: %s", step, "; ".join(
+                f"{name} {evaluation.describe_scores(scores[name])}" for name in scores if scores[name])
+                + (f" (chosen so far: step {self.selected['step']})" if self.chooses else ""))
+        return now
 
 
 def _train_in(config, run, data, strategy, chief):
@@ -353,7 +382,7 @@ def _train_in(config, run, data, strategy, chief):
     import tensorflow as tf
 
     run_dir = config.run_dir
-    schedule = Schedule.of(config, data.train.videos)
+    schedule = Schedule.of(config, data.training_videos)
     top_k = evaluation.top_k_for(data.spec.num_classes)
     batches, input_split = distribute.distribute_input(
         strategy, data.training_dataset(config.batch_size, config.seed), data.train.files)
@@ -364,10 +393,10 @@ def _train_in(config, run, data, strategy, chief):
     step = checkpoints.restore(optimizer)
     hyperparameters = summaries.hparams_record(config, data.train.manifest, schedule.total_steps)
     metrics = _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k) if chief else {}
-    board = summaries.Board(run_dir, chief, data.class_names, top_k, data.describe_held_out())
+    board = summaries.Board(run_dir, chief, data.class_names, top_k, {"validation": data.validation,
+                                                                       "test": data.test})
     board.start(hyperparameters)
-    evaluate = _Evaluator(model, data.held_out_dataset(config.batch_size), data.class_names, board, checkpoints,
-                          metrics.get("best_eval"), chief)
+    evaluate = _Evaluator(model, data, config.batch_size, board, checkpoints, metrics.get("selected"), chief)
     try:
         train_step = optimization.make_train_step(model, optimizer, config.clip_norm, top_k, strategy,
                                                   config.batch_size)
@@ -395,7 +424,7 @@ def _train_in(config, run, data, strategy, chief):
     board.end("success")
     if not chief:
         return {}
-    _export(model, run_dir)
+    _export(model, checkpoint, checkpoints, metrics["selected"], run_dir)
     return metrics
 
 
@@ -406,7 +435,7 @@ def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches
     import tensorflow as tf
 
     metrics_path = config.run_dir / run_dir_lib.METRICS_FILE
-    final_eval = metrics.get("final_eval")
+    final_eval = metrics.get("final")
     interval, session = optimization.Meter(), optimization.Meter()
     batches = iter(batches)
     progress = console.Progress(schedule.total_steps, "step", f"training {config.run_dir.name}",
@@ -437,13 +466,13 @@ def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches
                 final_eval = evaluate(step, last=step == schedule.total_steps)
             if schedule.due(step, schedule.checkpoint_every):
                 checkpoints.latest.save(checkpoint_number=step)
-                metrics = _metrics(config.run_dir, step, final_eval, evaluate.best, session, metrics)
+                metrics = _metrics(config.run_dir, step, final_eval, evaluate.selected, session, metrics)
                 if chief:
                     files.write_json_atomic(metrics_path, metrics)
 
         if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
             final_eval = evaluate(step, last=True)
-            metrics = _metrics(config.run_dir, step, final_eval, evaluate.best, session, metrics)
+            metrics = _metrics(config.run_dir, step, final_eval, evaluate.selected, session, metrics)
             if chief:
                 files.write_json_atomic(metrics_path, metrics)
     finally:
@@ -463,21 +492,26 @@ def _stop_at_a_nan(loss, step, checkpoints, data):
                         "--learning_rate or --clip_norm and run again.")
 
 
-def _metrics(run_dir, step, final_eval, best_eval, session, previous):
-    """metrics.json: final and best evaluation, step, training throughput (of
-    this session, or of the previous one if this one trained no step)."""
+def _metrics(run_dir, step, final_eval, selected, session, previous):
+    """metrics.json: the step; ``selected``, the model the run exports
+    (its step, what chose it, its validation and test scores); ``final``,
+    the last evaluation; training throughput (of this session, or of the
+    previous one if this one trained no step)."""
     throughput = previous.get("train", {})
     if session.steps:
         means = session.means()
         throughput = {key: means[key] for key in ("examples_per_second", "input_wait_fraction")}
-    return {"run": str(run_dir), "step": step, "final_eval": final_eval, "best_eval": best_eval,
-            "train": throughput}
+    return {"run": str(run_dir), "step": step, "selected": selected, "final": final_eval, "train": throughput}
 
 
-def _export(model, run_dir):
-    """Step 6: saves the final model atomically (run.json holds its class names)."""
+def _export(model, checkpoint, checkpoints, selected, run_dir):
+    """Step 6: saves the chosen model atomically (run.json holds its class
+    names): the checkpoint the validation split chose, else the final one."""
     import os
 
+    if checkpoints.best.latest_checkpoint:  # kept only where a validation split chooses
+        checkpoint.restore(checkpoints.best.latest_checkpoint).expect_partial()
+        log.info("exporting the model of step %d, chosen on the %s", selected["step"], selected["chosen_on"])
     final = run_dir / run_dir_lib.MODEL_FILE
     partial = files.partial_path(final) + ".keras"  # Keras insists on the suffix
     model.save(partial)
@@ -513,6 +547,8 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
                                          run["extraction"]["class_names"])
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
         raise TrainingError(data_lib.damage_message(e, data_lib.shard_problems([shards]))) from None
-    results = {"eval_pattern": eval_pattern, "scored": data_lib.scored_data(shards), **results}
+    split = data_lib.describe_split(shards, len(run["extraction"]["class_names"]))
+    results = {"eval_pattern": eval_pattern, "scored": data_lib.scored_data(shards), "split": split.name,
+               "videos": split.videos, "classes": split.classes, **results}
     files.write_json_atomic(run_dir / run_dir_lib.EVALUATION_FILE, results)
     return results
