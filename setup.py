@@ -42,5 +42,8 @@ setuptools.setup(
         # python -m extract --runner ray: shards scheduled on a Ray cluster
         # (Ray core only; see extract/ray_runner.py for why Ray).
         "ray": ["ray>=2.9"],
+        # python -m bench.accuracy: grouped stratified folds and the logistic
+        # baseline (well-tested implementations; not needed by the product).
+        "bench": ["scikit-learn"],
     },
 )

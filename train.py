@@ -32,17 +32,22 @@ from common import console  # noqa: E402
 console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
 
 from rnn import distribute, evaluation, models  # noqa: E402
+from rnn.models import ModelConfig  # noqa: E402
 from rnn.training import STOP_REQUESTED, TrainConfig, TrainingError, evaluate_run, train  # noqa: E402
 
 
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (or resume), or eval: evaluate a trained run's "
                   "final model on --eval_pattern without training.")
-flags.DEFINE_enum("cell", "gru", list(models.CELLS), "Recurrent cell.")
-flags.DEFINE_integer("layers", 2, "Stacked recurrent layers.")
-flags.DEFINE_integer("units", 256, "Units per recurrent layer (per direction).")
-flags.DEFINE_float("dropout", 0.0, "Dropout between recurrent layers and before the classifier (on layer "
-                   "outputs, not recurrent connections, which keeps the cuDNN kernel usable).")
-flags.DEFINE_bool("bidirectional", False, "Also read each video backwards.")
+flags.DEFINE_enum("cell", ModelConfig.cell, list(models.CELLS), "Recurrent cell.")
+flags.DEFINE_integer("layers", ModelConfig.layers, "Stacked recurrent layers.")
+flags.DEFINE_integer("units", ModelConfig.units, "Units per recurrent layer (per direction).")
+flags.DEFINE_float("dropout", ModelConfig.dropout, "Dropout between recurrent layers and before the classifier "
+                   "(on layer outputs, not recurrent connections, which keeps the cuDNN kernel usable).")
+flags.DEFINE_float("input_dropout", ModelConfig.input_dropout, "Dropout on the frame features (after their "
+                   "standardization with the training videos' statistics).")
+flags.DEFINE_bool("pooled", ModelConfig.pooled, "Also give the classifier each video's mean and standard "
+                  "deviation of its frames' features, beside the recurrent state.")
+flags.DEFINE_bool("bidirectional", ModelConfig.bidirectional, "Also read each video backwards.")
 flags.DEFINE_string("train_pattern", TrainConfig.train_pattern, "Training shards (from python -m extract).")
 flags.DEFINE_string("eval_pattern", TrainConfig.eval_pattern, "Held-out shards, evaluated during training "
                     "(and by --mode eval).")
@@ -86,7 +91,8 @@ def main(argv):
     try:
         config = TrainConfig(
             model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
-                                     dropout=FLAGS.dropout, bidirectional=FLAGS.bidirectional),
+                                     dropout=FLAGS.dropout, input_dropout=FLAGS.input_dropout,
+                                     pooled=FLAGS.pooled, bidirectional=FLAGS.bidirectional),
             train_pattern=FLAGS.train_pattern, eval_pattern=FLAGS.eval_pattern,
             validation_fraction=FLAGS.validation_fraction, logdir=FLAGS.logdir,
             run_name=FLAGS.run_name, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,

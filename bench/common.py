@@ -83,9 +83,25 @@ def _cpu_seconds():
     return times.user + times.system + times.children_user + times.children_system
 
 
+# The instruction sets that decide the CNN's speed (int8 against float32 above all).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu():
+    """The CPU's model name and which of ``CPU_FLAGS`` it has (Linux's /proc/cpuinfo)."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor() or platform.machine(), "flags": []}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", platform.machine()), "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
 def machine():
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine()}
+    return {"cpus": os.cpu_count(), "cpu": cpu(), "platform": platform.platform(),
+            "python": platform.python_version()}
 
 
 def print_table(title, header, rows):

@@ -193,9 +193,9 @@ def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
                     model=models.ModelConfig(cell="gru"), train_pattern=str(features / "train-*.tfrecord"),
                     eval_pattern=str(features / "test-*.tfrecord"), logdir=str(workdir / "runs"),
                     run_name=f"{set_name}-{precision}-{seed}", steps=steps, seed=seed, show_progress=False))
-                scores.append(metrics["final_eval"]["top1"])
+                scores.append(metrics["selected"]["test"]["top1"])
             results[f"{set_name} {precision}"] = {"top1_per_seed": scores, "mean": sum(scores) / len(scores),
-                                                  "held_out_videos": metrics["final_eval"]["examples"]}
+                                                  "held_out_videos": metrics["selected"]["test"]["examples"]}
     return results
 
 

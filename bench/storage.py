@@ -51,7 +51,7 @@ def main():
                 logdir=str(pathlib.Path(workdir) / "runs"), run_name=dtype, steps=args.steps))
             results[dtype] = {"bytes_per_video": size / count, "read_examples_per_second":
                               reader_rate(str(folder / "train-*.tfrecord"), manifest, 32, batches=100),
-                              "top1": metrics["final_eval"]["top1"], "videos": count}
+                              "top1": metrics["selected"]["test"]["top1"], "videos": count}
             r = results[dtype]
             rows.append([dtype, f"{r['bytes_per_video'] / 1024:.0f}", f"{r['read_examples_per_second']:.0f}",
                          f"{r['top1']:.3f}"])

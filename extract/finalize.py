@@ -11,6 +11,7 @@ total.
 """
 
 import dataclasses
+import math
 import platform
 import subprocess
 import typing
@@ -45,6 +46,7 @@ class Summary:
     runner: str = "local"
     retried: int = 0
     retried_still_failing: int = 0
+    short_clips: str = ""  # short_clip_advice, if it has any
 
     def __str__(self):
         lines = [
@@ -70,6 +72,8 @@ class Summary:
         if self.warnings:
             lines.append(f"{self.warnings} videos decoded with errors and were kept "
                          f"(see {files.join(self.output_dir, WARNINGS_NAME)})")
+        if self.short_clips:
+            lines.append(self.short_clips)
         if self.weights == "none":
             lines.append("*** these features come from RANDOM weights (--weights none): they are meaningless; "
                          "use them for smoke tests only ***")
@@ -81,6 +85,43 @@ class Failure(typing.NamedTuple):
     reason: str
     split: typing.Optional[str]  # the split it was meant for, None if none
     shard: str = ""  # the shard it belongs to ("" for an input that is in none)
+
+
+# Fewer real frames than this in most videos leaves a recurrent model little
+# to read (JHMDB's 0.5-1.3 s clips give 3 to 7 at the default 5 fps).
+FEW_FRAMES = 10
+# What the advice aims at: about this many frames in a median video.
+ENOUGH_FRAMES = 16
+
+
+def short_clip_advice(num_frames, fps, seconds):
+    """What to pass when the videos are short for the settings, or "".
+
+    Args:
+      num_frames: the real frames of each video extracted.
+      fps, seconds: the extraction's settings.
+
+    Returns:
+      One warning (few frames in most videos: a higher ``--fps``; all
+      videos far shorter than ``--seconds``: a shorter window, which pads
+      less), naming the flags to pass; "" when neither holds.
+    """
+    if not num_frames:
+        return ""
+    ordered = sorted(num_frames)
+    median, longest = ordered[len(ordered) // 2], ordered[-1]
+    advice = []
+    if median < FEW_FRAMES:
+        needed = ENOUGH_FRAMES * fps / median
+        advice.append(f"--fps {next((rate for rate in (10, 15, 30) if rate >= needed), 30)}")
+    longest_seconds = longest / fps
+    if longest_seconds < seconds / 2:
+        advice.append(f"--seconds {math.ceil(longest_seconds * 2) / 2:g}")
+    if not advice:
+        return ""
+    return (f"short clips: the videos have {ordered[0]} to {longest} frames (median {median}) at --fps {fps:g}, "
+            f"padded to {round(seconds * fps)}. For clips this short, extract again with {' '.join(advice)} "
+            "(README: \"Short clips\").")
 
 
 def failures(plan):
@@ -168,4 +209,7 @@ def finalize(plan, runner, videos_extracted, frames_extracted, extract_seconds, 
         runner=runner,
         retried=len(plan.retried),
         retried_still_failing=len(set(plan.retried) & {f.video_id for f in failed}),
+        short_clips=short_clip_advice([v["num_frames"] for shard in plan.shards
+                                       for v in plan.indexes[shard.name]["videos"]],
+                                      plan.settings["fps"], plan.settings["seconds"]),
     )

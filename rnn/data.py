@@ -7,6 +7,10 @@ against their manifests and against each other before anything is trained.
 - Held-out data is not training data: no shard in both, no test-split shard
   among the training data, no video in both (by id, from the shards'
   indexes, which also catches two extractions of the same videos).
+- A validation split is carved out of the training shards by group
+  (``carve_validation``: whole source movies or UCF ``gNN`` groups, never a
+  group on both sides). It alone chooses the model a run exports; the test
+  split (the held-out shards) is scored for the report only.
 
 Every refusal is a ``DataRefused`` that says what to do.
 """

@@ -44,7 +44,7 @@ OWN_FILES = re.compile("|".join([
     summaries.EVENT_FILE,  # the run's HParams session, at its root
     *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, VALIDATION_EVENTS,
                                                                                   EVAL_EVENTS)),
-    *(rf"{EVAL_EVENTS}/({name})" for name in summaries.PROJECTOR_FILES),
+    *(rf"{events}/({name})" for events in (VALIDATION_EVENTS, EVAL_EVENTS) for name in summaries.PROJECTOR_FILES),
     *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
       for name in summaries.CHECKPOINT_FILES),
 ]))
@@ -163,7 +163,8 @@ def open_run_folder(run_dir, restart):
     run_dir = pathlib.Path(run_dir)
     try:
         files.check_folder_path(run_dir.parent, "--logdir")
-        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, EVAL_EVENTS, CHECKPOINTS, BEST))):
+        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS,
+                                                                 CHECKPOINTS, BEST))):
             files.check_folder_path(folder, "the run folder" if folder == run_dir else "the run's folder")
     except ValueError as e:
         raise RunFolderError(str(e)) from None

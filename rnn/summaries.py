@@ -4,11 +4,14 @@ Run folder ``<logdir>/<run>/``:
 
 - ``events`` at the run's root: the run's session for the HParams tab: its
   hyperparameters (extraction settings included) and how it ended;
-- ``train/`` and ``eval/``: scalars under the same tags, so that one chart
-  shows both (``metrics/loss``, ``metrics/top1``, ``metrics/topK``), plus
-  ``optim/...`` and ``perf/...`` for training; weight and gradient histograms
-  (``weights/...``, ``gradients/...``);
-- ``eval/`` also: the confusion matrix (counts and row percentages), per-class
+- ``train/``, ``validation/`` and ``eval/`` (the test split): scalars under
+  the same tags, so that one chart shows all three (``metrics/loss``,
+  ``metrics/top1``, ``metrics/topK``), plus ``optim/...`` and ``perf/...``
+  for training; weight and gradient histograms (``weights/...``,
+  ``gradients/...``); ``validation/metrics/best_top1`` and ``best_step``
+  (the model the run exports, chosen on validation alone) and
+  ``eval/metrics/selected_top1`` (that model's test top-1);
+- ``eval/`` also (``validation/`` when there is no test split): the confusion matrix (counts and row percentages), per-class
   precision and recall (one image, and PR curves, one per class with
   held-out videos), the misclassified held-out clips as thumbnails with
   their true and predicted labels, and the embeddings projector (each
@@ -21,9 +24,9 @@ Run folder ``<logdir>/<run>/``:
 the logdir and written again by every run that starts: which
 hyperparameters the table shows (those whose values differ between the
 runs, marked as differing; the cell and learning rate when there is one
-run) and which metrics it shows beside them (held-out top-1 at the end and
-at its best, the step of the best, held-out top-k and loss, training loss
-and top-1). TensorBoard ticks the first five hyperparameters it is given, so
+run) and which metrics it shows beside them (the exported model's test and
+validation top-1 and its step, the last test top-1, top-k and loss,
+training loss and top-1): each column names its split. TensorBoard ticks the first five hyperparameters it is given, so
 listing only those that differ keeps the metric columns on screen.
 """
 
@@ -362,7 +365,8 @@ def _sprite(thumbnails):
 
 
 def write_projector(folder, states, mean_features, video_ids, labels, predictions, class_names, thumbnails):
-    """Writes the embeddings projector's files into ``folder`` (``eval/``):
+    """Writes the embeddings projector's files into ``folder`` (``eval/``, or
+    ``validation/`` without a test split):
     the held-out videos' final recurrent states and mean CNN features (a
     checkpoint), their metadata (video, true label, prediction, correct) and,
     when every video has a thumbnail, a sprite of them.
@@ -501,8 +505,8 @@ class Board:
                     tf.summary.scalar(BEST_STEP, selected["step"])
                 else:
                     tf.summary.scalar(SELECTED_TOP1, selected["test"]["top1"])
-        shown = "test" if "test" in self.writers else "validation"
-        if self.chief and draw_images and shown in self.writers:
+        shown = self._shown
+        if self.chief and draw_images and shown:
             metrics = scores[shown]
             title = f"{self.run_dir.name}: {self.splits[shown]}, step {step}, top-1 {metrics['top1']:.3f}"
             probabilities = tf.nn.softmax(outputs[shown].logits).numpy()
@@ -532,18 +536,31 @@ class Board:
         return thumbnails_png(entries, f"step {step}: {len(wrong)} of {total} {split} clips misclassified"
                                        + (f" (the {len(shown)} most confident)" if len(wrong) > len(shown) else ""))
 
+    @property
+    def _shown(self):
+        """The split whose images and projector are drawn: the test split,
+        else the validation split (None on a worker or without either)."""
+        return next((name for name in ("test", "validation") if name in self.writers), None)
+
     def projector(self, outputs):
-        """The embeddings projector of the held-out videos (at the end of a run)."""
+        """The embeddings projector of the ``_shown`` split's videos, in its
+        folder (at the end of a run).
+
+        Args:
+          outputs: ``{"validation": evaluation.Outputs or None, "test": ...}``.
+        """
         import tensorflow as tf
 
-        if not self.chief or outputs is None:
+        shown = self._shown
+        if not shown:
             return
-        why = write_projector(self.run_dir / EVAL_EVENTS, outputs.states, outputs.mean_features,
-                              outputs.video_ids, outputs.labels, outputs.predictions, self.class_names,
-                              outputs.thumbnails)
+        folder = {"test": EVAL_EVENTS, "validation": VALIDATION_EVENTS}[shown]
+        why = write_projector(self.run_dir / folder, outputs[shown].states, outputs[shown].mean_features,
+                              outputs[shown].video_ids, outputs[shown].labels, outputs[shown].predictions,
+                              self.class_names, outputs[shown].thumbnails)
         if why:
             log.warning("embeddings projector: %s", why)
-            with self.train.as_default(step=0):
+            with self.writers[shown].as_default(step=0):
                 tf.summary.text("projector/no_sprite", why)
 
     def end(self, status):

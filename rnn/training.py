@@ -9,21 +9,25 @@ with either cell; ``tensorboard_logs/gru/metrics.json`` says so.
 
 ``train(config)`` reads as a run goes:
 
-1. **open the data**: training and held-out shards, checked against their
-   manifests and each other (``rnn.data``);
+1. **open the data**: training and held-out (test) shards, checked against
+   their manifests and each other, and a validation split carved out of the
+   training shards by group (``rnn.data``);
 2. **open the run folder**: locked; a new run, or the same run resumed
    (settings that define another run are refused);
 3. **build** the model, its optimizer and checkpoints, under the
-   distribution strategy;
+   distribution strategy; a new run sets the model's input standardization
+   from the training videos' frames;
 4. **restore** the latest checkpoint (the default: the same command resumes);
 5. **loop**: a batch, a train step (forward, loss, gradients summed across
    replicas, clipped by global norm, Adam); every ``log_every`` steps the
    training scalars (gradient and parameter norms included); every
-   ``eval_every`` an evaluation, which keeps the best checkpoint; every
+   ``eval_every`` an evaluation of the validation and test splits, in which
+   validation alone chooses the best checkpoint; every
    ``checkpoint_every`` a checkpoint and ``metrics.json``;
-6. **export** ``model.keras``.
+6. **export** ``model.keras``: the model of the best validation checkpoint
+   (the final one without a validation split).
 
-The run folder (``rnn.run_dir``): ``hparams/``, ``train/``, ``eval/``
+The run folder (``rnn.run_dir``): ``hparams/``, ``train/``, ``validation/``, ``eval/``
 (TensorBoard, ``rnn.summaries``), ``checkpoints/``, ``best/``,
 ``model.keras``, ``run.json``, ``metrics.json``.
 """
@@ -253,6 +257,15 @@ def _build(config, spec, schedule, strategy):
     return model, optimizer, checkpoint
 
 
+def _standardize_like_the_training_videos(model, data, config):
+    """A new run's model standardizes frames with the statistics of its
+    training videos (a resumed run has them in its checkpoint)."""
+    mean, std = models.frame_statistics(data.training_dataset(config.batch_size, config.seed))
+    model.get_layer("standardize").adapt(mean, std)
+    log.info("frames standardized with the statistics of the training videos (median std %.3g)",
+             float(sorted(std)[len(std) // 2]))
+
+
 def _step_of(optimizer):
     """The optimizer's step count (a mirrored variable under a strategy)."""
     return int(optimizer.iterations.numpy())
@@ -369,7 +382,7 @@ class _Evaluator:
         self.board.evaluation(step, scores, outputs, self.variables, self.selected,
                               draw_images=(improved and self.chooses) or last)
         if last:
-            self.board.projector(outputs["test"] or outputs["validation"])
+            self.board.projector(outputs)
         if self.chief:
             log.info("step %d: %s", step, "; ".join(
                 f"{name} {evaluation.describe_scores(scores[name])}" for name in scores if scores[name])
@@ -398,6 +411,8 @@ def _train_in(config, run, data, strategy, chief):
     board.start(hyperparameters)
     evaluate = _Evaluator(model, data, config.batch_size, board, checkpoints, metrics.get("selected"), chief)
     try:
+        if step == 0:
+            _standardize_like_the_training_videos(model, data, config)
         train_step = optimization.make_train_step(model, optimizer, config.clip_norm, top_k, strategy,
                                                   config.batch_size)
         metrics = _loop(config, schedule, step, metrics, model, optimizer, train_step, batches, data, board,

@@ -1,8 +1,12 @@
 """Labels and splits: deterministic class order, group-aware splits, UCF-101 lists."""
 
+import csv
+
 import pytest
 
+from conftest import JHMDB
 from extract import dataset
+from records import groups
 
 
 def _touch(root, *relative_paths):
@@ -41,20 +45,73 @@ def test_group_split_keeps_groups_together_and_is_reproducible(tmp_path):
     first = dataset.load_videos(tmp_path, test_fraction=0.3)
     second = dataset.load_videos(tmp_path, test_fraction=0.3)
     assert first.splits == second.splits
-    train_groups = {dataset.group_key(v.video_id) for v in first.splits["train"]}
-    test_groups = {dataset.group_key(v.video_id) for v in first.splits["test"]}
+    train_groups = {v.group for v in first.splits["train"]}
+    test_groups = {v.group for v in first.splits["test"]}
     assert train_groups and test_groups and not train_groups & test_groups
     # Every class is represented in test, with about 30 % of its groups.
     for label in range(3):
-        held_out = {dataset.group_key(v.video_id) for v in first.splits["test"] if v.label == label}
+        held_out = {v.group for v in first.splits["test"] if v.label == label}
         assert len(held_out) == 2  # round(0.3 * 6)
     assert len(first.splits["train"]) + len(first.splits["test"]) == 3 * 6 * 3
 
 
-def test_group_key():
-    assert dataset.group_key("ApplyLipstick/v_ApplyLipstick_g08_c03.avi") == "applylipstick/g08"
-    assert dataset.group_key("x/v_ApplyLipstick_g08_c04.avi") == dataset.group_key("y/v_applylipstick_g08_c01.mp4")
-    assert dataset.group_key("wave/some_hmdb_clip.avi") == "wave/some_hmdb_clip.avi"
+def test_group_of_ucf_hmdb_and_other_names():
+    assert groups.group_of("ApplyLipstick/v_ApplyLipstick_g08_c03.avi") == "applylipstick/g08"
+    assert groups.group_of("x/v_ApplyLipstick_g08_c04.avi") == groups.group_of("y/v_applylipstick_g08_c01.mp4")
+    # HMDB-51 / JHMDB: the source movie, the same in every class it appears in.
+    assert groups.group_of("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi") == "April_09"
+    assert groups.group_of("sit/TheLastManOnearth_sit_f_cm_np1_fr_med_2.avi") == "TheLastManOnearth"
+    assert groups.group_of("walk/TheLastManOnearth_walk_u_nm_np2_le_bad_11.avi") == "TheLastManOnearth"
+    # The class given (a deeper layout's class folder) is the one looked for.
+    assert groups.group_of("src/run/Movie_run_f_cm_np1_ri_goo_0.avi", "run") == "Movie"
+    assert groups.group_of("wave/some_hmdb_clip.avi") == "wave/some_hmdb_clip.avi"
+    assert groups.group_of("wave/Movie_run_f_cm_np1_ri_goo_0.avi") == "wave/Movie_run_f_cm_np1_ri_goo_0.avi"
+
+
+@pytest.mark.skipif(not (JHMDB / "GROUPS.tsv").is_file(), reason=f"{JHMDB} is absent")
+def test_groups_of_the_real_jhmdb_clips_are_their_source_movies():
+    """Every one of the 688 clips gets the source movie that GROUPS.tsv names."""
+    with open(JHMDB / "GROUPS.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == 688
+    wrong = [(row["clip"], groups.group_of(row["clip"])) for row in rows
+             if groups.group_of(row["clip"]) != row["source_movie"]]
+    assert wrong == []
+
+
+def test_a_source_movie_in_several_classes_stays_on_one_side(tmp_path):
+    movies = [f"Movie{m}" for m in range(12)]
+    _touch(tmp_path, *(f"{action}/{movie}_{action}_u_nm_np1_fr_goo_{n}.avi" for movie in movies
+                       for action in ("sit", "stand", "walk") for n in range(2)))
+    video_set = dataset.load_videos(tmp_path, test_fraction=0.25)
+    test_movies = {v.group for v in video_set.splits["test"]}
+    train_movies = {v.group for v in video_set.splits["train"]}
+    assert test_movies and train_movies and not test_movies & train_movies
+    assert train_movies | test_movies == set(movies)
+    # Each held-out movie's clips of every class are held out with it.
+    assert len(video_set.splits["test"]) == len(test_movies) * 3 * 2
+
+
+def test_hmdb_split_lists(tmp_path):
+    """HMDB-51's and JHMDB's <class>_test_split<N>.txt: 1 train, 2 test, 0 unused; classes sorted by name."""
+    videos, splits_dir = tmp_path / "videos", tmp_path / "splits"
+    clips = {action: [f"M{m}_{action}_f_cm_np1_fr_goo_0.avi" for m in range(3)] for action in ("wave", "clap")}
+    _touch(videos, *(f"{action}/{clip}" for action, names in clips.items() for clip in names))
+    splits_dir.mkdir()
+    for action, names in clips.items():
+        (splits_dir / f"{action}_test_split1.txt").write_text("".join(
+            f"{clip} {kind}\n" for clip, kind in zip(names, ("1", "2", "0"))))
+        (splits_dir / f"{action}_test_split2.txt").write_text("".join(f"{clip} 1\n" for clip in names))
+    video_set = dataset.load_videos(videos, splits_dir, split=1)
+    assert video_set.class_names == ["clap", "wave"]
+    assert sorted(v.video_id for v in video_set.splits["train"]) == ["clap/M0_clap_f_cm_np1_fr_goo_0.avi",
+                                                                     "wave/M0_wave_f_cm_np1_fr_goo_0.avi"]
+    assert [v.label_name for v in video_set.splits["test"]] == ["clap", "wave"]
+    assert video_set.unlisted == 2  # the clips marked 0
+    assert set(dataset.load_videos(videos, splits_dir, split=2).splits) == {"train"}
+    (splits_dir / "wave_test_split1.txt").write_text("M0_wave_f_cm_np1_fr_goo_0.avi train\n")
+    with pytest.raises(ValueError, match=r"wave_test_split1.txt:1: expected '<clip> <0\|1\|2>'"):
+        dataset.load_videos(videos, splits_dir, split=1)
 
 
 def test_files_without_group_are_split_by_stable_hash(tmp_path):

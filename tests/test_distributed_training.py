@@ -125,11 +125,11 @@ def test_two_workers_train_write_one_run_and_resume_after_a_kill(order_task, tmp
     chief_out, chief_err = outputs[0]
     assert f"(step {killed_at})" in chief_err and "resumed from" in chief_err
     assert "split by file between 2 workers" in chief_err
-    assert "step 120: held-out top-1" in chief_out and outputs[1][0] == ""
+    assert "step 120" in chief_out and "test (64 videos, 4 classes): top-1" in chief_out and outputs[1][0] == ""
 
     run = tmp_path / "mw"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["step"] == 120 and metrics["final_eval"]["top1"] >= 0.9
+    assert metrics["step"] == 120 and metrics["selected"]["test"]["top1"] >= 0.9
     # One set of outputs, all the chief's: nothing in the run folder but what train.py writes.
     from rnn import run_dir
     assert run_dir.other_files(run) == []
@@ -169,6 +169,6 @@ def test_mixed_precision_trains_with_loss_scaling_and_keeps_cudnn_layers(order_t
                                eval_pattern=str(order_task / "test-*.tfrecord"), logdir=str(tmp_path), steps=4,
                                batch_size=8, log_every=2, eval_every=4, checkpoint_every=4, mixed_precision=True)
     metrics = training.train(config)
-    assert metrics["step"] == 4 and np.isfinite(metrics["final_eval"]["loss"])
+    assert metrics["step"] == 4 and np.isfinite(metrics["final"]["test"]["loss"])
     reader = tf.train.load_checkpoint(str(tmp_path / "gru" / "checkpoints"))
     assert any("dynamic_scale" in name for name in reader.get_variable_to_shape_map())

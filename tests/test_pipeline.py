@@ -15,7 +15,7 @@ import pytest
 
 from conftest import assert_features_are_the_stored_models, make_video, run, run_cli, started
 from extract import dataset, local_runner, plan, shards
-from records import files, schema
+from records import files, groups, schema
 from records.inspect import inspect
 
 
@@ -141,8 +141,8 @@ def test_extract_cli_end_to_end_with_broken_files(video_folder, tmp_path):
         assert abs(num_frames - min(duration, 10) * 5) <= 1, video_id
 
     # No group is on both sides of the split.
-    train = {dataset.group_key(v) for v in inspect(output / "train-*.tfrecord", per_video=True)["videos"]}
-    test = {dataset.group_key(v) for v in inspect(output / "test-*.tfrecord", per_video=True)["videos"]}
+    train = {groups.group_of(v) for v in inspect(output / "train-*.tfrecord", per_video=True)["videos"]}
+    test = {groups.group_of(v) for v in inspect(output / "test-*.tfrecord", per_video=True)["videos"]}
     assert train and test and not train & test
 
     # The same command again: nothing to do, no model loaded, no shard touched.

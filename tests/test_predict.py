@@ -18,10 +18,11 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     result = run_cli("train", "--cell", "gru", "--units", 64, "--steps", 100, "--logdir", tmp_path,
                      "--train_pattern", features / "train-*.tfrecord", "--eval_pattern", features / "test-*.tfrecord")
     assert result.returncode == 0, result.stderr
-    assert "held-out top-1" in result.stdout and "top-3" in result.stdout and "top-5" not in result.stdout
+    assert "test (8 videos, 4 classes): top-1" in result.stdout and "top-3" in result.stdout
+    assert "top-5" not in result.stdout
     assert "cuInit" not in result.stderr and "cuda drivers" not in result.stderr  # Hardening 13
     run = tmp_path / "gru"
-    assert json.loads((run / "metrics.json").read_text())["final_eval"]["top1"] >= 0.875
+    assert json.loads((run / "metrics.json").read_text())["selected"]["test"]["top1"] >= 0.875
 
     held_out = sorted(inspect(features / "test-*.tfrecord", per_video=True)["videos"])
     result = run_cli("predict", "--run", run, *(videos / video_id for video_id in held_out))
@@ -49,7 +50,7 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     evaluated = run_cli("train", "--mode", "eval", "--logdir", tmp_path, "--run_name", "gru",
                         "--eval_pattern", features / "test-*.tfrecord")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["examples"] == len(held_out)
+    assert json.loads(evaluated.stdout)["videos"] == len(held_out)
 
 
     broken = tmp_path / "broken.mp4"

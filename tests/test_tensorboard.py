@@ -50,9 +50,9 @@ def demo_run(demo_extraction, tmp_path_factory):
     return features, logdir, _train(features, logdir)
 
 
-HPARAMS_METRICS = {("eval", "metrics/top1"), ("eval", "metrics/best_top1"), ("eval", "metrics/best_step"),
-                   ("eval", "metrics/top3"), ("eval", "metrics/loss"), ("train", "metrics/loss"),
-                   ("train", "metrics/top1")}
+HPARAMS_METRICS = {("eval", "metrics/selected_top1"), ("validation", "metrics/best_top1"),
+                   ("validation", "metrics/best_step"), ("eval", "metrics/top1"), ("eval", "metrics/top3"),
+                   ("eval", "metrics/loss"), ("train", "metrics/loss"), ("train", "metrics/top1")}
 
 
 def _hparams_contents(folder):
@@ -83,10 +83,14 @@ def test_hparams_session_and_experiment_of_a_run(demo_run):
     assert {(m.name.group, m.name.tag) for m in experiment.metric_infos} == HPARAMS_METRICS
     # One run: nothing differs; the table shows its cell and learning rate beside the metrics.
     assert [(h.name, h.differs) for h in experiment.hparam_infos] == [("cell", False), ("learning_rate", False)]
+    # The demo's two training groups a class give no validation split: the final model is exported, its
+    # test top-1 is the one shown, and no "best" chosen on the test split is written anywhere.
+    assert metrics["selected"]["chosen_on"] == "final step (no validation split)"
+    assert not (logdir / "gru" / "validation").exists()
     evaluation = _accumulator(logdir / "gru" / "eval")
-    best = tf.make_ndarray(evaluation.Tensors("metrics/best_top1")[-1].tensor_proto)
-    best_step = tf.make_ndarray(evaluation.Tensors("metrics/best_step")[-1].tensor_proto)
-    assert (float(best), int(best_step)) == (metrics["best_eval"]["top1"], metrics["best_eval"]["step"])
+    selected = tf.make_ndarray(evaluation.Tensors("metrics/selected_top1")[-1].tensor_proto)
+    assert float(selected) == metrics["selected"]["test"]["top1"]
+    assert not {"metrics/best_top1", "metrics/best_step"} & set(evaluation.Tags()["tensors"])
 
 
 def test_tensorboard_shows_the_hyperparameter_that_differs_first(demo_run, tmp_path):
@@ -140,7 +144,10 @@ def test_scalars_are_grouped_and_train_and_eval_share_charts(demo_run):
     scalars = {tag for tag in train_tags if not tag.startswith(("weights/",))}
     assert {tag.split("/")[0] for tag in scalars} == {"metrics", "optim", "perf", "gradients"}
     assert {"metrics/loss", "metrics/top1", "metrics/top3"} <= train_tags & eval_tags  # one chart each
-    assert {"metrics/best_top1", "metrics/best_step"} <= eval_tags
+    # The demo has two source groups a class: too few to carve a validation
+    # split, so the final model is the one exported, and eval/ says its top-1.
+    assert not (logdir / "gru" / "validation").exists()
+    assert "metrics/selected_top1" in eval_tags and not {"metrics/best_top1", "metrics/best_step"} & eval_tags
     assert "metrics/top5" not in train_tags | eval_tags  # 4 classes: top-5 would always be 1
     assert {"gradients/gru_0", "gradients/gru_1", "gradients/classifier"} <= train_tags
     assert {"weights/classifier/kernel", "weights/gru_0/gru_cell/kernel"} <= train_tags  # not "logits"
@@ -154,7 +161,7 @@ def test_confusion_matrix_per_class_charts_pr_curves_and_misclassified_clips(dem
     assert confusion.size[0] >= 600 and confusion.size[1] >= 500
     assert _image(evaluation, "per_class/precision_recall").size[1] >= 200
     clips = _image(evaluation, "misclassified_clips")
-    wrong = round((1 - metrics["final_eval"]["top1"]) * metrics["final_eval"]["examples"])
+    wrong = round((1 - metrics["final"]["test"]["top1"]) * metrics["final"]["test"]["examples"])
     # A grid of thumbnails, or (nothing misclassified) a one-line note saying so.
     assert (clips.size[1] > 200) == (wrong > 0)
     class_names = json.loads((logdir / "gru" / "run.json").read_text())["extraction"]["class_names"]
@@ -180,7 +187,7 @@ def test_projector_shows_held_out_videos_with_thumbnails(demo_run):
     _, logdir, metrics = demo_run
     folder = logdir / "gru" / "eval"
     config = _projector(folder)
-    held_out = metrics["final_eval"]["examples"]
+    held_out = metrics["final"]["test"]["examples"]
     header, rows = files.read_tsv(folder / "metadata.tsv")
     assert header == ["video", "label", "prediction", "correct"] and len(rows) == held_out
     checkpoint = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(folder)))
@@ -214,7 +221,7 @@ def test_old_shards_without_thumbnails_still_train_and_the_projector_says_why(de
         index.write_text(json.dumps({key: entry[key] for key in ("shard", "videos", "errors")}))
     assert manifest_lib.read_manifest(old)["complete"]
     metrics = _train(old, tmp_path / "logs", steps=20)
-    assert metrics["final_eval"]["examples"] > 0
+    assert metrics["final"]["test"]["examples"] > 0
     folder = tmp_path / "logs" / "gru" / "eval"
     assert not (folder / "sprite.png").exists()
     assert all(not e.sprite.image_path for e in _projector(folder).embeddings)
@@ -273,16 +280,28 @@ def test_images_are_drawn_when_the_best_changes_and_at_the_end(tmp_path):
     from features import temporal_order_examples, write_extraction
 
     features = tmp_path / "features"
-    write_extraction(features, {"train": temporal_order_examples(32, 12, 8),
+    # Random training labels: the validation split (carved from them) cannot
+    # improve at every evaluation, so choosing draws the images less often.
+    labels = np.random.default_rng(0).integers(0, 4, 32)
+    noisy = [(frames, int(label), f"class{label}") for (frames, _, _), label in
+             zip(temporal_order_examples(32, 12, 8), labels)]
+    write_extraction(features, {"train": noisy,
                                 "test": temporal_order_examples(12, 12, 8, seed=1)},
                      ["class0", "class1", "class2", "class3"], 12)
     training.train(training.TrainConfig(model=models.ModelConfig(units=16), train_pattern=str(features / "train-*.tfrecord"),
                                   eval_pattern=str(features / "test-*.tfrecord"), logdir=str(tmp_path / "logs"),
-                                  steps=24, eval_every=2, log_every=2, batch_size=8, show_progress=False))
-    evaluation = _accumulator(tmp_path / "logs" / "gru" / "eval")
-    top1 = [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in evaluation.Tensors("metrics/top1")]
-    assert [step for step, _ in top1] == list(range(2, 25, 2))
-    improved = {step for i, (step, value) in enumerate(top1) if all(value > before for _, before in top1[:i])}
-    drawn = {event.step for event in evaluation.Tensors("confusion_matrix")}
+                                  steps=24, eval_every=2, log_every=2, batch_size=8, learning_rate=0.03,
+                                  show_progress=False))
+    validation = _accumulator(tmp_path / "logs" / "gru" / "validation")
+    scores = {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in validation.Tensors(tag)]
+              for tag in ("metrics/top1", "metrics/loss")}
+    assert [step for step, _ in scores["metrics/top1"]] == list(range(2, 25, 2))
+    # The validation split chooses: higher top-1, or the same and a lower loss.
+    keys = [(top1, -loss) for (step, top1), (_, loss) in zip(scores["metrics/top1"], scores["metrics/loss"])]
+    improved = {step for i, ((step, _), key) in enumerate(zip(scores["metrics/top1"], keys))
+                if all(key > before for before in keys[:i])}
+    drawn = {event.step for event in _accumulator(tmp_path / "logs" / "gru" / "eval").Tensors("confusion_matrix")}
     assert drawn == improved | {24}
-    assert len(drawn) < len(top1)  # the point: not at every evaluation
+    assert len(drawn) < len(keys)  # the point: not at every evaluation
+    best_step = [int(tf.make_ndarray(event.tensor_proto)) for event in validation.Tensors("metrics/best_step")]
+    assert best_step[-1] == max(improved)

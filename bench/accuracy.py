@@ -1,0 +1,206 @@
+"""Accuracy on real action video: grouped k-fold cross-validation on JHMDB.
+
+    pip install -e ".[bench]"             # scikit-learn, for the folds and the baseline
+    python -m bench.accuracy              # about 40 min per backbone on 2 CPU cores
+
+``../shared/jhmdb-train`` (688 JHMDB clips, 21 actions; see its README) is
+extracted once per backbone, as a user would (``--fps 30 --seconds 1.5``:
+every frame of a JHMDB clip; int8), into ``--cache``. Its videos are then
+split into ``--folds`` folds by source movie (stratified by class, so that
+every fold tests every action; no movie in two folds). For each fold, the
+other folds' records are written as the training split and the fold's as
+the test split of a fold extraction, and ``rnn.training.train`` is run on
+it with the product's defaults: it carves its own validation split (by
+movie) out of the training split, which alone chooses the model it
+exports; the fold is scored once, for this report. Beside it, the baseline
+the recurrent models must beat: each video's mean and standard deviation
+of its frames' features, standardized, into a logistic regression whose C
+is chosen by grouped 3-fold CV inside the training folds.
+
+Printed and saved to ``bench/results/accuracy.json``: top-1 per fold, its
+mean and standard deviation over folds, and, with ``--seeds N``, the spread
+(max - min) of the mean over N training seeds.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.common import REPO, print_table, save  # noqa: E402
+
+JHMDB = pathlib.Path(os.environ.get("JHMDB_TRAIN", REPO.parent / "shared" / "jhmdb-train"))
+BASELINE = "mean+std logistic"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", default=str(JHMDB), help="class folders of real clips")
+    parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite2")
+    parser.add_argument("--cells", default="gru,lstm")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per fold (for the seed spread)")
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--features", action="append", default=[], metavar="BACKBONE=DIR",
+                        help="an existing extraction of --videos to use for a backbone")
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_accuracy"),
+                        help="where each backbone's extraction is made once and kept")
+    args = parser.parse_args()
+    given = dict(item.split("=", 1) for item in args.features)
+
+    results, rows = {}, []
+    for backbone in args.backbones.split(","):
+        features = pathlib.Path(given.get(backbone) or extract_once(args, backbone))
+        scores = cross_validate(features, args.cells.split(","), args.folds, args.seeds)
+        results[backbone] = {"features": str(features), **scores}
+        for model, score in scores["models"].items():
+            spread = f"{score['seed_spread']:.3f}" if "seed_spread" in score else "-"
+            rows.append([backbone, model, f"{score['mean']:.3f}", f"{score['std']:.3f}", spread,
+                         " ".join(f"{top1:.3f}" for top1 in score["folds"])])
+    print_table(f"JHMDB ({args.videos}): top-1 on held-out movies, {args.folds}-fold grouped CV, "
+                f"--fps {args.fps:g} --seconds {args.seconds:g}",
+                ["features", "model", "mean", "std (folds)", "seed spread", "per fold"], rows)
+    save("accuracy", {"videos": args.videos, "folds": args.folds, "seeds": args.seeds, "fps": args.fps,
+                      "seconds": args.seconds, "results": results})
+
+
+def extract_once(args, backbone):
+    """The folder of ``--videos``' features by ``backbone``, extracted (all
+    in the train split) unless a finished extraction is already there."""
+    from extract import dataset, local_runner, plan
+    from records.manifest import read_manifest
+
+    folder = pathlib.Path(args.cache) / f"{backbone}_fps{args.fps:g}_{args.seconds:g}s"
+    manifest = read_manifest(folder) if folder.exists() else None
+    if not (manifest and manifest.get("complete")):
+        video_set = dataset.load_videos(args.videos, test_fraction=0.0)
+        local_runner.extract(video_set, folder, plan.ExtractConfig(backbone=backbone, precision="int8", fps=args.fps,
+                                                                   seconds=args.seconds), show_progress=True)
+    return folder
+
+
+def cross_validate(features, cells, num_folds, seeds):
+    """Top-1 of each model on each held-out fold of ``features``' videos.
+
+    Returns:
+      ``{"videos", "groups", "models": {name: {"folds", "mean", "std"[, "seed_spread", "seed_means"]}}}``.
+    """
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from records import reader
+
+    shards = reader.open_shards(str(features / "train-*.tfrecord"))
+    videos = sorted((video_id, label, group) for group, members in shards.videos_by_group().items()
+                    for video_id, label in members)
+    labels = np.array([label for _, label, _ in videos])
+    groups = np.array([group for _, _, group in videos])
+    folds = StratifiedGroupKFold(num_folds, shuffle=True, random_state=0).split(np.zeros(len(videos)), labels,
+                                                                               groups)
+    per_fold = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for fold, (_, test) in enumerate(folds):
+            test_ids = {videos[i][0] for i in test}
+            folder = write_fold(shards, test_ids, pathlib.Path(workdir) / f"fold{fold}", fold, num_folds)
+            per_fold.setdefault(BASELINE, []).append([pooled_baseline(folder)])
+            for cell in cells:
+                per_fold.setdefault(cell, []).append([train_and_score(folder, cell, seed, workdir)
+                                                      for seed in range(seeds)])
+            print(f"fold {fold + 1}/{num_folds}: " + json.dumps({name: scores[-1] for name, scores in
+                                                               per_fold.items()}), flush=True)
+            shutil.rmtree(folder)
+    models = {}
+    for name, scores in per_fold.items():
+        table = np.array(scores)  # [folds, seeds]
+        first_seed = table[:, 0]
+        models[name] = {"folds": [round(float(x), 4) for x in first_seed], "mean": float(first_seed.mean()),
+                        "std": float(first_seed.std())}
+        if table.shape[1] > 1:
+            seed_means = table.mean(0)
+            models[name].update(seed_means=[round(float(x), 4) for x in seed_means],
+                                seed_spread=float(seed_means.max() - seed_means.min()))
+    return {"videos": len(videos), "groups": len(set(groups)), "models": models}
+
+
+def write_fold(shards, test_ids, folder, fold, num_folds):
+    """A fold extraction: ``shards``' records, the fold's videos as the test
+    split and the others as the train split, with the source's manifest
+    (its settings, backbone file and class list) so that train.py reads it
+    as any extraction."""
+    import tensorflow as tf
+
+    from records import files, manifest as manifest_lib, schema, writer
+
+    folder.mkdir(parents=True)
+    index = {video["video_id"]: video for shard in shards.indexes.values() for video in shard["videos"]}
+    split_writers = {split: writer.ShardWriter(folder, writer.shard_name(split, 0, 1)) for split in ("train", "test")}
+    for serialized in tf.data.TFRecordDataset(shards.files):
+        video_id = tf.io.parse_single_sequence_example(serialized, context_features={
+            schema.VIDEO_ID: tf.io.FixedLenFeature([], tf.string)})[0][schema.VIDEO_ID].numpy().decode("utf-8")
+        video = index[video_id]
+        split_writers["test" if video_id in test_ids else "train"].write(
+            serialized.numpy(), video_id, video["label"], video["num_frames"], group=video.get("group"))
+    manifest = dict(shards.manifest, split_source={"cross_validation": {"folds": num_folds, "fold": fold}},
+                    splits={})
+    for split, shard_writer in split_writers.items():
+        committed = shard_writer.commit()
+        manifest["splits"][split] = {"videos": committed["records"], "failed": 0, "shards": [shard_writer.name],
+                                     "frames": sum(video["num_frames"] for video in committed["videos"])}
+    if "model" in manifest:
+        shutil.copy(files.join(shards.folder, manifest["model"]["file"]), folder / manifest["model"]["file"])
+    manifest_lib.write_manifest(str(folder), manifest)
+    return folder
+
+
+def train_and_score(folder, cell, seed, workdir):
+    """Test top-1 of the model ``train.py --cell CELL --seed SEED`` exports (defaults otherwise)."""
+    from rnn import models, training
+
+    config = training.TrainConfig(train_pattern=str(folder / "train-*.tfrecord"),
+                                  eval_pattern=str(folder / "test-*.tfrecord"),
+                                  logdir=str(pathlib.Path(workdir) / "runs"), run_name=f"{folder.name}_{cell}_{seed}",
+                                  model=models.ModelConfig(cell=cell), seed=seed)
+    metrics = training.train(config)
+    shutil.rmtree(config.run_dir)
+    return metrics["selected"]["test"]["top1"]
+
+
+def pooled_baseline(folder):
+    """Test top-1 of mean+std pooling -> standardization -> logistic regression (C by grouped CV)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_x, train_y, train_groups = pooled_features(folder / "train-*.tfrecord")
+    test_x, test_y, _ = pooled_features(folder / "test-*.tfrecord")
+    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                          {"logisticregression__C": [0.01, 0.03, 0.1, 0.3, 1.0]}, cv=GroupKFold(3))
+    search.fit(train_x, train_y, groups=train_groups)
+    return float(np.mean(search.predict(test_x) == test_y))
+
+
+def pooled_features(pattern):
+    """Each video's mean and standard deviation over its real frames, its label and group."""
+    import numpy as np
+
+    from records import groups
+    from records.inspect import iterate_videos
+
+    rows, labels, video_groups = [], [], []
+    for video in iterate_videos(str(pattern)):
+        frames = video["features"][:video["num_frames"]]
+        rows.append(np.concatenate([frames.mean(0), frames.std(0)]))
+        labels.append(video["label"])
+        video_groups.append(video["group"] or groups.group_of(video["video_id"], video["label_name"]))
+    return np.array(rows), np.array(labels), np.array(video_groups)
+
+
+if __name__ == "__main__":
+    main()
