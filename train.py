@@ -47,6 +47,7 @@ flags.DEFINE_float("input_dropout", ModelConfig.input_dropout, "Dropout on the f
                    "standardization with the training videos' statistics).")
 flags.DEFINE_bool("pooled", ModelConfig.pooled, "Also give the classifier each video's mean and standard "
                   "deviation of its frames' features, beside the recurrent state.")
+flags.DEFINE_float("classifier_l2", ModelConfig.classifier_l2, "L2 penalty on the classifier's weights.")
 flags.DEFINE_bool("bidirectional", ModelConfig.bidirectional, "Also read each video backwards.")
 flags.DEFINE_string("train_pattern", TrainConfig.train_pattern, "Training shards (from python -m extract).")
 flags.DEFINE_string("eval_pattern", TrainConfig.eval_pattern, "Held-out shards, evaluated during training "
@@ -92,7 +93,8 @@ def main(argv):
         config = TrainConfig(
             model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
                                      dropout=FLAGS.dropout, input_dropout=FLAGS.input_dropout,
-                                     pooled=FLAGS.pooled, bidirectional=FLAGS.bidirectional),
+                                     pooled=FLAGS.pooled, classifier_l2=FLAGS.classifier_l2,
+                                     bidirectional=FLAGS.bidirectional),
             train_pattern=FLAGS.train_pattern, eval_pattern=FLAGS.eval_pattern,
             validation_fraction=FLAGS.validation_fraction, logdir=FLAGS.logdir,
             run_name=FLAGS.run_name, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,

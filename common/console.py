@@ -148,6 +148,14 @@ def run_command(main, command):
         except UsageError as e:
             print(f"error: {e}\n({command} --help lists the flags)", file=sys.stderr)
             return 1
+        except OSError as e:
+            from records import files
+
+            message = files.unwritable_message(e)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
+            return 1
 
     app.run(checked_main)
 

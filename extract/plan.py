@@ -234,7 +234,7 @@ def own_shards(output_dir, manifest):
     those its manifest lists, and those an index file of ours names (manifests
     of older versions listed shards only once complete)."""
     names = {name for split in (manifest or {}).get("splits", {}).values() for name in split.get("shards", [])}
-    for index_file in files.glob(files.join(output_dir, writer.INDEX_DIR, "*.tfrecord.json")):
+    for index_file in files.matching(files.join(output_dir, writer.INDEX_DIR), "*.tfrecord.json"):
         try:
             index = files.read_json(index_file, "")
         except files.UnreadableFile:
@@ -248,7 +248,7 @@ def own_files(output_dir, manifest, shard_names):
     """Relative paths of every file an extraction of ours may have written
     in ``output_dir``, for the given shards (whether or not they exist)."""
     def leftovers(folder, pattern):
-        return [files.basename(path) for path in files.glob(files.join(output_dir, *folder, pattern))]
+        return [files.basename(path) for path in files.matching(files.join(output_dir, *folder), pattern)]
 
     names = []
     for shard in shard_names:
@@ -265,7 +265,7 @@ def own_files(output_dir, manifest, shard_names):
 
 def shard_files(output_dir):
     """Names of the ``.tfrecord`` files in ``output_dir``."""
-    return [files.basename(path) for path in files.glob(files.join(output_dir, "*.tfrecord"))]
+    return [files.basename(path) for path in files.matching(output_dir, "*.tfrecord")]
 
 
 def _refuse_foreign_shards(output_dir, ours, remedy):

@@ -25,6 +25,7 @@ Local paths never import TensorFlow, so quick commands stay quick.
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import glob as glob_lib
 import hashlib
 import json
@@ -108,6 +109,35 @@ def escape(name):
     return glob_lib.escape(name)
 
 
+GLOB_CHARACTERS = "*?["
+
+
+def has_glob_characters(path):
+    return any(character in str(path) for character in GLOB_CHARACTERS)
+
+
+def matching(folder, name_pattern):
+    """Sorted paths of the entries of ``folder`` whose names match
+    ``name_pattern`` (hidden names only if it spells out their leading dot).
+
+    The folder is listed, never globbed: a user's folder named ``g[1]`` or
+    ``st*`` is that folder, not a pattern that reaches ``g1`` or ``stX``.
+    A missing folder has no entries.
+    """
+    folder = str(folder)
+    try:
+        names = _gfile().listdir(folder) if is_remote(folder) else os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except Exception as error:  # tf.errors.NotFoundError for a remote folder
+        if type(error).__name__ == "NotFoundError":
+            return []
+        raise
+    names = [name.rstrip("/") for name in names]
+    return sorted(join(folder, name) for name in names if fnmatch.fnmatchcase(name, name_pattern)
+                  and (name_pattern.startswith(".") or not name.startswith(".")))
+
+
 def check_folder_path(path, what):
     """Refuses, before anything is written, a local path where a folder is
     wanted but a file stands (at the path, or at one of its parents).
@@ -184,11 +214,16 @@ def write_bytes_atomic(path, content):
             f.write(content)
         return
     partial = partial_path(path, os.getpid())
-    with open(partial, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:  # a full disk, a kill: no half-written file is left behind
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def write_text_atomic(path, text):
@@ -342,6 +377,22 @@ def delete_own_files(folder, relative_names):
         with contextlib.suppress(OSError):  # not empty: it holds something that is not ours
             os.rmdir(join(folder, parent))
     return deleted
+
+
+# What a folder the user named can refuse a write with.
+UNWRITABLE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+              errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied"}
+
+
+def unwritable_message(error):
+    """One sentence for an OSError that says a path cannot be written (full,
+    read-only, not permitted), or None for any other error."""
+    if not isinstance(error, OSError) or error.errno not in UNWRITABLE:
+        return None
+    where = f"{error.filename}" if error.filename else "a file"
+    return (f"cannot write {where}: {UNWRITABLE[error.errno]}. Make room (or choose a writable folder) and run "
+            "the same command again: it goes on from what was finished.")
 
 
 def is_disk_full(error):

@@ -53,14 +53,20 @@ def list_files(pattern):
     """
     pattern = str(pattern)
     local = not files_lib.is_remote(pattern)
-    files = [path for path in files_lib.glob(pattern) if not (local and os.path.isdir(path))]
+    folder = files_lib.dirname(pattern) or "."
+    if files_lib.has_glob_characters(folder) and (os.path.isdir(folder) if local else files_lib.exists(folder)):
+        # A folder whose name holds [, * or ? is that folder (only the file
+        # name is a pattern): globbing it would read another folder's shards.
+        matches = files_lib.matching(folder, files_lib.basename(pattern))
+    else:
+        matches = files_lib.glob(pattern)
+    files = [path for path in matches if not (local and os.path.isdir(path))]
     if files:
         return files
     if local and os.path.isdir(pattern):
         example = files_lib.join(pattern, "train-*.tfrecord")
         raise NoShards(f"{pattern!r} is a folder; give a pattern of its shards, e.g. '{example}'")
-    folder = files_lib.dirname(pattern) or "."
-    if not files_lib.glob(files_lib.join(folder, "*.tfrecord")):
+    if not files_lib.matching(folder, "*.tfrecord"):
         raise NoShards(f"no files match {pattern!r}, and {folder} holds no shards: extract features first "
                        f"(python -m extract --videos DIR --output_dir {folder})")
     raise NoShards(f"no files match {pattern!r}")

@@ -82,7 +82,7 @@ def partial_files(output_dir, name):
     """Leftovers (beside the shard, on a local disk) of unfinished attempts at shard ``name``."""
     if files.is_remote(output_dir):
         return []
-    return files.glob(files.join(output_dir, f".{files.escape(name)}.*.partial"))
+    return files.matching(output_dir, f".{files.escape(name)}.*.partial")
 
 
 def discard(output_dir, name):

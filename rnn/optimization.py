@@ -5,7 +5,8 @@ def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
     """One optimization step over a global batch, as a ``tf.function``.
 
     On every replica: forward, cross-entropy summed over its examples and
-    divided by the global batch, gradients. Then the gradients are summed
+    divided by the global batch (plus the model's weight penalties divided
+    by the replicas), gradients. Then the gradients are summed
     across replicas (all-reduce) *before* the global norm is taken and
     clipped, so that ``--clip_norm`` means what it means on one device; the
     norm returned is the one before clipping. Keras' optimizer sums the
@@ -29,6 +30,8 @@ def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
         with tf.GradientTape() as tape:
             logits = tf.cast(model(inputs, training=True), tf.float32)
             loss = tf.reduce_sum(per_example_loss(labels, logits)) / global_batch
+            if model.losses:  # weight penalties, once per global batch (the replicas' gradients are summed)
+                loss += tf.add_n(model.losses) / replicas
             scaled_loss = optimizer.scale_loss(loss) if scaled else loss
         gradients = tape.gradient(scaled_loss, model.trainable_variables)
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)

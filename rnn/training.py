@@ -46,6 +46,7 @@ import typing
 from common import console
 from records import files
 from records import manifest as manifest_lib
+from rnn import checkpoints as checkpoints_lib
 from rnn import data as data_lib
 from rnn import distribute, evaluation, models, optimization, run_dir as run_dir_lib, summaries
 
@@ -260,8 +261,9 @@ def _build(config, spec, schedule, strategy):
 def _standardize_like_the_training_videos(model, data, config):
     """A new run's model standardizes frames with the statistics of its
     training videos (a resumed run has them in its checkpoint)."""
-    mean, std = models.frame_statistics(data.training_dataset(config.batch_size, config.seed))
-    model.get_layer("standardize").adapt(mean, std)
+    statistics = models.training_statistics(data.training_dataset(config.batch_size, config.seed))
+    models.adapt_to(model, statistics)
+    std = statistics["frames"][1]
     log.info("frames standardized with the statistics of the training videos (median std %.3g)",
              float(sorted(std)[len(std) // 2]))
 
@@ -277,24 +279,28 @@ class _Checkpoints:
     temporary folder of their own, deleted by ``close``."""
 
     def __init__(self, checkpoint, run_dir, chief):
-        import tensorflow as tf
-
         self.run_dir = run_dir
         self._scratch = None if chief else tempfile.mkdtemp(prefix="train_worker_")
         own = run_dir if chief else pathlib.Path(self._scratch)
         self.checkpoint = checkpoint
-        self.latest = tf.train.CheckpointManager(checkpoint, own / run_dir_lib.CHECKPOINTS, max_to_keep=3)
-        self.best = tf.train.CheckpointManager(checkpoint, own / run_dir_lib.BEST, max_to_keep=1)
+        self.latest = checkpoints_lib.CheckpointFolder(checkpoint, own / run_dir_lib.CHECKPOINTS, keep=3)
+        self.best = checkpoints_lib.CheckpointFolder(checkpoint, own / run_dir_lib.BEST, keep=1)
 
     def restore(self, optimizer):
-        """Step 4: restores the run's latest checkpoint, if any; returns the
-        step it resumes from (0 for a new run)."""
-        import tensorflow as tf
+        """Step 4: restores the run's newest checkpoint that restores, if
+        any; returns the step it resumes from (0 for a new run).
 
-        latest = tf.train.latest_checkpoint(self.run_dir / run_dir_lib.CHECKPOINTS)
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            log.info("resumed from %s (step %d)", latest, _step_of(optimizer))
+        Raises:
+          TrainingError: the run saved checkpoints but none restores.
+        """
+        run_checkpoints = checkpoints_lib.CheckpointFolder(self.checkpoint, self.run_dir / run_dir_lib.CHECKPOINTS,
+                                                           keep=3)
+        try:
+            restored = run_checkpoints.restore_newest()
+        except checkpoints_lib.CheckpointError as e:
+            raise TrainingError(str(e)) from None
+        if restored is not None:
+            log.info("resumed from %s (step %d)", run_checkpoints.path(restored), _step_of(optimizer))
         return _step_of(optimizer)
 
     def close(self):
@@ -378,7 +384,7 @@ class _Evaluator:
             self.selected = {**now, "chosen_on": str(self.splits["validation"][0]) if self.chooses
                              else "final step (no validation split)"}
             if self.chooses:
-                self.checkpoints.best.save(checkpoint_number=step)
+                self.checkpoints.best.save(step)
         self.board.evaluation(step, scores, outputs, self.variables, self.selected,
                               draw_images=(improved and self.chooses) or last)
         if last:
@@ -423,7 +429,7 @@ def _train_in(config, run, data, strategy, chief):
             # Steps are atomic, so the state is consistent: keep it. (With
             # several workers a save needs all of them: they resume from the
             # last periodic checkpoint instead.)
-            checkpoints.latest.save(checkpoint_number=_step_of(optimizer))
+            checkpoints.latest.save(_step_of(optimizer))
             log.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
                         _step_of(optimizer))
         raise
@@ -434,6 +440,9 @@ def _train_in(config, run, data, strategy, chief):
     except TrainingError:
         board.end("failure")
         raise
+    except checkpoints_lib.CheckpointError as e:
+        board.end("failure")
+        raise TrainingError(str(e)) from None
     finally:
         checkpoints.close()
     board.end("success")
@@ -480,7 +489,7 @@ def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches
             if schedule.due(step, schedule.eval_every):
                 final_eval = evaluate(step, last=step == schedule.total_steps)
             if schedule.due(step, schedule.checkpoint_every):
-                checkpoints.latest.save(checkpoint_number=step)
+                checkpoints.latest.save(step)
                 metrics = _metrics(config.run_dir, step, final_eval, evaluate.selected, session, metrics)
                 if chief:
                     files.write_json_atomic(metrics_path, metrics)
@@ -498,7 +507,7 @@ def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches
 def _stop_at_a_nan(loss, step, checkpoints, data):
     """A loss that became NaN or Inf: names the training shards that hold
     such values, or says what to change when the features are finite."""
-    kept = f"the last good checkpoint ({checkpoints.latest.latest_checkpoint or 'none yet'}) is kept"
+    kept = f"the last good checkpoint ({checkpoints.latest.latest or 'none yet'}) is kept"
     log.info("the loss became %s: looking for NaN or Inf in the training shards", loss)
     problems = data_lib.shard_problems([data.train])
     if problems:
@@ -524,8 +533,8 @@ def _export(model, checkpoint, checkpoints, selected, run_dir):
     names): the checkpoint the validation split chose, else the final one."""
     import os
 
-    if checkpoints.best.latest_checkpoint:  # kept only where a validation split chooses
-        checkpoint.restore(checkpoints.best.latest_checkpoint).expect_partial()
+    if checkpoints.best.latest:  # kept only where a validation split chooses
+        checkpoint.read(checkpoints.best.latest).expect_partial()
         log.info("exporting the model of step %d, chosen on the %s", selected["step"], selected["chosen_on"])
     final = run_dir / run_dir_lib.MODEL_FILE
     partial = files.partial_path(final) + ".keras"  # Keras insists on the suffix

@@ -27,8 +27,6 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_VIDEOS = pathlib.Path(os.environ.get("SHARED_VIDEOS", REPO.parent / "shared" / "videos"))
 # Real JHMDB clips (688, 21 classes) with their source-movie groups; tests skip without them.
 JHMDB = pathlib.Path(os.environ.get("SHARED_JHMDB", REPO.parent / "shared" / "jhmdb-train"))
-# Real JHMDB clips (688, 21 classes) with their source-movie groups; tests skip without them.
-JHMDB = pathlib.Path(os.environ.get("SHARED_JHMDB", REPO.parent / "shared" / "jhmdb-train"))
 
 
 def make_video(path, duration, size=(320, 240), rate=25, source="testsrc2", input_args=(), output_args=()):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_features_are_the_stored_models, make_video, run, run_cli, started
-from extract import dataset, local_runner, plan, shards
+from extract import dataset, finalize, local_runner, plan, shards
 from records import files, groups, schema
 from records.inspect import inspect
 
@@ -281,6 +281,19 @@ def test_demo_runs_end_to_end(demo_extraction):
     summary = inspect(output / "*.tfrecord")
     assert summary["num_frames"]["min"] < 50 == summary["num_frames"]["max"]  # padding and the 10 s cut-off
     assert all(count == 6 for count in summary["labels"].values())
+
+
+def test_short_clips_get_advice_naming_the_flags_to_pass():
+    # JHMDB at the defaults (5 fps, 10 s): 0.5-1.3 s clips give 3 to 7 frames.
+    advice = finalize.short_clip_advice([3, 4, 5, 5, 6, 7], fps=5, seconds=10)
+    assert "3 to 7 frames (median 5) at --fps 5, padded to 50" in advice
+    assert "extract again with --fps 30 --seconds 1.5" in advice and "Short clips" in advice
+    # Enough frames but all far shorter than the window: only --seconds.
+    advice = finalize.short_clip_advice([20, 25, 30], fps=10, seconds=10)
+    assert "--seconds 3" in advice and "--fps" not in advice.split("extract again with")[1]
+    # UCF-101-like clips (4-10 s) at the defaults: nothing to say.
+    assert finalize.short_clip_advice([20, 35, 50, 50], fps=5, seconds=10) == ""
+    assert finalize.short_clip_advice([], fps=5, seconds=10) == ""
 
 
 def test_two_runs_never_write_to_one_folder(tmp_path):

@@ -106,6 +106,49 @@ def _config(order_task, logdir, **overrides):
     return training.TrainConfig(**settings)
 
 
+class _ShardsOfMovies:
+    """Training shards as ``carve_validation`` sees them: 20 movies, each
+    with clips of the three classes (HMDB-like: a movie in several classes)."""
+
+    def videos_by_group(self):
+        return {f"Movie{m}": [(f"{action}/Movie{m}_{action}_{n}.avi", label)
+                              for label, action in enumerate(("sit", "stand", "walk")) for n in range(2)]
+                for m in range(20)}
+
+
+def test_the_validation_split_is_whole_movies_of_the_training_videos():
+    from rnn import data
+
+    by_group = _ShardsOfMovies().videos_by_group()
+    held_out = data.carve_validation(_ShardsOfMovies(), 0.15)
+    movies = {video_id.split("/")[1].split("_")[0] for video_id in held_out}
+    assert len(movies) == 3  # 15 % of each class's 20 movies
+    assert held_out == {video_id for movie in movies for video_id, _ in by_group[movie]}  # every clip of them
+    assert data.carve_validation(_ShardsOfMovies(), 0.15) == held_out  # the same every time
+    assert data.carve_validation(_ShardsOfMovies(), 0.0) == frozenset()
+
+
+def test_standardization_statistics_are_those_of_the_real_frames():
+    rng = np.random.default_rng(0)
+    features = rng.normal(3.0, 2.0, size=(6, 10, 4)).astype(np.float32)
+    features[:, :, 3] = 1.0  # constant in training: floored, not divided by zero
+    num_frames = np.array([10, 3, 7, 1, 10, 5])
+    for video, count in enumerate(num_frames):
+        features[video, count:] = 99.0  # padding must not count
+    batches = [({"features": tf.constant(features[:3]), "num_frames": tf.constant(num_frames[:3])}, None),
+               ({"features": tf.constant(features[3:]), "num_frames": tf.constant(num_frames[3:])}, None)]
+    statistics = models.training_statistics(batches)
+    real = np.concatenate([video[:count] for video, count in zip(features, num_frames)])
+    mean, std = statistics["frames"]
+    np.testing.assert_allclose(mean, real.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std[:3], real.std(0)[:3], rtol=1e-5)
+    # A tenth of the typical spread (root mean square over the dimensions).
+    assert std[3] == pytest.approx(models.STD_FLOOR * np.sqrt(np.mean(real.std(0) ** 2)), rel=1e-4)
+    pooled = np.array([np.concatenate([((video[:count] - mean) / std).mean(0), (video[:count] / std).std(0)])
+                       for video, count in zip(features, num_frames)])
+    np.testing.assert_allclose(statistics["videos"][0], pooled.mean(0), rtol=1e-4, atol=1e-5)
+
+
 def test_mean_frame_cannot_solve_the_order_task():
     examples = temporal_order_examples(400, seed=3)
     means = np.array([f.mean(axis=0) for f, _, _ in examples])

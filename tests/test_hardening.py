@@ -1,0 +1,248 @@
+"""Hardening, round 3 (issue 20): paths with glob characters, checkpoints
+that vanish or break, scores that mean nothing, and tracebacks; one test per
+numbered item, each of which failed before the fix."""
+
+import errno
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import make_two_class_clips, run_cli
+from features import temporal_order_examples, write_extraction
+from records import files
+from rnn import checkpoints, training
+
+CLASSES = ["class0", "class1", "class2", "class3"]
+
+
+def _features(folder, train=12, test=4):
+    write_extraction(folder, {"train": temporal_order_examples(train, 8, 4),
+                              "test": temporal_order_examples(test, 8, 4, seed=1)}, CLASSES, 8)
+    return folder
+
+
+def _config(features, logdir, **settings):
+    return training.TrainConfig(train_pattern=str(features / "train-*.tfrecord"),
+                                eval_pattern=str(features / "test-*.tfrecord"), logdir=str(logdir),
+                                run_name="gru", show_progress=False, validation_fraction=0.0,
+                                **{"steps": 3, "checkpoint_every": 1, **settings})
+
+
+def _checkpoint_steps(run_dir):
+    return checkpoints.CheckpointFolder(None, run_dir / "checkpoints", keep=3).steps()
+
+
+# 1. A folder path with glob characters: the extractor's checks list the
+# folder, never glob it.
+
+@pytest.mark.parametrize("folder", ["g[1]", "st*", "what?"])
+def test_an_output_folder_with_glob_characters_is_that_folder_and_no_other(demo_extraction, tmp_path, folder):
+    videos, demo_features, _ = demo_extraction
+    # A real extraction that the unescaped pattern would reach (g1, stX, whatX).
+    neighbour = tmp_path / folder.replace("[1]", "1").replace("*", "X").replace("?", "X")
+    shutil.copytree(demo_features, neighbour)
+    shard = next(name for name in os.listdir(neighbour) if name.endswith(".tfrecord"))
+    users = tmp_path / folder
+    users.mkdir()
+    (users / shard).write_bytes(b"the user's own file")
+    for extra in ([], ["--overwrite"]):
+        refused = run_cli("extract", "--videos", videos, "--output_dir", users, "--progress=false", *extra)
+        assert refused.returncode == 1, refused.stderr
+        assert "no manifest of python -m extract lists" in refused.stderr
+        assert (users / shard).read_bytes() == b"the user's own file"
+    assert sorted(os.listdir(users)) == [shard]
+    assert files.matching(users, "*.tfrecord") == [str(users / shard)]
+
+
+def test_a_pattern_whose_folder_holds_glob_characters_reads_that_folder(tmp_path):
+    """13: the shards of ``runs/g[1]`` are found (not ``runs/g1``'s), and the
+    messages name them."""
+    from records import reader
+
+    real = _features(tmp_path / "g[1]")
+    _features(tmp_path / "g1", train=4)
+    shards = reader.open_shards(str(real / "train-*.tfrecord"))
+    assert shards.folder == str(real) and shards.videos == 12
+    with pytest.raises(reader.NoShards, match=r"no files match .*train-9\*"):
+        reader.open_shards(str(real / "train-9*.tfrecord"))
+
+
+# 2. A --logdir with glob characters: the checkpoints of another run are
+# not touched, and this run keeps its last three.
+
+def test_a_logdir_with_brackets_keeps_its_own_checkpoints_and_no_others(tmp_path):
+    features = _features(tmp_path / "features")
+    training.train(_config(features, tmp_path / "r1", steps=3))
+    assert _checkpoint_steps(tmp_path / "r1" / "gru") == [1, 2, 3]
+    before = sorted(os.listdir(tmp_path / "r1" / "gru" / "checkpoints"))
+    training.train(_config(features, tmp_path / "r[1]", steps=7))
+    assert sorted(os.listdir(tmp_path / "r1" / "gru" / "checkpoints")) == before
+    assert _checkpoint_steps(tmp_path / "r[1]" / "gru") == [5, 6, 7]
+
+
+# 3. and 7. A resume whose checkpoints are gone or damaged.
+
+def test_a_run_whose_checkpoint_files_are_gone_stops_and_says_restart(tmp_path):
+    features = _features(tmp_path / "features")
+    config = _config(features, tmp_path / "runs", steps=3)
+    training.train(config)
+    for name in os.listdir(config.run_dir / "checkpoints"):
+        if name.startswith("ckpt-"):
+            os.unlink(config.run_dir / "checkpoints" / name)
+    metrics_before = (config.run_dir / "metrics.json").read_text()
+    with pytest.raises(training.TrainingError, match=r"step 3 but none restores.*--restart"):
+        training.train(_config(features, tmp_path / "runs", steps=5))
+    assert (config.run_dir / "metrics.json").read_text() == metrics_before  # nothing trained from scratch
+    restarted = training.train(_config(features, tmp_path / "runs", steps=2, restart=True))
+    assert restarted["step"] == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated data", "deleted data", "random index"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog, damage):
+    features = _features(tmp_path / "features")
+    config = _config(features, tmp_path / "runs", steps=4, checkpoint_every=2)
+    training.train(config)
+    folder = config.run_dir / "checkpoints"
+    data = next(folder / name for name in os.listdir(folder) if name.startswith("ckpt-4.data"))
+    if damage == "truncated data":
+        os.truncate(data, 100)
+    elif damage == "deleted data":
+        data.unlink()
+    else:
+        (folder / "ckpt-4.index").write_bytes(np.random.default_rng(0).bytes(300))
+    with caplog.at_level(logging.WARNING):
+        metrics = training.train(_config(features, tmp_path / "runs", steps=6, checkpoint_every=2))
+    assert metrics["step"] == 6
+    assert "ckpt-4" in caplog.text and "resumed from" in caplog.text and "2 steps lost" in caplog.text
+    assert _checkpoint_steps(config.run_dir) == [2, 4, 6]  # ckpt-4 trained again, whole
+
+
+def test_a_failed_checkpoint_save_leaves_no_partial_files_and_keeps_the_last_good_one(tmp_path):
+    """8: a save that fails (here: the disk fills while TensorFlow writes its
+    temporary part) deletes what it left and says so in one sentence."""
+    import tensorflow as tf
+
+    variable = tf.Variable([1.0, 2.0])
+    good = checkpoints.CheckpointFolder(tf.train.Checkpoint(v=variable), tmp_path / "checkpoints", keep=3)
+    good.save(1)
+
+    class DiskFills(tf.train.Checkpoint):
+        def write(self, prefix, options=None):
+            temp = f"{prefix}_temp"
+            os.makedirs(temp)
+            with open(os.path.join(temp, "part-00000-of-00001.index"), "wb") as f:
+                f.write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", temp)
+
+    failing = checkpoints.CheckpointFolder(DiskFills(v=variable), tmp_path / "checkpoints", keep=3)
+    with pytest.raises(checkpoints.CheckpointError, match=r"step 2 .*the disk is full; the last good one .*ckpt-1"):
+        failing.save(2)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["checkpoint", "ckpt-1.data-00000-of-00001",
+                                                             "ckpt-1.index"]
+
+
+def test_an_unwritable_file_is_one_sentence_and_no_partial_file_is_left(tmp_path, monkeypatch):
+    """8 and 9: the atomic writer removes its partial file; every command
+    reports a full or read-only disk as one sentence naming the path."""
+    target = tmp_path / "model.bin"
+    real_fsync = os.fsync
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError) as raised:
+        files.write_bytes_atomic(target, b"x" * 1000)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert os.listdir(tmp_path) == []
+    message = files.unwritable_message(raised.value)
+    assert message.startswith(f"cannot write {target}: the disk is full.")
+    assert files.unwritable_message(OSError(errno.EROFS, "Read-only file system", "/x")).startswith(
+        "cannot write /x: it is on a read-only file system")
+    assert files.unwritable_message(ValueError("no")) is None
+
+
+def test_a_read_only_logdir_is_one_sentence(tmp_path):
+    """9: a --logdir that cannot be written (a folder without write
+    permission; for root, who may write anywhere, the kernel's read-only
+    /sys) is one sentence naming the path, no traceback."""
+    features = _features(tmp_path / "features")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    logdir = locked / "runs"
+    if os.access(locked, os.W_OK):
+        logdir = "/sys/fs/video_action_runs"
+        if not os.path.isdir("/sys/fs") or os.access("/sys/fs", os.W_OK):
+            pytest.skip("no folder here refuses this user's writes")
+    try:
+        result = run_cli("train", "--train_pattern", features / "train-*.tfrecord", "--eval_pattern",
+                         features / "test-*.tfrecord", "--logdir", logdir, "--steps", 1, "--progress=false")
+    finally:
+        locked.chmod(0o700)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"error: cannot write {logdir}" in result.stderr and "permission denied" in result.stderr
+
+
+# 5. and 6. Scores that mean nothing, and splits that hold nothing.
+
+def test_training_on_one_class_is_refused_and_untrained_test_classes_are_named(tmp_path, caplog):
+    one_class = tmp_path / "one"
+    write_extraction(one_class, {"train": [(np.ones((4, 4), np.float32), 0, "class0")] * 6,
+                                 "test": [(np.ones((4, 4), np.float32), 0, "class0")] * 2}, ["class0", "class1"], 8)
+    with pytest.raises(training.TrainingError, match=r"only 1 class"):
+        training.train(_config(one_class, tmp_path / "runs"))
+    assert not (tmp_path / "runs" / "gru" / "checkpoints").exists()
+
+    partial = tmp_path / "partial"
+    train = [example for example in temporal_order_examples(12, 8, 4) if example[1] != 3]
+    write_extraction(partial, {"train": train, "test": temporal_order_examples(4, 8, 4, seed=1)}, CLASSES, 8)
+    with caplog.at_level(logging.WARNING):
+        training.train(_config(partial, tmp_path / "runs2", steps=1))
+    assert "class3" in caplog.text and "no training videos" in caplog.text
+
+
+def test_an_empty_split_is_one_sentence_and_leaves_no_run_folder(tmp_path):
+    empty_test = tmp_path / "empty_test"
+    write_extraction(empty_test, {"train": temporal_order_examples(8, 8, 4), "test": []}, CLASSES, 8)
+    with pytest.raises(training.TrainingError, match=r"test split .* holds no videos"):
+        training.train(_config(empty_test, tmp_path / "runs"))
+    assert not (tmp_path / "runs" / "gru").exists()
+    empty_train = tmp_path / "empty_train"
+    write_extraction(empty_train, {"train": [], "test": temporal_order_examples(4, 8, 4)}, CLASSES, 8)
+    with pytest.raises(training.TrainingError, match=r"train split .* holds no videos"):
+        training.train(dataclasses_replace(_config(empty_train, tmp_path / "runs"), eval_pattern=""))
+    assert not (tmp_path / "runs" / "gru").exists()
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+# 11. and 12. A video where a run folder is wanted; a file name that is not UTF-8.
+
+def test_predict_with_a_video_as_the_run_is_one_sentence(tmp_path):
+    video = tmp_path / "video.avi"
+    video.write_bytes(b"not a run")
+    result = run_cli("predict", "--run", video, video)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "is a file, not a run folder" in result.stderr
+
+
+def test_a_file_name_that_is_not_utf8_is_extracted_like_any_other(tmp_path):
+    root = make_two_class_clips(tmp_path / "clips", 2)
+    first = next(iter(sorted((root / "pattern").iterdir())))
+    os.rename(first, os.path.join(os.fsencode(root / "pattern"), b"bad\xffbyte.avi"))
+    result = run_cli("extract", "--videos", root, "--output_dir", tmp_path / "features", "--progress=false",
+                     "--test_fraction", "0")
+    assert result.returncode == 0, result.stderr
+    from records.inspect import iterate_videos
+
+    ids = sorted(video["video_id"] for video in iterate_videos(str(tmp_path / "features" / "*.tfrecord")))
+    assert len(ids) == 4 and any("bad" in video_id for video_id in ids)
