@@ -11,6 +11,7 @@ labels with their probabilities, per video. A video whose name starts with
 """
 
 import os
+import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -80,6 +81,10 @@ def main(argv):
     if not FLAGS.run or not videos:
         raise console.UsageError("usage: python -m predict --run RUN_DIR VIDEO [VIDEO ...]\n"
                              "(a video named -x.mp4 goes after --: python -m predict --run RUN_DIR -- -x.mp4)")
+    run = pathlib.Path(FLAGS.run)
+    if not run.is_dir():  # said before TensorFlow loads
+        raise console.UsageError(f"--run {run} is {'a file' if run.exists() else 'missing'}, not a run folder "
+                                 "(the folder train.py wrote, e.g. tensorboard_logs/gru)")
     console.log_plainly()
     console.import_tensorflow()
     try:

@@ -349,6 +349,19 @@ def _test_split_notices(videos, splits, class_names, test_fraction):
     return [notice]
 
 
+def _is_utf8(path):
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode's stand-ins for undecodable bytes
+        return False
+    return True
+
+
+def _escaped(path):
+    """``bad\\xffbyte.avi`` for a file named with the byte 0xff."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_depth=None):
     """Finds the videos, labels them and assigns them to splits.
 
@@ -385,9 +398,13 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
                + a_few([f"{path} ({reason})" for path, reason in listing.skipped], 5)] if listing.skipped else []
     notices += _layout_notices(listing, class_depth, depth_given)
     where = "a class folder" if class_depth == 1 else f"a class folder at depth {class_depth}"
-    class_folder = {f: class_of(f, class_depth) for f in listing.files}
-    problems = [(f, f"not inside {where} (put each video in a subfolder named after its class)", None)
-                for f, name in class_folder.items() if name is None]
+    # A name that is not UTF-8 cannot be a video id (records store UTF-8):
+    # such a file is listed as failed, under its name with the bad bytes escaped.
+    undecodable = [f for f in listing.files if not _is_utf8(f)]
+    problems = [(_escaped(f), "its path is not valid UTF-8: rename it to extract it", None) for f in undecodable]
+    class_folder = {f: class_of(f, class_depth) for f in listing.files if f not in undecodable}
+    problems += [(f, f"not inside {where} (put each video in a subfolder named after its class)", None)
+                 for f, name in class_folder.items() if name is None]
     classified = [f for f, name in class_folder.items() if name is not None]
 
     if splits_dir is None:

@@ -149,11 +149,49 @@ def check_same_extraction(expected, manifest, what):
 
 
 def open_shards(pattern):
-    """``reader.open_shards``, its refusals as ``DataRefused``."""
+    """``reader.open_shards``, its refusals as ``DataRefused``; shards that
+    hold no video are refused too."""
     try:
-        return reader.open_shards(pattern)
+        shards = reader.open_shards(pattern)
     except ValueError as e:
         raise DataRefused(str(e)) from None
+    _refuse_empty(shards)
+    return shards
+
+
+def _refuse_empty(shards):
+    if shards.videos:
+        return
+    failed = sum(shards.manifest["splits"][split].get("failed", 0) for split in shards.splits)
+    why = (f": all {failed} of its videos failed to extract ({files.join(shards.folder, 'errors.tsv')} says why)"
+           if failed else "")
+    raise DataRefused(f"the {' and '.join(shards.splits)} split of {shards.folder} holds no videos{why}; "
+                      "extract videos into it, or give another pattern")
+
+
+def _labels(shards, only=None, leave_out=frozenset()):
+    """The labels of ``shards``' videos (of those in ``only``, less ``leave_out``)."""
+    return {label for videos in shards.videos_by_group().values() for video_id, label in videos
+            if (only is None or video_id in only) and video_id not in leave_out}
+
+
+def _check_classes(data):
+    """Refuses a training set of fewer than 2 classes (every score would be
+    1.0 and mean nothing); warns for evaluated classes without training
+    videos (their videos cannot be classified right)."""
+    trained = _labels(data.train, leave_out=data.validation_ids)
+    names = data.class_names
+    if len(trained) < 2:
+        raise DataRefused(f"the training videos of {data.train.folder} cover only {len(trained)} class "
+                          f"({a_few(names[label] for label in sorted(trained))}): a classifier needs at least 2; "
+                          "give videos of more classes")
+    for split, labels in (("validation", _labels(data.train, only=data.validation_ids) if data.validation_ids
+                           else set()), ("test", _labels(data.held_out) if data.held_out else set())):
+        untrained = sorted(labels - trained)
+        if untrained:
+            log.warning("%d classes of the %s split have no training videos (%s): their videos are scored, and "
+                        "cannot be classified right; extract more videos of them", len(untrained), split,
+                        a_few(names[label] for label in untrained))
 
 
 def open_run_data(train_pattern, eval_pattern, validation_fraction=0.0):
@@ -170,6 +208,7 @@ def open_run_data(train_pattern, eval_pattern, validation_fraction=0.0):
     train_shards = open_shards(train_pattern)
     validation_ids = carve_validation(train_shards, validation_fraction)
     data = RunData(train_shards, _open_held_out(eval_pattern, train_shards), validation_ids)
+    _check_classes(data)
     if validation_ids:
         log.info("%s, carved from the training data by group; it chooses the exported checkpoint, the test "
                  "split is scored for the report only", data.validation)
@@ -183,6 +222,7 @@ def open_run_data(train_pattern, eval_pattern, validation_fraction=0.0):
 def _open_held_out(eval_pattern, train_shards):
     try:
         shards = reader.open_shards(eval_pattern)
+        _refuse_empty(shards)
     except reader.NoShards as e:
         same_folder = files.same_folder(files.dirname(eval_pattern), train_shards.folder)
         if eval_pattern and (not same_folder or "test" in train_shards.manifest["splits"]):
