@@ -63,7 +63,8 @@ def run(video_set, output_dir, config, runner, split_source=None, overwrite=Fals
     runner.start()
     files.makedirs(output_dir)
     try:
-        with files.exclusive(output_dir, f"another extraction is writing to {output_dir}; wait for it to end"):
+        with files.exclusive(output_dir, f"another extraction is writing to {output_dir}, or a train.py is "
+                                         "reading its shards; wait for it to end"):
             plan = plan_lib.prepare(video_set, output_dir, config, split_source, overwrite, runner.on_gpu)
             videos = frames = 0
             extract_seconds = 0.0

@@ -16,6 +16,7 @@ import platform
 import subprocess
 import typing
 
+from common.console import a_few
 from extract import backbones
 from extract.plan import ERRORS_NAME, WARNINGS_NAME
 from extract.video import ffmpeg_binary
@@ -47,6 +48,8 @@ class Summary:
     retried: int = 0
     retried_still_failing: int = 0
     short_clips: str = ""  # short_clip_advice, if it has any
+    untrained_classes: tuple = ()  # classes with held-out videos and no training video
+
 
     def __str__(self):
         lines = [
@@ -74,6 +77,10 @@ class Summary:
                          f"(see {files.join(self.output_dir, WARNINGS_NAME)})")
         if self.short_clips:
             lines.append(self.short_clips)
+        if self.untrained_classes:
+            lines.append(f"{len(self.untrained_classes)} classes have held-out videos but no training video "
+                         f"({a_few(self.untrained_classes)}): a model trained on these features cannot classify "
+                         "them right; add videos of them (or their failed videos: see errors.tsv)")
         if self.weights == "none":
             lines.append("*** these features come from RANDOM weights (--weights none): they are meaningless; "
                          "use them for smoke tests only ***")
@@ -122,6 +129,15 @@ def short_clip_advice(num_frames, fps, seconds):
     return (f"short clips: the videos have {ordered[0]} to {longest} frames (median {median}) at --fps {fps:g}, "
             f"padded to {round(seconds * fps)}. For clips this short, extract again with {' '.join(advice)} "
             "(README: \"Short clips\").")
+
+
+def untrained_classes(plan):
+    """Names of the classes whose videos were all held out (or failed in training)."""
+    labels = {}
+    for shard in plan.shards:
+        labels.setdefault(shard.split, set()).update(v["label"] for v in plan.indexes[shard.name]["videos"])
+    held_out = set().union(*(found for split, found in labels.items() if split != "train"))
+    return tuple(plan.video_set.class_names[label] for label in sorted(held_out - labels.get("train", set())))
 
 
 def failures(plan):
@@ -212,4 +228,5 @@ def finalize(plan, runner, videos_extracted, frames_extracted, extract_seconds, 
         short_clips=short_clip_advice([v["num_frames"] for shard in plan.shards
                                        for v in plan.indexes[shard.name]["videos"]],
                                       plan.settings["fps"], plan.settings["seconds"]),
+        untrained_classes=untrained_classes(plan),
     )

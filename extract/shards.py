@@ -28,7 +28,7 @@ import logging
 import numpy as np
 
 from extract.video import DecodeError, decode_frames, file_state, stop_decoders
-from records import schema, writer
+from records import files, schema, writer
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,15 @@ class FrameBatcher:
         return done
 
 
+def _fingerprint(path):
+    """The video file's ``files.content_fingerprint``, or None if it went
+    away after it was decoded (its features are still good)."""
+    try:
+        return files.content_fingerprint(path)
+    except OSError:
+        return None
+
+
 class _ShardsUnderWay:
     """Writers of the shards being extracted; each shard is committed as soon
     as the last of its videos is written or has failed."""
@@ -167,7 +176,8 @@ class _ShardsUnderWay:
         config = self._config
         example = schema.encode_video(video.video_id, video.label, video.label_name, features,
                                       config.max_frames, config.fps, config.dtype, thumbnail, video.group)
-        self._writer(shard).write(example, video.video_id, video.label, len(features), warning, video.group)
+        self._writer(shard).write(example, video.video_id, video.label, len(features), warning, video.group,
+                                  _fingerprint(video.path))
         self._resolved(shard)
 
     def fail(self, shard, video, error):

@@ -96,6 +96,15 @@ def sha256(path):
     return digest.hexdigest()
 
 
+def content_fingerprint(path, head=1 << 20):
+    """What identifies a video file whatever its path: the SHA-256 of its
+    first ``head`` bytes and its size (``"<hex>-<bytes>"``). The same clip
+    extracted from two roots has one fingerprint."""
+    with (_gfile().GFile(str(path), "rb") if is_remote(path) else open(path, "rb")) as f:
+        digest = hashlib.sha256(f.read(head)).hexdigest()
+    return f"{digest}-{size(path)}"
+
+
 def glob(pattern):
     """Sorted paths matching a glob pattern (hidden names only if the pattern
     spells out their leading dot)."""
@@ -310,7 +319,7 @@ def _lock_path(folder):
 @contextlib.contextmanager
 def exclusive(folder, busy_message):
     """Holds ``folder``'s lock for the duration, so that two runs never write
-    to one folder at once.
+    to one folder at once (nor while a reader holds it ``shared``).
 
     The file is opened without truncation: a refused run leaves it as it was.
 
@@ -319,13 +328,42 @@ def exclusive(folder, busy_message):
     """
     descriptor = os.open(_lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FolderBusy(busy_message) from None
+        _lock(descriptor, fcntl.LOCK_EX, busy_message)
         yield
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def shared(folder, busy_message):
+    """Holds ``folder``'s lock shared for the duration: readers (training
+    runs) side by side, no writer (an extraction, ``--overwrite``) until the
+    last of them ends. A folder this user cannot write to cannot be
+    rewritten by this user either, and is read without a lock.
+
+    Raises:
+      FolderBusy: a writer holds the lock (``busy_message``).
+    """
+    path = _lock_path(folder)
+    try:
+        descriptor = os.open(path, os.O_RDONLY if os.path.exists(path) else os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        if error.errno not in UNWRITABLE:
+            raise
+        yield
+        return
+    try:
+        _lock(descriptor, fcntl.LOCK_SH, busy_message)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _lock(descriptor, kind, busy_message):
+    try:
+        fcntl.flock(descriptor, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FolderBusy(busy_message) from None
 
 
 def relative_files(folder):

@@ -10,7 +10,9 @@ out whole groups, across all classes:
 - HMDB-51 and JHMDB names (``<source movie>_<class>_<tags>_<n>``, tags such as
   ``u_nm_np1_fr_goo``): the source movie, which often appears in several
   classes (the same movie in ``sit``, ``stand`` and ``walk``);
-- any other name: the video alone.
+- any other name: the video alone, named by its class folder and its path
+  below it (so that the same clips listed from another root, with another
+  ``--class_depth``, fall in the same split).
 
 The extractor records each video's group in its records and shard index, so
 that every later split uses the same groups.
@@ -37,7 +39,8 @@ def group_of(video_id, class_name=None):
     Returns:
       ``"applylipstick/g08"`` for ``ApplyLipstick/v_ApplyLipstick_g08_c03.avi``,
       ``"April_09"`` for ``brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi``,
-      else ``video_id`` itself.
+      else the video's path from its class folder on (``"wave/clip1.avi"``
+      for ``src/wave/clip1.avi`` of class ``wave``), or ``video_id`` itself.
     """
     path = pathlib.PurePosixPath(video_id)
     match = _UCF_NAME.match(path.stem)
@@ -48,6 +51,10 @@ def group_of(video_id, class_name=None):
         match = re.match(rf"^(?P<movie>.+)_{re.escape(class_name)}_{_HMDB_TAGS}$", path.stem, re.IGNORECASE)
         if match:
             return match["movie"]
+        folders = path.parts[:-1]
+        if class_name in folders:
+            start = len(folders) - 1 - folders[::-1].index(class_name)
+            return "/".join(path.parts[start:])
     return video_id
 
 

@@ -110,14 +110,18 @@ class ShardWriter:
         self.videos = []
         self.errors = []
 
-    def write(self, serialized, video_id, label, num_frames, warning=None, group=None):
+    def write(self, serialized, video_id, label, num_frames, warning=None, group=None, content=None):
         """Appends one serialized example; ``warning`` notes a video that
         decoded with errors but was kept, ``group`` the video's group
-        (``records.groups``; readers derive it from the id when absent)."""
+        (``records.groups``; readers derive it from the id when absent),
+        ``content`` its file's ``files.content_fingerprint`` (which tells
+        the same video under another path)."""
         self._writer.write(serialized)
         entry = {"video_id": video_id, "label": label, "num_frames": int(num_frames)}
         if group is not None:
             entry["group"] = group
+        if content is not None:
+            entry["content"] = content
         if warning:
             entry["warning"] = warning
         self.videos.append(entry)

@@ -6,7 +6,8 @@ against their manifests and against each other before anything is trained.
   backbone, weights, precision, frame rate, class list...).
 - Held-out data is not training data: no shard in both, no test-split shard
   among the training data, no video in both (by id, from the shards'
-  indexes, which also catches two extractions of the same videos).
+  indexes, which also catches two extractions of the same videos; and by
+  file content, which catches the same clips extracted from another root).
 - A validation split is carved out of the training shards by group
   (``carve_validation``: whole source movies or UCF ``gNN`` groups, never a
   group on both sides). It alone chooses the model a run exports; the test
@@ -250,6 +251,13 @@ def _refuse_leaks(train_shards, eval_shards):
         raise DataRefused(f"--train_pattern and --eval_pattern both match {a_few(shared)}: held-out scores "
                           f"would be scores on training data. Use --train_pattern {pattern(train_shards, 'train')} "
                           f"and --eval_pattern {pattern(eval_shards, 'test')}.")
+    same_content = _same_content(train_shards, eval_shards)
+    if same_content:
+        raise DataRefused(f"{len(same_content)} held-out videos of {eval_shards.folder} are training videos of "
+                          f"{train_shards.folder} under another path (the same file content): "
+                          f"{a_few(f'{held_out} = {trained}' for held_out, trained in same_content)}. Held-out "
+                          "scores would be scores on training data: hold out videos of one extraction "
+                          f"(--eval_pattern {pattern(train_shards, 'test')}).")
     if "test" in train_shards.splits:
         raise DataRefused(f"--train_pattern {train_shards.pattern!r} matches the test split's shards "
                           f"({a_few(name for name in train_shards.indexes if name.startswith('test-'))}): training "
@@ -261,6 +269,19 @@ def _refuse_leaks(train_shards, eval_shards):
                           f"--eval_pattern {eval_shards.pattern!r} holds videos that --train_pattern "
                           f"{train_shards.pattern!r} trains on (two extractions of the same videos?). Evaluate "
                           "on a test split extracted with the training data.")
+
+
+def _same_content(train_shards, eval_shards):
+    """``[(held-out id, training id)]`` of held-out videos whose file content
+    (``files.content_fingerprint``, recorded by the extractor) is a training
+    video's."""
+    def fingerprints(shards):
+        return [(video["content"], video["video_id"]) for index in shards.indexes.values()
+                for video in index["videos"] if video.get("content")]
+
+    trained = dict(fingerprints(train_shards))
+    return sorted((video_id, trained[content]) for content, video_id in fingerprints(eval_shards)
+                  if content in trained)
 
 
 def held_out_dataset(shards, batch_size):

@@ -156,8 +156,24 @@ def train(config, strategy=None):
     strategy = strategy or _make_strategy(config)
     chief = distribute.is_chief(strategy)
     log.info("training with %s", distribute.describe(strategy))
-    with _open_run_folder(config, data, strategy, chief) as run:
+    with _features_held(data), _open_run_folder(config, data, strategy, chief) as run:
         return _train_in(config, run, data, strategy, chief)
+
+
+@contextlib.contextmanager
+def _features_held(data):
+    """Holds the feature folders' locks shared while training reads them, so
+    that ``extract --overwrite`` cannot replace shards under a running run
+    (it is told to wait instead)."""
+    folders = {shards.folder for shards in (data.train, data.held_out) if shards and not files.is_remote(shards.folder)}
+    with contextlib.ExitStack() as stack:
+        for folder in sorted(folders):
+            try:
+                stack.enter_context(files.shared(folder, f"an extraction is writing to {folder}; wait for it to "
+                                                         "end, then run the same command"))
+            except files.FolderBusy as e:
+                raise TrainingError(str(e)) from None
+        yield
 
 
 def _open_data(config):

@@ -193,6 +193,37 @@ def test_a_read_only_logdir_is_one_sentence(tmp_path):
     assert f"error: cannot write {logdir}" in result.stderr and "permission denied" in result.stderr
 
 
+# 4. Held-out videos that are training videos, through a second root.
+
+def test_the_same_clips_under_another_root_split_alike_and_cannot_leak(tmp_path):
+    from records.inspect import iterate_videos
+
+    src = make_two_class_clips(tmp_path / "parent" / "src", 3)
+    for number, path in enumerate(sorted(src.glob("*/*"))):
+        path.rename(path.with_name(f"clip{number}{path.suffix}"))  # names without groups: the video alone
+
+    def extract(output, videos, *extra):
+        result = run_cli("extract", "--videos", videos, "--output_dir", tmp_path / output, "--progress=false",
+                         *extra)
+        assert result.returncode == 0, result.stderr
+        return tmp_path / output
+
+    def test_ids(folder):
+        return sorted(video["video_id"].split("/", video["video_id"].count("/") - 1)[-1]
+                      for video in iterate_videos(str(folder / "test-*.tfrecord")))
+
+    by_src = extract("by_src", src)
+    by_parent = extract("by_parent", tmp_path / "parent", "--class_depth", "2")
+    assert test_ids(by_src) == test_ids(by_parent) and len(test_ids(by_src)) == 2
+    wider = extract("wider", tmp_path / "parent", "--class_depth", "2", "--test_fraction", "0.5")
+    assert set(test_ids(wider)) > set(test_ids(by_src))
+    with pytest.raises(training.TrainingError, match=r"held-out videos of .*wider are training videos .*by_src "
+                                                     r"under another path \(the same file content\)"):
+        training.train(dataclasses_replace(_config(by_src, tmp_path / "runs"),
+                                           eval_pattern=str(wider / "test-*.tfrecord")))
+    assert not (tmp_path / "runs").exists()
+
+
 # 5. and 6. Scores that mean nothing, and splits that hold nothing.
 
 def test_training_on_one_class_is_refused_and_untrained_test_classes_are_named(tmp_path, caplog):
@@ -209,6 +240,21 @@ def test_training_on_one_class_is_refused_and_untrained_test_classes_are_named(t
     with caplog.at_level(logging.WARNING):
         training.train(_config(partial, tmp_path / "runs2", steps=1))
     assert "class3" in caplog.text and "no training videos" in caplog.text
+
+
+def test_the_extractor_names_classes_whose_videos_were_all_held_out():
+    import types
+
+    from extract import finalize
+
+    shards = [types.SimpleNamespace(split="train", name="train-0"), types.SimpleNamespace(split="test", name="test-0")]
+    indexes = {"train-0": {"videos": [{"label": 0}, {"label": 1}]},
+               "test-0": {"videos": [{"label": 1}, {"label": 2}, {"label": 3}]}}
+    plan = types.SimpleNamespace(shards=shards, indexes=indexes,
+                                 video_set=types.SimpleNamespace(class_names=["run", "sit", "stand", "wave"]))
+    assert finalize.untrained_classes(plan) == ("stand", "wave")
+    summary = finalize.Summary("out", 5, 0, 0, 0, 0, 0.0, 0.0, 1, 0, untrained_classes=("stand", "wave"))
+    assert "2 classes have held-out videos but no training video (stand, wave)" in str(summary)
 
 
 def test_an_empty_split_is_one_sentence_and_leaves_no_run_folder(tmp_path):
@@ -228,6 +274,43 @@ def dataclasses_replace(config, **changes):
     import dataclasses
 
     return dataclasses.replace(config, **changes)
+
+
+# 10. extract --overwrite on the folder a running train.py reads.
+
+def test_overwrite_waits_for_the_training_run_that_reads_the_shards(demo_extraction, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import started
+
+    videos, demo_features, _ = demo_extraction
+    features = tmp_path / "features"
+    shutil.copytree(demo_features, features)
+    before = {name: (features / name).read_bytes() for name in os.listdir(features) if name.endswith(".tfrecord")}
+    command = [sys.executable, "-m", "train", "--train_pattern", features / "train-*.tfrecord", "--eval_pattern",
+               features / "test-*.tfrecord", "--logdir", tmp_path / "runs", "--steps", 100000, "--progress=false"]
+    with started(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as trainer:
+        deadline = time.time() + 120
+        while not (tmp_path / "runs" / "gru" / "train").exists():
+            assert trainer.poll() is None and time.time() < deadline
+            time.sleep(0.5)
+        refused = run_cli("extract", "--videos", videos, "--output_dir", features, "--overwrite", "--fps", 4,
+                          "--progress=false")
+        assert refused.returncode == 1
+        assert "a train.py is reading its shards; wait for it to end" in refused.stderr
+        assert {name: (features / name).read_bytes() for name in before} == before
+    assert run_cli("extract", "--videos", videos, "--output_dir", features, "--overwrite", "--fps", 4,
+                   "--progress=false").returncode == 0  # the lock went with the trainer
+
+
+def test_training_waits_for_an_extraction_that_writes_its_shards(tmp_path):
+    features = _features(tmp_path / "features")
+    with files.exclusive(features, "busy"):
+        with pytest.raises(training.TrainingError, match=r"an extraction is writing to .*features; wait"):
+            training.train(_config(features, tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
 
 
 # 11. and 12. A video where a run folder is wanted; a file name that is not UTF-8.
