@@ -68,8 +68,10 @@ def _keras_lite0():
     return backbones.get_spec("efficientnet_lite0").build("imagenet")
 
 
-def measure_speed(video_set, backbone_for, workdir, rounds):
-    """Frames/s and CPU per frame of each way on ``video_set``."""
+def measure_speed(video_set, backbone_for, workdir, rounds, default_precision):
+    """Frames/s and CPU per frame of each way on ``video_set``; and how the
+    precision ``--precision auto`` chose on this CPU (``default_precision``)
+    compares with the faster of the two, round by round."""
     import numpy as np
     import tensorflow as tf
 
@@ -124,6 +126,9 @@ def measure_speed(video_set, backbone_for, workdir, rounds):
         "lite0 float32 / peer": [r["product lite0 float32"] / r["peer (seed-style)"] for r in per_round],
         "lite2 int8 / lite0 float32": [r["product lite2 int8"] / r["product lite0 float32"] for r in per_round],
         "lite2 int8 / lite2 float32": [r["product lite2 int8"] / r["product lite2 float32"] for r in per_round],
+        f"lite0 default ({default_precision}) / the faster of int8 and float32": [
+            r[f"product lite0 {default_precision}"] / max(r["product lite0 int8"], r["product lite0 float32"])
+            for r in per_round],
         "decode CPU: one filter thread / default": [
             cpu_per_frame["decode"][i] / cpu_per_frame["decode (ffmpeg default threads)"][i] for i in range(rounds)],
     }
@@ -211,8 +216,8 @@ def main():
     args = parser.parse_args()
 
     from common import console
-    from extract import dataset, demo
-    from extract.backbones import Backbone
+    from extract import dataset, demo, precision_choice
+    from extract.backbones import Backbone, usable_cores
 
     console.log_plainly()
     backbones = {}
@@ -229,9 +234,14 @@ def main():
         speed_sets["../shared/videos"] = dataset.load_videos(SHARED_VIDEOS, test_fraction=0, class_depth=2)
     parts = args.parts.split(",")
     results = {part: {} for part in parts}
+    cpu = precision_choice.cpu_description()
+    verdict = precision_choice.int8_verdict("efficientnet_lite0", "imagenet", usable_cores())
+    print(f"CPU: {precision_choice.describe_cpu(cpu)}; --precision auto: {verdict}")
     for name, video_set in speed_sets.items() if "speed" in parts else ():
         with tempfile.TemporaryDirectory() as workdir:
-            results["speed"][name] = r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds)
+            results["speed"][name] = r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds,
+                                                       verdict.precision)
+            r.update(cpu=cpu, default_precision=str(verdict))
         print_table(f"{name}: {r['videos']} videos, {r['frames']} frames ({args.rounds} rounds, medians)",
                     ["way", "frames/s", "CPU ms per frame"],
                     [[way, f"{fps:.1f}", f"{r['cpu_ms_per_frame'][way]:.2f}"]

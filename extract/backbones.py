@@ -161,7 +161,9 @@ def resolve(spec, engine, precision, on_gpu):
 
     ``auto`` picks the fastest correct setting: on a GPU, TensorFlow in mixed
     precision; on CPUs, LiteRT in int8 for backbones that keep their features
-    when quantized (``BackboneSpec.int8``), else in float32. An explicit
+    when quantized (``BackboneSpec.int8``), else in float32. (For a new
+    extraction, ``extract.plan`` then keeps int8 only where it was measured
+    faster on this CPU: ``extract.precision_choice``.) An explicit
     precision picks the engine that runs it (int8: LiteRT; mixed: TensorFlow).
 
     Args:

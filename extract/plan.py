@@ -9,7 +9,8 @@ Under the output folder's lock, ``prepare``
 2. deals every video into a shard, the same way on every run;
 3. refuses to add to an output made with other settings or other videos;
 4. settles the precision (``--precision auto`` keeps an existing folder's;
-   a new one gets the fastest correct one) and, for int8, the exact quantized
+   a new one gets the fastest correct one: on CPUs, int8 only where it was
+   measured faster here, ``extract.precision_choice``) and, for int8, the exact quantized
    model, stored in the folder (``backbone.tflite``) so that every worker, a
    resumed run and ``predict`` compute features with the same bytes;
 5. writes the starting manifest (``"complete": false``, the settings and the
@@ -22,17 +23,20 @@ pending; the runner extracts the pending ones (``extract.shards``) and then
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import random
 import typing
 
 from common.console import a_few, check_number
-from extract import backbones, quantization
+from extract import backbones, precision_choice, quantization
 from extract.video import DEFAULT_TIMEOUT_SECONDS, file_state, max_frames_for
 from records import files
 from records import manifest as manifest_lib
 from records import writer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 ERRORS_NAME = "errors.tsv"
@@ -351,6 +355,10 @@ def _settle_precision(config, existing, on_gpu):
             raise ExtractionRefused(f"the output folder holds {precision} features: {e}") from None
     else:
         _, precision = backbones.resolve(spec, config.engine, "auto", on_gpu())
+        if precision == "int8":  # auto on CPUs: int8 only where it is measurably faster here
+            verdict = precision_choice.int8_verdict(config.backbone, config.weights, backbones.usable_cores())
+            log.info("--precision auto: %s", verdict)
+            precision = verdict.precision
     return dataclasses.replace(config, precision=precision)
 
 

@@ -23,6 +23,22 @@ os.environ["VIDEO_FEATURES_CACHE"] = tempfile.mkdtemp(prefix="video_features_cac
 
 from extract.video import ffmpeg_binary  # noqa: E402
 
+
+def _int8_pays_on_this_machine():
+    """The tests of int8 extraction (``--precision auto`` on CPUs) must not
+    depend on the CPU they run on: the session's cache says int8 pays here
+    (tests/test_precision.py forces each verdict and times the real one)."""
+    from extract import backbones, precision_choice
+
+    cpu = precision_choice.cpu_description()
+    for backbone in ("efficientnet_lite0", "efficientnet_lite2"):
+        for weights in ("imagenet", "none"):
+            path = precision_choice.verdict_path(backbone, weights, backbones.usable_cores(), cpu)
+            precision_choice.remember(path, backbone, backbones.usable_cores(), cpu, 1.9)
+
+
+_int8_pays_on_this_machine()
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_VIDEOS = pathlib.Path(os.environ.get("SHARED_VIDEOS", REPO.parent / "shared" / "videos"))
 # Real JHMDB clips (688, 21 classes) with their source-movie groups; tests skip without them.

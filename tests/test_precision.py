@@ -176,3 +176,83 @@ def test_training_refuses_held_out_features_of_another_precision(clips, tmp_path
     with pytest.raises(training.TrainingError, match="precision: 'int8' in the training data, 'float32' there"):
         training.train(config)
     assert not (tmp_path / "runs").exists()
+
+
+# --precision auto on CPUs: int8 only where it pays on the CPU at hand (issue 22).
+
+def _verdict_cache(tmp_path, speedup):
+    """A cache folder like the session's (its LiteRT conversions), whose
+    verdict for Lite0 says int8 runs ``speedup`` x float32 on this CPU."""
+    import os
+    import shutil
+
+    from common import cache
+    from extract import precision_choice
+
+    folder = tmp_path / f"cache_{speedup}"
+    shutil.copytree(cache.cache_dir() / "litert", folder / "litert")
+    cpu, threads = precision_choice.cpu_description(), backbones.usable_cores()
+    os.environ["VIDEO_FEATURES_CACHE"], session = str(folder), os.environ["VIDEO_FEATURES_CACHE"]
+    try:
+        precision_choice.remember(precision_choice.verdict_path("efficientnet_lite0", "imagenet", threads, cpu),
+                                  "efficientnet_lite0", threads, cpu, speedup)
+    finally:
+        os.environ["VIDEO_FEATURES_CACHE"] = session
+    return {**os.environ, "VIDEO_FEATURES_CACHE": str(folder)}
+
+
+def test_auto_makes_float32_where_int8_is_not_faster_and_says_why(clips, tmp_path):
+    slow_int8 = _verdict_cache(tmp_path, 1.01)
+    output = tmp_path / "out"
+    result = run_cli("extract", "--videos", clips, "--output_dir", output, "--progress=false", env=slow_int8)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((output / "manifest.json").read_text())["precision"] == "float32"
+    assert "--precision auto: float32: int8 is not faster on this CPU" in result.stderr
+    assert "1.01x float32, below the 1.2x" in result.stderr
+    assert not (output / "backbone.tflite").exists()
+
+    # The folder keeps its precision on a CPU where int8 would pay...
+    fast_int8 = _verdict_cache(tmp_path, 1.9)
+    again = run_cli("extract", "--videos", clips, "--output_dir", output, "--progress=false", env=fast_int8)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert json.loads((output / "manifest.json").read_text())["precision"] == "float32"
+    # ...where a new folder gets int8, and an explicit precision is obeyed.
+    fast = run_cli("extract", "--videos", clips, "--output_dir", tmp_path / "fast", "--progress=false",
+                   env=fast_int8)
+    assert "--precision auto: int8: 1.90x float32 on this CPU" in fast.stderr
+    assert json.loads((tmp_path / "fast" / "manifest.json").read_text())["precision"] == "int8"
+    forced = run_cli("extract", "--videos", clips, "--output_dir", tmp_path / "forced", "--progress=false",
+                     "--precision", "int8", env=slow_int8)
+    assert forced.returncode == 0 and "--precision auto" not in forced.stderr
+    assert json.loads((tmp_path / "forced" / "manifest.json").read_text())["precision"] == "int8"
+
+
+def test_the_verdict_is_measured_once_per_cpu_and_settings(tmp_path, monkeypatch):
+    from extract import precision_choice
+
+    monkeypatch.setenv("VIDEO_FEATURES_CACHE", str(tmp_path))
+    timings = []
+
+    def measure(backbone, weights, threads):
+        timings.append((backbone, threads))
+        return 1.05 if threads == 2 else 1.6
+
+    monkeypatch.setattr(precision_choice, "measure_int8_speedup", measure)
+    first = precision_choice.int8_verdict("efficientnet_lite0", "imagenet", 2)
+    assert (first.precision, first.int8_speedup) == ("float32", 1.05)
+    assert precision_choice.int8_verdict("efficientnet_lite0", "imagenet", 2) == first
+    assert precision_choice.int8_verdict("efficientnet_lite0", "imagenet", 1).precision == "int8"
+    assert timings == [("efficientnet_lite0", 2), ("efficientnet_lite0", 1)]  # cached per key
+    cached = json.loads(next((tmp_path / "precision").glob("efficientnet_lite0-*.json")).read_text())
+    assert cached["cpu"] == precision_choice.cpu_description() and cached["threads"] in (1, 2)
+    other_cpu = {"model": "Some CPU", "flags": ["avx2", "fma"]}
+    assert precision_choice.verdict_path("efficientnet_lite0", "imagenet", 2, other_cpu) != \
+        precision_choice.verdict_path("efficientnet_lite0", "imagenet", 2)
+    assert precision_choice.describe_cpu(other_cpu) == "Some CPU (avx2 fma; no AVX-512)"
+
+
+def test_the_real_timing_compares_both_models_on_this_cpu():
+    from extract import precision_choice
+
+    speedup = precision_choice.measure_int8_speedup("efficientnet_lite0", "imagenet", 2, rounds=2)
+    assert 0.3 < speedup < 10  # a ratio of two real timings, whichever the CPU
