@@ -85,6 +85,11 @@ def main(argv):
     if not run.is_dir():  # said before TensorFlow loads
         raise console.UsageError(f"--run {run} is {'a file' if run.exists() else 'missing'}, not a run folder "
                                  "(the folder train.py wrote, e.g. tensorboard_logs/gru)")
+    missing = [video for video in videos if not os.path.isfile(video)]
+    for video in missing:
+        print(f"{video}\n    cannot be read: {'a folder' if os.path.isdir(video) else 'no such file'}")
+    if len(missing) == len(videos):
+        return 1  # nothing to classify: said before the model loads
     console.log_plainly()
     console.import_tensorflow()
     try:
@@ -95,8 +100,8 @@ def main(argv):
     top = min(FLAGS.top, len(predictor.class_names))
     if top < FLAGS.top:
         print(f"(top {top} labels per video: the run knows {len(predictor.class_names)} classes)")
-    failed = 0
-    for video in videos:
+    failed = len(missing)
+    for video in (video for video in videos if video not in missing):
         try:
             probabilities = predictor(video)
         except (DecodeError, OSError) as e:

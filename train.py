@@ -10,12 +10,12 @@ command again resumes from the last checkpoint (``--restart`` starts over);
 ``--mode eval`` evaluates a finished run on other shards:
 
     python train.py --mode eval --run_name gru --eval_pattern 'other/test-*.tfrecord'
-
-This file is the command line: its flags, signals and what it prints. The
-run itself, step by step, is ``rnn.training.train`` (data, run folder,
-build, restore, loop, export); the run folder ``<logdir>/<run_name>`` is
-described in ``rnn.run_dir`` and ``rnn.summaries``.
 """
+
+# This file is the command line: its flags, signals and what it prints. The
+# run itself, step by step, is rnn.training.train (data, run folder, build,
+# restore, loop, export); the run folder <logdir>/<run_name> is described in
+# rnn.run_dir and rnn.summaries.
 
 import json
 import logging
@@ -28,17 +28,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from common import console  # noqa: E402
+from rnn import distribute  # noqa: E402
+from rnn.configs import CELL_NAMES, ModelConfig, TrainConfig  # noqa: E402
 
-console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
-
-from rnn import distribute, evaluation, models  # noqa: E402
-from rnn.models import ModelConfig  # noqa: E402
-from rnn.training import STOP_REQUESTED, TrainConfig, TrainingError, evaluate_run, train  # noqa: E402
+# TensorFlow is imported once the flags are read (in main): --help and a
+# usage error answer before it loads.
 
 
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (or resume), or eval: evaluate a trained run's "
                   "final model on --eval_pattern without training.")
-flags.DEFINE_enum("cell", ModelConfig.cell, list(models.CELLS), "Recurrent cell.")
+flags.DEFINE_enum("cell", ModelConfig.cell, list(CELL_NAMES), "Recurrent cell.")
 flags.DEFINE_integer("layers", ModelConfig.layers, "Stacked recurrent layers.")
 flags.DEFINE_integer("units", ModelConfig.units, "Units per recurrent layer (per direction).")
 flags.DEFINE_float("dropout", ModelConfig.dropout, "Dropout between recurrent layers and before the classifier "
@@ -91,7 +90,7 @@ def main(argv):
         raise console.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         config = TrainConfig(
-            model=models.ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
+            model=ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
                                      dropout=FLAGS.dropout, input_dropout=FLAGS.input_dropout,
                                      pooled=FLAGS.pooled, classifier_l2=FLAGS.classifier_l2,
                                      bidirectional=FLAGS.bidirectional),
@@ -107,6 +106,9 @@ def main(argv):
         raise console.UsageError(str(e)) from None
 
     console.log_plainly()
+    console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
+    from rnn.training import STOP_REQUESTED, TrainingError, evaluate_run, train
+
     if FLAGS.logical_cpus:
         distribute.split_cpu(FLAGS.logical_cpus)
     with console.tensorflow_startup_filtered():
@@ -153,6 +155,8 @@ def main(argv):
 
 def _report(selected):
     """What the exported model scores, on which split, and what chose it."""
+    from rnn import evaluation
+
     if not selected:
         return "exported the final model; no held-out evaluation (no validation or test data)"
     lines = [f"exported the model of step {selected['step']}, chosen on the {selected['chosen_on']}"]

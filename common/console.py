@@ -141,6 +141,12 @@ def run_command(main, command):
     """
     from absl import app, flags
 
+    options = sys.argv[1:sys.argv.index("--")] if "--" in sys.argv else sys.argv[1:]
+    if any(option in ("-h", "-?", "--help", "-help", "--helpshort", "--helpfull") for option in options):
+        # absl's own --help exits with status 1; help asked for is a success.
+        app.usage(shorthelp="--helpfull" not in options, writeto_stdout=True)
+        sys.exit(0)
+
     def checked_main(argv):
         try:
             check_finite_flags(flags.FLAGS)

@@ -8,59 +8,13 @@ Right padding plus a mask, tanh/sigmoid activations and no recurrent dropout
 is also what lets Keras use the fused cuDNN kernels on a GPU.
 """
 
-import dataclasses
-
 import keras
 
-from common.console import check_number
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of the classifier.
-
-    Attributes:
-      cell: ``"gru"`` or ``"lstm"``.
-      layers: stacked recurrent layers.
-      units: units per layer (per direction).
-      dropout: dropout rate between layers and before the classifier
-        (applied to layer outputs, so the cuDNN kernel is kept).
-      input_dropout: dropout rate on the (standardized) frame features
-        the recurrent layers read.
-      pooled: also give the classifier each video's mean and standard
-        deviation over its real frames (standardized over the training
-        videos), beside the recurrent state.
-      classifier_l2: L2 penalty on the classifier's weights (added to the
-        training loss, per example).
-      bidirectional: also read each video backwards.
-    """
-
-    # The defaults were chosen by 5-fold grouped cross-validation on 688 real
-    # JHMDB clips (BENCHMARKS.md, section 10): 688 clips overfit a 2x256
-    # model; the pooled path with an L2 penalty is what brings the model
-    # near a mean+std logistic regression on the same features, and one
-    # layer scored at or above two on every fold (--layers 2 and more stay
-    # there for larger datasets).
-    cell: str = "gru"
-    layers: int = 1
-    units: int = 128
-    dropout: float = 0.5
-    input_dropout: float = 0.5
-    pooled: bool = True
-    classifier_l2: float = 0.003
-    bidirectional: bool = False
-
-    def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown --cell {self.cell!r}; choose one of {', '.join(CELLS)}")
-        check_number("layers", self.layers, minimum=1)
-        check_number("units", self.units, minimum=1)
-        check_number("dropout", self.dropout, minimum=0, below=1)
-        check_number("input_dropout", self.input_dropout, minimum=0, below=1)
-        check_number("classifier_l2", self.classifier_l2, minimum=0)
+from rnn.configs import CELL_NAMES, ModelConfig  # noqa: F401  (ModelConfig: what build_model takes)
 
 
 CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+assert tuple(CELLS) == CELL_NAMES
 
 
 @keras.saving.register_keras_serializable(package="rnn")

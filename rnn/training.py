@@ -41,12 +41,12 @@ import shutil
 import tempfile
 import threading
 import time
-import typing
 
 from common import console
 from records import files
 from records import manifest as manifest_lib
 from rnn import checkpoints as checkpoints_lib
+from rnn.configs import TrainConfig  # noqa: F401  (what train takes)
 from rnn import data as data_lib
 from rnn import distribute, evaluation, models, optimization, run_dir as run_dir_lib, summaries
 
@@ -60,51 +60,6 @@ DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "validation_fraction", "ba
 # Settings a resumed run may change (each session's values are recorded in run.json).
 ADJUSTABLE_SETTINGS = ("epochs", "steps", "eval_every", "checkpoint_every", "log_every", "strategy",
                        "mixed_precision")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs (the flags of ``train.py``)."""
-
-    model: models.ModelConfig = models.ModelConfig()
-    train_pattern: str = "features/train-*.tfrecord"
-    eval_pattern: str = "features/test-*.tfrecord"
-    validation_fraction: float = 0.15
-    logdir: str = "tensorboard_logs"
-    run_name: typing.Optional[str] = None
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    lr_decay: str = "none"
-    clip_norm: float = 1.0
-    epochs: int = 30
-    steps: typing.Optional[int] = None
-    eval_every: typing.Optional[int] = None
-    checkpoint_every: typing.Optional[int] = None
-    log_every: int = 10
-    seed: int = 0
-    restart: bool = False
-    strategy: str = "auto"
-    mixed_precision: typing.Optional[bool] = None  # None: on when training on GPUs
-    show_progress: bool = True
-    progress_seconds: float = 30.0
-
-    def __post_init__(self):
-        """Raises ValueError (naming the flag) for a setting out of range."""
-        if self.run_name is not None:
-            run_dir_lib.check_run_name(self.run_name)
-        for flag in ("batch_size", "learning_rate", "clip_norm", "epochs", "steps", "eval_every", "checkpoint_every",
-                     "log_every"):
-            console.check_number(flag, getattr(self, flag), above=0, optional=True)
-        console.check_number("progress_seconds", self.progress_seconds, minimum=0)
-        console.check_number("validation_fraction", self.validation_fraction, minimum=0, below=0.5)
-        if self.lr_decay not in ("none", "cosine"):
-            raise ValueError(f"unknown --lr_decay {self.lr_decay!r}; use none or cosine")
-        if self.strategy not in distribute.STRATEGIES:
-            raise ValueError(f"unknown --strategy {self.strategy!r}; choose one of {', '.join(distribute.STRATEGIES)}")
-
-    @property
-    def run_dir(self):
-        return pathlib.Path(self.logdir) / (self.run_name or self.model.cell)
 
 
 class TrainingError(Exception):
@@ -500,7 +455,7 @@ def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches
                 means = interval.means()
                 board.training(step, means, float(optimizer.learning_rate.numpy()),
                                float(tf.linalg.global_norm(model.trainable_variables)))
-                progress.note(f"loss {means['loss']:.3f}")
+                progress.note(f"loss {means['loss']:.3g}")
                 interval = optimization.Meter()
             if schedule.due(step, schedule.eval_every):
                 final_eval = evaluate(step, last=step == schedule.total_steps)

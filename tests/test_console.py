@@ -6,6 +6,8 @@ import re
 import sys
 import time
 
+import pytest
+
 from common import console
 from conftest import run
 
@@ -66,3 +68,20 @@ def test_the_summary_gives_the_commands_real_wall_time(demo_extraction):
     wall = float(re.search(r"([\d.]+) s wall time including start-up", first.stdout).group(1))
     extracting = float(re.search(r"frames/s decoding \+ CNN \(([\d.]+) s\)", first.stdout).group(1))
     assert wall > extracting + 1.0  # importing TensorFlow and loading the CNN alone take more than a second
+
+
+@pytest.mark.parametrize("command", [
+    ("train.py", "--help"), ("train.py", "--steps=x"), ("train.py", "--nope"),
+    ("-m", "extract", "--help"), ("-m", "extract", "--fps", "0"),
+    ("-m", "predict", "--help"), ("-m", "predict", "--run", "no/such/run", "clip.avi"),
+    ("-m", "predict", "--run", ".", "no_such_clip.avi"),
+])
+def test_help_and_usage_errors_answer_before_tensorflow_loads(command):
+    """--help exits 0 and a usage error or a missing path exits 1, both
+    without importing TensorFlow (what made them take 17-31 s)."""
+    result = run([sys.executable, "-X", "importtime", *command])
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert result.returncode == (0 if "--help" in command else 1), result.stderr[-2000:]
+    assert "tensorflow" not in imported and "keras" not in imported
+    if "--help" in command:
+        assert "flags:" in result.stdout and "rnn.training" not in result.stdout

@@ -443,3 +443,20 @@ def test_training_settings_are_checked_up_front(overrides, message):
     """Hardening 8."""
     with pytest.raises(ValueError, match=message):
         training.TrainConfig(**overrides)
+
+
+def test_a_small_training_loss_is_printed_with_three_significant_digits(tmp_path, caplog):
+    """Not ``loss 0.000`` once the model fits the training videos: the
+    digits that carry information."""
+    import logging
+
+    write_extraction(tmp_path / "features", {"train": temporal_order_examples(8, 8, 4)}, CLASSES, 8)
+    config = training.TrainConfig(train_pattern=str(tmp_path / "features" / "train-*.tfrecord"), eval_pattern="",
+                                  logdir=str(tmp_path / "runs"), steps=150, learning_rate=0.03, log_every=10,
+                                  show_progress=False, progress_seconds=0,
+                                  model=models.ModelConfig(dropout=0, input_dropout=0, classifier_l2=0))
+    with caplog.at_level(logging.INFO):
+        training.train(config)
+    losses = re.findall(r"loss ([0-9.e+-]+)", caplog.text)
+    assert losses and float(losses[-1]) < 0.0005  # "0.000" in three decimals
+    assert all(float(loss) > 0 and len(re.sub(r"e.*|\.|^0\.0*", "", loss.lstrip("0."))) <= 3 for loss in losses)
