@@ -24,17 +24,18 @@ def log_plainly():
     for handler in list(root.handlers):
         root.removeHandler(handler)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    for chatty in ("tensorflow", "absl"):
+    for chatty in ("tensorflow", "absl", "matplotlib"):  # matplotlib: "generated new fontManager"
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 # What TensorFlow's C++ start-up prints to stderr before its logging is set up
 # (so TF_CPP_MIN_LOG_LEVEL cannot hide it): informational lines; on a machine
 # without an NVIDIA driver, a "failed call to cuInit" error that only says
-# there is no GPU; and, at a model's first run, oneDNN's notice that it leaves
-# boolean ops to another implementation. Errors of any other kind get through.
+# there is no GPU; at a model's first run, oneDNN's notice that it leaves
+# boolean ops to another implementation; LiteRT's line at each interpreter. Errors of any other kind get through.
 _STARTUP_INFO = re.compile(r"^(I\d{4} \d|WARNING: All log messages before absl::InitializeLog|"
-                           r"To enable the following instructions:)|oneDNN supports DT_BOOL only on platforms")
+                           r"To enable the following instructions:|INFO: Created TensorFlow Lite XNNPACK delegate)|"
+                           r"oneDNN supports DT_BOOL only on platforms")
 _NO_DRIVER_NOISE = re.compile(r"failed call to cuInit|Could not find cuda drivers|cuda_(driver|platform)\.cc")
 
 

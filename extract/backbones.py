@@ -370,15 +370,18 @@ class _LiteRTFunction:
     def __init__(self, content, threads):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_content=content, num_threads=threads)
+        from common import console
+
+        # Allocating now makes LiteRT print its start-up line here (where it
+        # is filtered out), not through the middle of a progress bar.
+        with console.tensorflow_startup_filtered():
+            self._interpreter = Interpreter(model_content=content, num_threads=threads)
+            self._interpreter.allocate_tensors()
         inputs = self._interpreter.get_input_details()[0]
         self._input = inputs["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
-        # Allocating now makes LiteRT print its one start-up line here, not
-        # through the middle of a progress bar.
-        self._interpreter.allocate_tensors()
         self._batch_shape = tuple(inputs["shape"])
-        log.info("LiteRT engine on %d CPU threads", threads)
+        log.debug("LiteRT engine on %d CPU threads", threads)
 
     def __call__(self, frames):
         frames = np.ascontiguousarray(frames, np.uint8)

@@ -1,6 +1,7 @@
 """Summary of TFRecord shards: ``python -m records inspect 'OUT/*.tfrecord'``."""
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -42,8 +43,9 @@ def inspect(pattern, per_video=False):
       per_video: also list every video's id and ``num_frames``.
 
     Returns:
-      A JSON-serializable dict: files, examples, feature_dim, max_frames,
-      dtype, label histogram (by name), num_frames min/mean/max, fps values,
+      A JSON-serializable dict: files, examples (in all and per split, from
+      the shard names), feature_dim, max_frames, dtype, label histogram (by
+      name), num_frames min/mean/max (the mean to 0.1), fps values,
       and ``problems`` (one sentence each; empty when all is well).
 
     Raises:
@@ -53,11 +55,13 @@ def inspect(pattern, per_video=False):
 
     files = list_files(pattern)
     shapes, dtypes, fps_values = set(), set(), set()
-    num_frames, labels, videos, occurrences = [], {}, {}, {}
+    num_frames, labels, videos, occurrences, per_split = [], {}, {}, {}, {}
     nonzero_padding, non_finite, damaged = [], [], {}
     for path in files:
+        split = os.path.basename(path).split("-")[0]  # train-00000-of-00004.tfrecord
         try:
             for video in _read_file(path):
+                per_split[split] = per_split.get(split, 0) + 1
                 features = video[schema.FEATURES]
                 video_id = video[schema.VIDEO_ID]
                 shapes.add(features.shape)
@@ -76,7 +80,7 @@ def inspect(pattern, per_video=False):
             damaged[path] = tensorflow_error_text(e)
     if len(shapes) > 1 or len(dtypes) > 1:
         raise ValueError(f"examples disagree: feature shapes {sorted(shapes)}, dtypes {sorted(dtypes)}")
-    summary = {"files": len(files), "examples": len(num_frames)}
+    summary = {"files": len(files), "examples": len(num_frames), "examples_per_split": dict(sorted(per_split.items()))}
     problems = []
     if num_frames:
         (max_frames, feature_dim), = shapes
@@ -85,7 +89,7 @@ def inspect(pattern, per_video=False):
             "max_frames": max_frames,
             "dtype": dtypes.pop(),
             "fps": sorted(fps_values),
-            "num_frames": {"min": int(min(num_frames)), "mean": float(np.mean(num_frames)),
+            "num_frames": {"min": int(min(num_frames)), "mean": round(float(np.mean(num_frames)), 1),
                            "max": int(max(num_frames))},
             "labels": dict(sorted(labels.items(), key=lambda kv: int(kv[0].split(":")[0]))),
             "videos_with_nonzero_padding": nonzero_padding,

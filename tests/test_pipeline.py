@@ -134,6 +134,8 @@ def test_extract_cli_end_to_end_with_broken_files(video_folder, tmp_path):
 
     summary = inspect(output / "*.tfrecord", per_video=True)
     assert (summary["examples"], summary["feature_dim"], summary["max_frames"]) == (16, 1280, 50)
+    assert summary["examples_per_split"] == {split: info["videos"] for split, info in manifest["splits"].items()}
+    assert summary["num_frames"]["mean"] == round(summary["num_frames"]["mean"], 1)
     assert summary["videos_with_nonzero_padding"] == []
     for video_id, num_frames in summary["videos"].items():
         index = int(video_id.split("_c")[0][-2:]) * 2 + int(video_id[-6:-4])
