@@ -105,6 +105,12 @@ def main(argv):
     except ValueError as e:
         raise console.UsageError(str(e)) from None
 
+    from records import reader
+
+    try:  # a mistyped path is said before TensorFlow loads
+        reader.list_files(config.train_pattern)
+    except reader.NoShards as e:
+        raise console.UsageError(f"--train_pattern: {e}") from None
     console.log_plainly()
     console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
     from rnn.training import STOP_REQUESTED, TrainingError, evaluate_run, train

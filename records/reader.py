@@ -66,10 +66,26 @@ def list_files(pattern):
     if local and os.path.isdir(pattern):
         example = files_lib.join(pattern, "train-*.tfrecord")
         raise NoShards(f"{pattern!r} is a folder; give a pattern of its shards, e.g. '{example}'")
+    if local and not os.path.isdir(folder):
+        raise NoShards(f"no files match {pattern!r}: there is no folder {folder}{_nearest_folder(folder)}")
     if not files_lib.matching(folder, "*.tfrecord"):
         raise NoShards(f"no files match {pattern!r}, and {folder} holds no shards: extract features first "
                        f"(python -m extract --videos DIR --output_dir {folder})")
     raise NoShards(f"no files match {pattern!r}")
+
+
+def _nearest_folder(folder):
+    """``" (did you mean features/?)"`` for the existing folder beside a
+    missing one whose name is closest, or ""."""
+    import difflib
+
+    parent, name = os.path.split(os.path.normpath(folder))
+    parent = parent or "."
+    if not os.path.isdir(parent):
+        return ""
+    siblings = [entry for entry in os.listdir(parent) if os.path.isdir(os.path.join(parent, entry))]
+    close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.6)
+    return f" (did you mean {os.path.join(os.path.dirname(folder), close[0])}/?)" if close else ""
 
 
 @dataclasses.dataclass(frozen=True)

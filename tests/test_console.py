@@ -85,3 +85,13 @@ def test_help_and_usage_errors_answer_before_tensorflow_loads(command):
     assert "tensorflow" not in imported and "keras" not in imported
     if "--help" in command:
         assert "flags:" in result.stdout and "rnn.training" not in result.stdout
+
+
+def test_a_mistyped_shard_folder_names_the_nearest_one_before_tensorflow_loads(tmp_path):
+    (tmp_path / "features").mkdir()
+    result = run([sys.executable, "-X", "importtime", "train.py", "--train_pattern",
+                  str(tmp_path / "featurs" / "train-*.tfrecord"), "--logdir", str(tmp_path / "runs")])
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time")}
+    assert result.returncode == 1 and "tensorflow" not in imported
+    assert f"there is no folder {tmp_path / 'featurs'} (did you mean {tmp_path / 'features'}/?)" in result.stderr
+    assert not (tmp_path / "runs").exists()
