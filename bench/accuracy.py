@@ -17,9 +17,10 @@ the recurrent models must beat: each video's mean and standard deviation
 of its frames' features, standardized, into a logistic regression whose C
 is chosen by grouped 3-fold CV inside the training folds.
 
-Printed and saved to ``bench/results/accuracy.json``: top-1 per fold, its
-mean and standard deviation over folds, and, with ``--seeds N``, the spread
-(max - min) of the mean over N training seeds.
+Printed and saved to ``bench/results/accuracy.json``: top-1 per fold (the
+mean over seeds), the mean over folds and seeds, the standard deviation over
+folds, and, with ``--seeds N``, the spread (max - min) of the mean over N
+training seeds.
 """
 
 import argparse
@@ -114,17 +115,26 @@ def cross_validate(features, cells, num_folds, seeds):
             print(f"fold {fold + 1}/{num_folds}: " + json.dumps({name: scores[-1] for name, scores in
                                                                per_fold.items()}), flush=True)
             shutil.rmtree(folder)
-    models = {}
-    for name, scores in per_fold.items():
-        table = np.array(scores)  # [folds, seeds]
-        first_seed = table[:, 0]
-        models[name] = {"folds": [round(float(x), 4) for x in first_seed], "mean": float(first_seed.mean()),
-                        "std": float(first_seed.std())}
-        if table.shape[1] > 1:
-            seed_means = table.mean(0)
-            models[name].update(seed_means=[round(float(x), 4) for x in seed_means],
-                                seed_spread=float(seed_means.max() - seed_means.min()))
+    models = {name: summarize(scores) for name, scores in per_fold.items()}
     return {"videos": len(videos), "groups": len(set(groups)), "models": models}
+
+
+def summarize(scores):
+    """One model's ``[folds][seeds]`` top-1 scores as ``{"folds": per-fold
+    mean over seeds, "mean": over folds and seeds, "std": over folds,
+    "per_seed": the table}``, plus with several seeds ``"seed_means"`` (each
+    seed's mean over folds) and ``"seed_spread"`` (their max - min)."""
+    import numpy as np
+
+    table = np.array(scores)
+    fold_means = table.mean(1)
+    summary = {"folds": [round(float(x), 4) for x in fold_means], "mean": float(table.mean()),
+               "std": float(fold_means.std()), "per_seed": table.round(4).tolist()}
+    if table.shape[1] > 1:
+        seed_means = table.mean(0)
+        summary.update(seed_means=[round(float(x), 4) for x in seed_means],
+                       seed_spread=float(seed_means.max() - seed_means.min()))
+    return summary
 
 
 def write_fold(shards, test_ids, folder, fold, num_folds):

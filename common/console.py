@@ -5,6 +5,7 @@ bar on a terminal and as periodic log lines elsewhere."""
 import collections
 import contextlib
 import datetime
+import errno
 import logging
 import math
 import os
@@ -131,6 +132,22 @@ class UsageError(Exception):
     """A command used wrongly (a bad flag value, a missing argument)."""
 
 
+# What a folder the user named can refuse a write with.
+UNWRITABLE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+              errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied"}
+
+
+def unwritable_message(error):
+    """One sentence for an OSError that says a path cannot be written (full,
+    read-only, not permitted), or None for any other error."""
+    if not isinstance(error, OSError) or error.errno not in UNWRITABLE:
+        return None
+    where = f"{error.filename}" if error.filename else "a file"
+    return (f"cannot write {where}: {UNWRITABLE[error.errno]}. Make room (or choose a writable folder) and run "
+            "the same command again: it goes on from what was finished.")
+
+
 def run_command(main, command):
     """``absl.app.run(main)``, with usage errors printed as the first and
     nearly only output (one line, and where to find the flags) instead of
@@ -156,9 +173,7 @@ def run_command(main, command):
             print(f"error: {e}\n({command} --help lists the flags)", file=sys.stderr)
             return 1
         except OSError as e:
-            from records import files
-
-            message = files.unwritable_message(e)
+            message = unwritable_message(e)
             if message is None:
                 raise
             print(f"error: {message}", file=sys.stderr)

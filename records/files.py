@@ -34,6 +34,8 @@ import pathlib
 import posixpath
 import tempfile
 
+from common import console
+
 LOCK_NAME = ".lock"
 
 
@@ -51,8 +53,6 @@ def is_remote(path):
 
 
 def _gfile():
-    from common import console
-
     return console.import_tensorflow().io.gfile
 
 
@@ -348,7 +348,7 @@ def shared(folder, busy_message):
     try:
         descriptor = os.open(path, os.O_RDONLY if os.path.exists(path) else os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
-        if error.errno not in UNWRITABLE:
+        if error.errno not in console.UNWRITABLE:
             raise
         yield
         return
@@ -415,22 +415,6 @@ def delete_own_files(folder, relative_names):
         with contextlib.suppress(OSError):  # not empty: it holds something that is not ours
             os.rmdir(join(folder, parent))
     return deleted
-
-
-# What a folder the user named can refuse a write with.
-UNWRITABLE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-              errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied"}
-
-
-def unwritable_message(error):
-    """One sentence for an OSError that says a path cannot be written (full,
-    read-only, not permitted), or None for any other error."""
-    if not isinstance(error, OSError) or error.errno not in UNWRITABLE:
-        return None
-    where = f"{error.filename}" if error.filename else "a file"
-    return (f"cannot write {where}: {UNWRITABLE[error.errno]}. Make room (or choose a writable folder) and run "
-            "the same command again: it goes on from what was finished.")
 
 
 def is_disk_full(error):

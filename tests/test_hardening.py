@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from common import console
 from conftest import make_two_class_clips, run_cli
 from features import temporal_order_examples, write_extraction
 from records import files
@@ -158,11 +159,11 @@ def test_an_unwritable_file_is_one_sentence_and_no_partial_file_is_left(tmp_path
         files.write_bytes_atomic(target, b"x" * 1000)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert os.listdir(tmp_path) == []
-    message = files.unwritable_message(raised.value)
+    message = console.unwritable_message(raised.value)
     assert message.startswith(f"cannot write {target}: the disk is full.")
-    assert files.unwritable_message(OSError(errno.EROFS, "Read-only file system", "/x")).startswith(
+    assert console.unwritable_message(OSError(errno.EROFS, "Read-only file system", "/x")).startswith(
         "cannot write /x: it is on a read-only file system")
-    assert files.unwritable_message(ValueError("no")) is None
+    assert console.unwritable_message(ValueError("no")) is None
 
 
 def test_a_read_only_logdir_is_one_sentence(tmp_path):

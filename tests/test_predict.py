@@ -71,4 +71,7 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
 
 def test_predict_needs_a_trained_run(tmp_path):
     result = run_cli("predict", "--run", tmp_path / "no_such_run", "x.mp4")
+    assert result.returncode == 1 and "no_such_run is missing, not a run folder" in result.stderr
+    (tmp_path / "video.mp4").write_bytes(b"x")
+    result = run_cli("predict", "--run", tmp_path, tmp_path / "video.mp4")  # a folder, but not a run
     assert result.returncode == 1 and "no run.json" in result.stderr
