@@ -20,6 +20,7 @@ import logging
 import os
 import re
 
+from common.console import tensorflow_error_text
 from records import files
 
 PREFIX = "ckpt"
@@ -49,9 +50,9 @@ def _listing(folder):
         return []
 
 
-def _remove_unfinished(folder, step):
-    """Deletes what an interrupted or failed save of ``step`` left: its
-    files and the parts in ``ckpt-N_temp/`` (nothing else there)."""
+def _remove_checkpoint(folder, step):
+    """Deletes checkpoint ``step``'s files, and what an interrupted or failed
+    save of it left: the parts in ``ckpt-N_temp/`` (nothing else there)."""
     for name in _files_of(folder, step):
         files.remove(os.path.join(folder, name))
     temp = os.path.join(folder, f"{PREFIX}-{step}_temp")
@@ -109,15 +110,14 @@ class CheckpointFolder:
             self.checkpoint.write(self.path(step))
         except (OSError, tf.errors.OpError) as error:
             with contextlib.suppress(OSError):
-                _remove_unfinished(self.folder, step)
+                _remove_checkpoint(self.folder, step)
             kept = f"the last good one ({self.latest}) is kept" if self.latest else "none was saved before it"
-            why = ("the disk is full" if files.is_disk_full(error)
-                   else getattr(error, "message", None) or str(error))
+            why = "the disk is full" if files.is_disk_full(error) else tensorflow_error_text(error)
             raise CheckpointError(f"could not save the checkpoint of step {step} in {self.folder}: {why}; {kept}. "
                                   "Free some space (or fix the folder) and run the same command to resume.") from None
         steps = self.steps()
         for old in steps[:-self.keep]:
-            _remove_unfinished(self.folder, old)
+            _remove_checkpoint(self.folder, old)
         kept = [f"{PREFIX}-{s}" for s in steps[-self.keep:]]
         files.write_text_atomic(os.path.join(self.folder, STATE_FILE), "".join(
             [f'model_checkpoint_path: "{kept[-1]}"\n'] + [f'all_model_checkpoint_paths: "{name}"\n' for name in kept]))
@@ -140,7 +140,7 @@ class CheckpointFolder:
             try:
                 self.checkpoint.read(self.path(step)).assert_existing_objects_matched()
             except Exception as error:  # noqa: BLE001  a damaged file raises OpError, IndexError, ValueError...
-                problems.append(f"{PREFIX}-{step} ({_first_line(error)})")
+                problems.append(f"{PREFIX}-{step} ({tensorflow_error_text(error)})")
                 continue
             if problems:
                 newest = recorded if recorded is not None else step
@@ -148,7 +148,7 @@ class CheckpointFolder:
                             self.folder, "; ".join(problems), self.path(step), max(newest - step, 0))
                 for damaged in self.steps():
                     if damaged > step:
-                        _remove_unfinished(self.folder, damaged)
+                        _remove_checkpoint(self.folder, damaged)
             return step
         if problems or recorded is not None:
             found = "; ".join(problems) if problems else "its checkpoint files are gone"
@@ -158,7 +158,3 @@ class CheckpointFolder:
                 "train this run again from step 0.")
         return None
 
-
-def _first_line(error):
-    text = str(getattr(error, "message", None) or error or type(error).__name__).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -46,9 +46,9 @@ from common import console
 from records import files
 from records import manifest as manifest_lib
 from rnn import checkpoints as checkpoints_lib
-from rnn.configs import TrainConfig  # noqa: F401  (what train takes)
 from rnn import data as data_lib
 from rnn import distribute, evaluation, models, optimization, run_dir as run_dir_lib, summaries
+from rnn.configs import TrainConfig  # noqa: F401  (what train takes)
 
 log = logging.getLogger(__name__)
 
