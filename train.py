@@ -107,10 +107,14 @@ def main(argv):
 
     from records import reader
 
-    try:  # a mistyped path is said before TensorFlow loads
-        reader.list_files(config.train_pattern)
+    # A mistyped path is said before TensorFlow loads. Evaluation reads only
+    # --eval_pattern; training needs its training shards (the test split may
+    # be absent).
+    checked_flag = "eval_pattern" if FLAGS.mode == "eval" else "train_pattern"
+    try:
+        reader.list_files(getattr(config, checked_flag))
     except reader.NoShards as e:
-        raise console.UsageError(f"--train_pattern: {e}") from None
+        raise console.UsageError(f"--{checked_flag}: {e}") from None
     console.log_plainly()
     console.import_tensorflow()  # before Keras (imported by rnn.models) prints TensorFlow's start-up noise
     from rnn.training import STOP_REQUESTED, TrainingError, evaluate_run, train

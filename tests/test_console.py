@@ -95,3 +95,15 @@ def test_a_mistyped_shard_folder_names_the_nearest_one_before_tensorflow_loads(t
     assert result.returncode == 1 and "tensorflow" not in imported
     assert f"there is no folder {tmp_path / 'featurs'} (did you mean {tmp_path / 'features'}/?)" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_eval_mode_checks_its_own_shards_not_the_training_ones(tmp_path):
+    # --mode eval reads only --eval_pattern: default training shards that do
+    # not exist must not stop it, and a mistyped --eval_pattern is named.
+    (tmp_path / "features").mkdir()
+    result = run([sys.executable, "train.py", "--mode", "eval", "--logdir", str(tmp_path / "runs"),
+                  "--train_pattern", str(tmp_path / "nowhere" / "train-*.tfrecord"),
+                  "--eval_pattern", str(tmp_path / "featurs" / "test-*.tfrecord")])
+    assert result.returncode == 1
+    assert "--eval_pattern:" in result.stderr and "--train_pattern" not in result.stderr
+    assert f"(did you mean {tmp_path / 'features'}/?)" in result.stderr
