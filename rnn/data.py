@@ -176,10 +176,21 @@ def _labels(shards, only=None, leave_out=frozenset()):
             if (only is None or video_id in only) and video_id not in leave_out}
 
 
+# A held-out split that covers fewer than this share of the trained classes
+# gets a warning: a top-1 over 3 of 29 classes is not the model's top-1.
+FEW_CLASSES_SHARE = 0.5
+_FEW_CLASSES_ADVICE = {
+    "validation": "Raise --validation_fraction, or give classes more groups (a class needs 2 or more to lend one).",
+    "test": "Extract with a larger --test_fraction, or give classes more groups: a class whose clips all come "
+            "from one group (one video, one gNN, one source movie) is never held out.",
+}
+
+
 def _check_classes(data):
     """Refuses a training set of fewer than 2 classes (every score would be
-    1.0 and mean nothing); warns for evaluated classes without training
-    videos (their videos cannot be classified right)."""
+    1.0 and mean nothing); warns for a held-out split covering few of the
+    trained classes, and for evaluated classes without training videos
+    (their videos cannot be classified right)."""
     trained = _labels(data.train, leave_out=data.validation_ids)
     names = data.class_names
     if len(trained) < 2:
@@ -188,6 +199,9 @@ def _check_classes(data):
                           "give videos of more classes")
     for split, labels in (("validation", _labels(data.train, only=data.validation_ids) if data.validation_ids
                            else set()), ("test", _labels(data.held_out) if data.held_out else set())):
+        if labels and len(labels) < FEW_CLASSES_SHARE * len(trained):
+            log.warning("the %s split covers only %d of the %d trained classes: its scores say little about the "
+                        "others. %s", split, len(labels), len(trained), _FEW_CLASSES_ADVICE[split])
         untrained = sorted(labels - trained)
         if untrained:
             log.warning("%d classes of the %s split have no training videos (%s): their videos are scored, and "

@@ -243,6 +243,26 @@ def test_training_on_one_class_is_refused_and_untrained_test_classes_are_named(t
     assert "class3" in caplog.text and "no training videos" in caplog.text
 
 
+def test_a_held_out_split_covering_few_classes_is_warned_with_what_to_do(tmp_path, caplog):
+    from rnn import data
+
+    few = tmp_path / "few"
+    one_class_test = [example for example in temporal_order_examples(8, 8, 4, seed=1) if example[1] == 0]
+    write_extraction(few, {"train": temporal_order_examples(12, 8, 4), "test": one_class_test}, CLASSES, 8)
+    with caplog.at_level(logging.WARNING):
+        data.open_run_data(str(few / "train-*.tfrecord"), str(few / "test-*.tfrecord"))
+    assert "the test split covers only 1 of the 4 trained classes" in caplog.text
+    assert "--test_fraction" in caplog.text
+
+    caplog.clear()
+    every_class = tmp_path / "every"
+    write_extraction(every_class, {"train": temporal_order_examples(12, 8, 4),
+                                   "test": temporal_order_examples(8, 8, 4, seed=1)}, CLASSES, 8)
+    with caplog.at_level(logging.WARNING):
+        data.open_run_data(str(every_class / "train-*.tfrecord"), str(every_class / "test-*.tfrecord"))
+    assert "covers only" not in caplog.text
+
+
 def test_the_extractor_names_classes_whose_videos_were_all_held_out():
     import types
 
