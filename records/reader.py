@@ -305,8 +305,16 @@ def _select_videos(dataset, only, leave_out):
             verdict = tf.logical_and(verdict, drop.lookup(video_id) == 0)
         return serialized, verdict
 
+    def verdict_of(serialized, verdict):
+        return verdict
+
+    def record_of(serialized, verdict):
+        return serialized
+
+    # Named functions, not two lambdas on one line: AutoGraph cannot tell
+    # such lambdas apart and printed a warning on every training run.
     dataset = dataset.map(wanted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.filter(lambda serialized, verdict: verdict).map(lambda serialized, verdict: serialized)
+    return dataset.filter(verdict_of).map(record_of)
 
 
 def scan_shards(files, spec, dtype):
