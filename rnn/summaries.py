@@ -8,9 +8,9 @@ Run folder ``<logdir>/<run>/``:
   the same tags, so that one chart shows all three (``metrics/loss``,
   ``metrics/top1``, ``metrics/topK``), plus ``optim/...`` and ``perf/...``
   for training; weight and gradient histograms (``weights/...``,
-  ``gradients/...``); ``validation/metrics/best_top1`` and ``best_step``
-  (the model the run exports, chosen on validation alone) and
-  ``eval/metrics/selected_top1`` (that model's test top-1);
+  ``gradients/...``); ``metrics/selected_top1`` in ``validation/`` and
+  ``eval/`` (the top-1 of the model the run exports, chosen on validation
+  loss alone) and ``validation/metrics/selected_step``;
 - ``eval/`` also (``validation/`` when there is no test split): the confusion matrix (counts and row percentages), per-class
   precision and recall (one image, and PR curves, one per class with
   held-out videos), the misclassified held-out clips as thumbnails with
@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 # Scalar tags, grouped by prefix (TensorBoard makes one section per prefix).
 LOSS, TOP1 = "metrics/loss", "metrics/top1"
-# In validation/: the best validation top-1 so far and its step (the model
-# the run exports); in eval/ (the test split): that model's test top-1.
-BEST_TOP1, BEST_STEP, SELECTED_TOP1 = "metrics/best_top1", "metrics/best_step", "metrics/selected_top1"
+# The model chosen so far (the one the run exports, chosen on validation
+# loss): its top-1 in validation/ and in eval/ (the test split), and its step
+# in validation/.
+SELECTED_TOP1, SELECTED_STEP = "metrics/selected_top1", "metrics/selected_step"
 LEARNING_RATE, GRADIENT_NORM, PARAMETER_NORM = "optim/learning_rate", "optim/gradient_norm", "optim/parameter_norm"
 EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_percent"
 CONFUSION_MATRIX = "confusion_matrix"
@@ -131,8 +132,8 @@ def experiment_summary(runs_hyperparameters, top_k):
     specs = [hparams.HParam(name, hparams.Discrete(domain) if len({type(v) for v in domain}) == 1 else None)
              for name, domain in domains.items()]
     metrics = [hparams.Metric(SELECTED_TOP1, group=EVAL_EVENTS, display_name="test top-1 (exported model)"),
-               hparams.Metric(BEST_TOP1, group=VALIDATION_EVENTS, display_name="validation top-1 (exported model)"),
-               hparams.Metric(BEST_STEP, group=VALIDATION_EVENTS, display_name="step exported (chosen on validation)"),
+               hparams.Metric(SELECTED_TOP1, group=VALIDATION_EVENTS, display_name="validation top-1 (exported model)"),
+               hparams.Metric(SELECTED_STEP, group=VALIDATION_EVENTS, display_name="step exported (chosen on validation)"),
                hparams.Metric(TOP1, group=EVAL_EVENTS, display_name="test top-1 (last evaluation)"),
                hparams.Metric(LOSS, group=EVAL_EVENTS, display_name="test loss"),
                hparams.Metric(LOSS, group=TRAIN_EVENTS, display_name="training loss"),
@@ -476,8 +477,8 @@ class Board:
             tf.summary.scalar(PARAMETER_NORM, parameter_norm)
 
     def evaluation(self, step, scores, outputs, variables, selected, draw_images):
-        """Each split's scalars (validation: also its best top-1 so far and
-        the step, the model the run exports; test: that model's top-1); with
+        """Each split's scalars, and the top-1 of the model chosen so far (the
+        one the run exports; its step in validation/); with
         ``draw_images``, the test split's (else the validation split's)
         confusion matrix, per-class precision and recall, PR curves and
         misclassified clips; weight histograms.
@@ -500,11 +501,9 @@ class Board:
                 tf.summary.scalar(TOP1, metrics["top1"])
                 if self.top_k:
                     tf.summary.scalar(top_k_tag(self.top_k), metrics["top_k"])
+                tf.summary.scalar(SELECTED_TOP1, selected[name]["top1"])
                 if name == "validation":
-                    tf.summary.scalar(BEST_TOP1, selected["validation"]["top1"])
-                    tf.summary.scalar(BEST_STEP, selected["step"])
-                else:
-                    tf.summary.scalar(SELECTED_TOP1, selected["test"]["top1"])
+                    tf.summary.scalar(SELECTED_STEP, selected["step"])
         shown = self._shown
         if self.chief and draw_images and shown:
             metrics = scores[shown]

@@ -50,8 +50,8 @@ def demo_run(demo_extraction, tmp_path_factory):
     return features, logdir, _train(features, logdir)
 
 
-HPARAMS_METRICS = {("eval", "metrics/selected_top1"), ("validation", "metrics/best_top1"),
-                   ("validation", "metrics/best_step"), ("eval", "metrics/top1"), ("eval", "metrics/top3"),
+HPARAMS_METRICS = {("eval", "metrics/selected_top1"), ("validation", "metrics/selected_top1"),
+                   ("validation", "metrics/selected_step"), ("eval", "metrics/top1"), ("eval", "metrics/top3"),
                    ("eval", "metrics/loss"), ("train", "metrics/loss"), ("train", "metrics/top1")}
 
 
@@ -90,7 +90,7 @@ def test_hparams_session_and_experiment_of_a_run(demo_run):
     evaluation = _accumulator(logdir / "gru" / "eval")
     selected = tf.make_ndarray(evaluation.Tensors("metrics/selected_top1")[-1].tensor_proto)
     assert float(selected) == metrics["selected"]["test"]["top1"]
-    assert not {"metrics/best_top1", "metrics/best_step"} & set(evaluation.Tags()["tensors"])
+    assert "metrics/selected_step" not in evaluation.Tags()["tensors"]
 
 
 def test_tensorboard_shows_the_hyperparameter_that_differs_first(demo_run, tmp_path):
@@ -147,7 +147,7 @@ def test_scalars_are_grouped_and_train_and_eval_share_charts(demo_run):
     # The demo has two source groups a class: too few to carve a validation
     # split, so the final model is the one exported, and eval/ says its top-1.
     assert not (logdir / "gru" / "validation").exists()
-    assert "metrics/selected_top1" in eval_tags and not {"metrics/best_top1", "metrics/best_step"} & eval_tags
+    assert "metrics/selected_top1" in eval_tags and "metrics/selected_step" not in eval_tags
     assert "metrics/top5" not in train_tags | eval_tags  # 4 classes: top-5 would always be 1
     assert {"gradients/gru_0", "gradients/classifier"} <= train_tags  # one per layer (the default: 1 GRU)
     assert {"weights/classifier/kernel", "weights/gru_0/gru_cell/kernel"} <= train_tags  # not "logits"
@@ -296,12 +296,11 @@ def test_images_are_drawn_when_the_best_changes_and_at_the_end(tmp_path):
     scores = {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in validation.Tensors(tag)]
               for tag in ("metrics/top1", "metrics/loss")}
     assert [step for step, _ in scores["metrics/top1"]] == list(range(2, 25, 2))
-    # The validation split chooses: higher top-1, or the same and a lower loss.
-    keys = [(top1, -loss) for (step, top1), (_, loss) in zip(scores["metrics/top1"], scores["metrics/loss"])]
-    improved = {step for i, ((step, _), key) in enumerate(zip(scores["metrics/top1"], keys))
-                if all(key > before for before in keys[:i])}
+    # The validation split chooses: a lower loss than every evaluation before.
+    losses = scores["metrics/loss"]
+    improved = {step for i, (step, loss) in enumerate(losses) if all(loss < before for _, before in losses[:i])}
     drawn = {event.step for event in _accumulator(tmp_path / "logs" / "gru" / "eval").Tensors("confusion_matrix")}
     assert drawn == improved | {24}
-    assert len(drawn) < len(keys)  # the point: not at every evaluation
-    best_step = [int(tf.make_ndarray(event.tensor_proto)) for event in validation.Tensors("metrics/best_step")]
-    assert best_step[-1] == max(improved)
+    assert len(drawn) < len(losses)  # the point: not at every evaluation
+    selected_step = [int(tf.make_ndarray(event.tensor_proto)) for event in validation.Tensors("metrics/selected_step")]
+    assert selected_step[-1] == max(improved)
