@@ -299,7 +299,7 @@ def _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k)
     run["hparams"] = hyperparameters
     files.write_json_atomic(run_dir / run_dir_lib.RUN_FILE, run)
     summaries.write_experiment(config.logdir, run_dir_lib.hyperparameters_of_runs(config.logdir), top_k)
-    for events in ("", run_dir_lib.TRAIN_EVENTS, run_dir_lib.EVAL_EVENTS):
+    for events in ("", run_dir_lib.TRAIN_EVENTS, run_dir_lib.VALIDATION_EVENTS, run_dir_lib.EVAL_EVENTS):
         run_dir_lib.drop_events_after(run_dir / events, step)
     if step == 0:
         return {}

@@ -216,6 +216,25 @@ def test_running_again_resumes_from_the_last_checkpoint(order_task, tmp_path):
     assert restarted["step"] == 20 and _steps_logged(tmp_path / "gru" / "train") == [[10, 20]]
 
 
+def test_a_resumed_run_drops_what_every_split_logged_after_its_checkpoint(order_task, tmp_path):
+    """A session killed after its last checkpoint leaves events of steps
+    that the next session trains again: they are dropped in every events
+    folder (the validation split's too), so that no chart shows a step twice."""
+    training.train(_config(order_task, tmp_path, steps=40, checkpoint_every=20, eval_every=20))
+    for split in ("train", "validation", "eval"):
+        # What a killed session would have logged at step 50, after its checkpoint of step 40.
+        writer = tf.summary.create_file_writer(str(tmp_path / "gru" / split))
+        with writer.as_default():
+            tf.summary.scalar("metrics/loss", 9.0, step=50)
+        writer.close()
+    training.train(_config(order_task, tmp_path, steps=60, checkpoint_every=20, eval_every=20))
+    for split in ("validation", "eval"):
+        steps = sorted(step for session in _steps_logged(tmp_path / "gru" / split) for step in session)
+        assert steps == [20, 40, 60], split
+    train_steps = [step for session in _steps_logged(tmp_path / "gru" / "train") for step in session]
+    assert train_steps.count(50) == 1
+
+
 def test_resuming_with_other_settings_is_refused_and_a_longer_run_is_recorded(order_task, tmp_path):
     training.train(_config(order_task, tmp_path, steps=10, run_name="run"))
     with pytest.raises(training.TrainingError, match=r"other settings \(units: 32 there, 64 now\)"):
