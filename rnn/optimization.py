@@ -1,5 +1,7 @@
 """One optimization step over a global batch, and the meters of its outputs."""
 
+from rnn.summaries import GRADIENT_NORM_OF_LAYER
+
 
 def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
     """One optimization step over a global batch, as a ``tf.function``.
@@ -16,7 +18,7 @@ def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
 
     Returns:
       ``train_step(inputs, labels) -> {"loss", "gradient_norm",
-      "gradients/LAYER"..., "top1" [, "topK"]}`` for the global batch.
+      "optim/gradient_norm/LAYER"..., "top1" [, "topK"]}`` for the global batch.
     """
     import keras
     import tensorflow as tf
@@ -43,7 +45,7 @@ def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
         by_layer = {}
         for variable, gradient in zip(model.trainable_variables, gradients):
             by_layer.setdefault(variable.path.split("/")[0], []).append(gradient)
-        layer_norms = {f"gradients/{layer}": tf.linalg.global_norm(grads) / scale for layer, grads in by_layer.items()}
+        layer_norms = {f"{GRADIENT_NORM_OF_LAYER}/{layer}": tf.linalg.global_norm(grads) / scale for layer, grads in by_layer.items()}
         correct = {"top1": tf.math.in_top_k(labels, logits, 1)}
         if top_k:
             correct[f"top{top_k}"] = tf.math.in_top_k(labels, logits, top_k)

@@ -62,7 +62,8 @@ def check_run_name(name):
     if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
         raise ValueError(f"--run_name {name!r} must be a plain folder name (no '/', not '.' or '..')")
     if name == summaries.EXPERIMENT_FOLDER:
-        raise ValueError(f"--run_name {name!r} is taken: --logdir's {name}/ holds the HParams experiment")
+        raise ValueError(f"--run_name {name!r} is taken: earlier versions kept the HParams experiment in --logdir's "
+                         f"{name}/")
 
 
 def read_run_file(run_dir):
@@ -100,21 +101,6 @@ def keep_backbone_model(run_dir, extraction, features_folder):
                              f"its manifest names (SHA-256 {entry['sha256'][:12]}...); run the same python -m "
                              "extract command again to restore it")
     files.write_bytes_atomic(pathlib.Path(run_dir) / BACKBONE_MODEL_FILE, content)
-
-
-def hyperparameters_of_runs(logdir):
-    """The hyperparameters (run.json's "hparams") of every run in ``logdir``
-    that records them, for the logdir's HParams experiment."""
-    found = []
-    for folder in sorted(pathlib.Path(logdir).iterdir()):
-        if folder.is_dir() and folder.name != summaries.EXPERIMENT_FOLDER:
-            try:
-                run = read_run_file(folder)
-            except RunFolderError:
-                continue
-            if run is not None and isinstance(run.get("hparams"), dict):
-                found.append(run["hparams"])
-    return found
 
 
 def backbone_model(run_dir, extraction):

@@ -6,28 +6,35 @@ Run folder ``<logdir>/<run>/``:
   hyperparameters (extraction settings included) and how it ended;
 - ``train/``, ``validation/`` and ``eval/`` (the test split): scalars under
   the same tags, so that one chart shows all three (``metrics/loss``,
-  ``metrics/top1``, ``metrics/topK``), plus ``optim/...`` and ``perf/...``
-  for training; weight and gradient histograms (``weights/...``,
-  ``gradients/...``); ``metrics/selected_top1`` in ``validation/`` and
-  ``eval/`` (the top-1 of the model the run exports, chosen on validation
-  loss alone) and ``validation/metrics/selected_step``;
-- ``eval/`` also (``validation/`` when there is no test split): the confusion matrix (counts and row percentages), per-class
-  precision and recall (one image, and PR curves, one per class with
-  held-out videos), the misclassified held-out clips as thumbnails with
-  their true and predicted labels, and the embeddings projector (each
-  held-out video's final recurrent state and mean CNN feature, with label,
-  prediction and thumbnail). Images are drawn where they are looked at:
-  when the best checkpoint changes and at the end of a run, not at every
-  evaluation (at 101 classes they cost more than the evaluation itself).
+  ``metrics/top1``, ``metrics/topK``), plus ``optim/...`` (learning rate,
+  gradient norm before clipping, overall and per layer, parameter norm) and
+  ``perf/...`` for training; weight histograms (``weights/...``);
+  ``metrics/selected_top1`` in ``validation/`` and ``eval/`` (the top-1 of
+  the model the run exports, chosen on validation loss alone) and
+  ``validation/metrics/selected_step``;
+- ``eval/`` also (``validation/`` when there is no test split), under
+  ``predictions/``: the confusion matrix (counts and row percentages),
+  per-class precision and recall, the misclassified held-out clips as
+  thumbnails with their true and predicted labels; PR curves, one per class
+  with held-out videos; and the embeddings projector (each held-out video's
+  final recurrent state and mean CNN feature, with label, prediction and
+  thumbnail). Images are drawn where they are looked at: when the exported
+  checkpoint changes and at the end of a run, not at every evaluation (at
+  101 classes they cost more than the evaluation itself).
 
-``<logdir>/_hparams/``: the HParams tab's experiment, shared by the runs of
-the logdir and written again by every run that starts: which
-hyperparameters the table shows (those whose values differ between the
-runs, marked as differing; the cell and learning rate when there is one
-run) and which metrics it shows beside them (the exported model's test and
-validation top-1 and its step, the last test top-1, top-k and loss,
-training loss and top-1): each column names its split. TensorBoard ticks the first five hyperparameters it is given, so
-listing only those that differ keeps the metric columns on screen.
+TensorBoard's Time Series lists sections by name: ``metrics`` comes first
+(is it converging, how good is it on held-out data), then ``optim``,
+``perf``, ``predictions`` and ``weights``.
+
+The HParams tab is TensorBoard's own view of the runs' sessions: no
+experiment is written, so TensorBoard works out at every request which
+hyperparameters differ between the runs it has (those come first, marked
+as differing) and which metrics there are (every scalar of ``train/``,
+``validation/`` and ``eval/``: the ``metrics/`` ones sort first). A written
+experiment would go stale: a running TensorBoard keeps the first one it
+read, and it would need a folder of its own, which TensorBoard lists as a
+run. Whole numbers are recorded as text, so that the table shows ``300``,
+not ``300.00``.
 """
 
 import io
@@ -48,12 +55,16 @@ LOSS, TOP1 = "metrics/loss", "metrics/top1"
 SELECTED_TOP1, SELECTED_STEP = "metrics/selected_top1", "metrics/selected_step"
 LEARNING_RATE, GRADIENT_NORM, PARAMETER_NORM = "optim/learning_rate", "optim/gradient_norm", "optim/parameter_norm"
 EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_percent"
-CONFUSION_MATRIX = "confusion_matrix"
-PER_CLASS = "per_class/precision_recall"
-MISCLASSIFIED = "misclassified_clips"
+# Per layer: "optim/gradient_norm/<layer>".
+GRADIENT_NORM_OF_LAYER = GRADIENT_NORM
+# The images, in a section after the metrics.
+CONFUSION_MATRIX = "predictions/confusion_matrix"
+PER_CLASS = "predictions/per_class_precision_recall"
+MISCLASSIFIED = "predictions/misclassified_clips"
 # The writers' folders in a run folder (the HParams session goes to its root).
 TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = "train", "validation", "eval"
-# In --logdir, beside the runs: the HParams experiment (no run may take this name).
+# In --logdir, beside the runs: where earlier versions wrote the HParams
+# experiment (removed by the next run; no run may take this name).
 EXPERIMENT_FOLDER = "_hparams"
 # What TensorFlow's summary writers name their files: time, host, process id,
 # a per-process number.
@@ -97,78 +108,34 @@ def hparams_record(config, manifest, total_steps):
 
 def write_hparams(writer, run_name, hyperparameters):
     """Starts the run's session for the HParams tab (in the run's root
-    writer): its hyperparameters, and its name as the trial id."""
+    writer): its hyperparameters, whole numbers as text, and its name as
+    the trial id."""
     from tensorboard.plugins.hparams import api as hparams
 
+    shown = {name: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+             for name, value in hyperparameters.items()}
     with writer.as_default():
-        hparams.hparams(hyperparameters, trial_id=run_name)
+        hparams.hparams(shown, trial_id=run_name)
     writer.flush()
 
 
-def experiment_summary(runs_hyperparameters, top_k):
-    """The HParams experiment of a logdir's runs (serialized ``Summary``).
-
-    Args:
-      runs_hyperparameters: each run's ``hparams_record``.
-      top_k: the k of the runs' top-k accuracy, or None.
-
-    Returns:
-      The summary, listing the hyperparameters whose values differ between
-      the runs (marked as differing, their values as their domain), or the
-      cell and learning rate if none differs.
-    """
-    from tensorboard.plugins.hparams import api as hparams
-    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
-
-    values = {}
-    for run in runs_hyperparameters:
-        for name, value in run.items():
-            values.setdefault(name, set()).add(value)
-    # Runs that lack a hyperparameter (recorded by another version) make it differ too.
-    differing = sorted(name for name, seen in values.items()
-                       if len(seen) > 1 or any(name not in run for run in runs_hyperparameters))
-    listed = differing or [name for name in ("cell", "learning_rate") if name in values]
-    domains = {name: sorted(values[name], key=str) for name in listed}
-    specs = [hparams.HParam(name, hparams.Discrete(domain) if len({type(v) for v in domain}) == 1 else None)
-             for name, domain in domains.items()]
-    metrics = [hparams.Metric(SELECTED_TOP1, group=EVAL_EVENTS, display_name="test top-1 (exported model)"),
-               hparams.Metric(SELECTED_TOP1, group=VALIDATION_EVENTS, display_name="validation top-1 (exported model)"),
-               hparams.Metric(SELECTED_STEP, group=VALIDATION_EVENTS, display_name="step exported (chosen on validation)"),
-               hparams.Metric(TOP1, group=EVAL_EVENTS, display_name="test top-1 (last evaluation)"),
-               hparams.Metric(LOSS, group=EVAL_EVENTS, display_name="test loss"),
-               hparams.Metric(LOSS, group=TRAIN_EVENTS, display_name="training loss"),
-               hparams.Metric(TOP1, group=TRAIN_EVENTS, display_name="training top-1")]
-    if top_k:
-        metrics.insert(4, hparams.Metric(top_k_tag(top_k), group=EVAL_EVENTS, display_name=f"test top-{top_k}"))
-    summary = hparams.hparams_config_pb(specs, metrics)
-    value = summary.value[0]
-    experiment = metadata.parse_experiment_plugin_data(value.metadata.plugin_data.content)
-    for info in experiment.hparam_infos:
-        info.differs = info.name in differing
-    value.metadata.CopyFrom(metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(
-        experiment=experiment)))
-    return summary.SerializeToString()
-
-
-def write_experiment(logdir, runs_hyperparameters, top_k):
-    """Writes the logdir's HParams experiment (``experiment_summary``) into
-    ``<logdir>/_hparams/``, replacing the one there (its own event files,
-    recognised by their exact names, and nothing else)."""
+def remove_old_experiment(logdir):
+    """Deletes the HParams experiment that earlier versions wrote into
+    ``<logdir>/_hparams/`` (its event files, recognised by their exact
+    names, then the folder if nothing else is in it): TensorBoard would
+    show it instead of working the table out from the runs."""
     import re
-
-    import tensorflow as tf
 
     from records import files
 
     folder = pathlib.Path(logdir) / EXPERIMENT_FOLDER
-    summary = experiment_summary(runs_hyperparameters, top_k)
-    earlier = [name for name in files.relative_files(folder) if re.fullmatch(EVENT_FILE, name)] \
-        if folder.is_dir() else []
-    writer = tf.summary.create_file_writer(str(folder))
-    with writer.as_default():
-        tf.summary.experimental.write_raw_pb(summary, step=0)
-    writer.close()
-    files.delete_own_files(folder, earlier)
+    if not folder.is_dir():
+        return
+    files.delete_own_files(folder, [name for name in files.relative_files(folder) if re.fullmatch(EVENT_FILE, name)])
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something of the user's is in it: it stays
 
 
 def write_session_end(writer, status):
@@ -331,7 +298,9 @@ def thumbnails_png(entries, title, columns=6):
 
 def write_pr_curves(probabilities, labels, class_names, step):
     """One precision-recall curve per class (one-vs-rest, over the held-out
-    videos' softmax probabilities), for TensorBoard's PR Curves tab."""
+    videos' softmax probabilities), for TensorBoard's PR Curves tab; each
+    curve's description says how many held-out videos of its class it rests
+    on (with one or two, a "curve" is a few steps)."""
     import tensorflow as tf
     from tensorboard.plugins.pr_curve import summary as pr_curve
 
@@ -340,7 +309,9 @@ def write_pr_curves(probabilities, labels, class_names, step):
         if not truth.any():
             continue
         summary = pr_curve.pb(f"pr_curve/{name}", truth, probabilities[:, index].astype(np.float32),
-                              num_thresholds=51, display_name=name)
+                              num_thresholds=51, display_name=name,
+                              description=f"{int(truth.sum())} held-out videos of {name} "
+                                          f"(of {len(labels)} held-out videos)")
         tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
 

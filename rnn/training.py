@@ -279,11 +279,11 @@ class _Checkpoints:
             shutil.rmtree(self._scratch, ignore_errors=True)  # a folder this process made for itself
 
 
-def _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k):
+def _start_session(run_dir, run, config, step, schedule, hyperparameters):
     """The chief's bookkeeping at a session's start: run.json records the
     session (and says what changed since the last one) and the run's
-    hyperparameters, the logdir's HParams experiment is written again with
-    them, metrics.json so far is read back, and events logged after the
+    hyperparameters, an HParams experiment of earlier versions is removed
+    from the logdir, metrics.json so far is read back, and events logged after the
     checkpoint resumed from are dropped (those steps are done again).
     Returns the metrics so far."""
     session = {"from_step": step, "total_steps": schedule.total_steps,
@@ -298,7 +298,7 @@ def _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k)
     sessions.append(session)
     run["hparams"] = hyperparameters
     files.write_json_atomic(run_dir / run_dir_lib.RUN_FILE, run)
-    summaries.write_experiment(config.logdir, run_dir_lib.hyperparameters_of_runs(config.logdir), top_k)
+    summaries.remove_old_experiment(config.logdir)
     for events in ("", run_dir_lib.TRAIN_EVENTS, run_dir_lib.VALIDATION_EVENTS, run_dir_lib.EVAL_EVENTS):
         run_dir_lib.drop_events_after(run_dir / events, step)
     if step == 0:
@@ -387,7 +387,7 @@ def _train_in(config, run, data, strategy, chief):
     checkpoints = _Checkpoints(checkpoint, run_dir, chief)
     step = checkpoints.restore(optimizer)
     hyperparameters = summaries.hparams_record(config, data.train.manifest, schedule.total_steps)
-    metrics = _start_session(run_dir, run, config, step, schedule, hyperparameters, top_k) if chief else {}
+    metrics = _start_session(run_dir, run, config, step, schedule, hyperparameters) if chief else {}
     board = summaries.Board(run_dir, chief, data.class_names, top_k, {"validation": data.validation,
                                                                        "test": data.test})
     board.start(hyperparameters)

@@ -50,11 +50,6 @@ def demo_run(demo_extraction, tmp_path_factory):
     return features, logdir, _train(features, logdir)
 
 
-HPARAMS_METRICS = {("eval", "metrics/selected_top1"), ("validation", "metrics/selected_top1"),
-                   ("validation", "metrics/selected_step"), ("eval", "metrics/top1"), ("eval", "metrics/top3"),
-                   ("eval", "metrics/loss"), ("train", "metrics/loss"), ("train", "metrics/top1")}
-
-
 def _hparams_contents(folder):
     from tensorboard.plugins.hparams import metadata
 
@@ -63,26 +58,24 @@ def _hparams_contents(folder):
             if events.SummaryMetadata(tag).plugin_data.plugin_name == metadata.PLUGIN_NAME}
 
 
-def test_hparams_session_and_experiment_of_a_run(demo_run):
+def test_hparams_session_of_a_run(demo_run):
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import metadata
 
     _, logdir, metrics = demo_run
     session = _hparams_contents(logdir / "gru")
-    assert metadata.EXPERIMENT_TAG not in session  # the logdir's experiment is in one place, _hparams/
+    # No experiment anywhere: TensorBoard works the table out from the sessions (a written one goes stale).
+    assert metadata.EXPERIMENT_TAG not in session and not (logdir / "_hparams").exists()
     start = metadata.parse_session_start_info_plugin_data(session[metadata.SESSION_START_INFO_TAG])
     assert {"cell", "units", "learning_rate", "seed", "steps", "features.backbone", "features.precision",
             "features.image_size", "features.max_frames", "features.fps"} <= set(start.hparams)
-    assert start.hparams["steps"].number_value == 40
+    # Whole numbers as text (the table would show 40.000), fractions as numbers.
+    assert start.hparams["steps"].string_value == "40" and start.hparams["units"].string_value == "32"
+    assert start.hparams["learning_rate"].number_value == 0.001
     assert "epochs" not in start.hparams  # asked for in steps: no epochs=30 in the table
     assert start.hparams["features.backbone"].string_value == "efficientnet_lite0"
     end = metadata.parse_session_end_info_plugin_data(session[metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
-    experiment = metadata.parse_experiment_plugin_data(
-        _hparams_contents(logdir / "_hparams")[metadata.EXPERIMENT_TAG])
-    assert {(m.name.group, m.name.tag) for m in experiment.metric_infos} == HPARAMS_METRICS
-    # One run: nothing differs; the table shows its cell and learning rate beside the metrics.
-    assert [(h.name, h.differs) for h in experiment.hparam_infos] == [("cell", False), ("learning_rate", False)]
     # The demo's two training groups a class give no validation split: the final model is exported, its
     # test top-1 is the one shown, and no "best" chosen on the test split is written anywhere.
     assert metrics["selected"]["chosen_on"] == "final step (no validation split)"
@@ -93,48 +86,81 @@ def test_hparams_session_and_experiment_of_a_run(demo_run):
     assert "metrics/selected_step" not in evaluation.Tags()["tensors"]
 
 
-def test_tensorboard_shows_the_hyperparameter_that_differs_first(demo_run, tmp_path):
-    """Issue 16, item 1: two runs that differ only in learning rate. Asked
-    over HTTP, TensorBoard's HParams plugin lists learning_rate, marked as
-    differing, as the only hyperparameter column (the table ticks the first
-    five it is given, which would push the metrics off a 1600-px screen),
-    beside the run's judged metrics."""
+def _tensorboard_json(port, path, body=None):
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-TensorBoard-Feature-Flags": "{}"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def test_a_running_tensorboard_shows_what_differs_after_a_new_run(demo_run, tmp_path):
+    """Issue 21, items 1 and 2. TensorBoard is started on one run (and an
+    experiment folder left by an earlier version); then a run that differs
+    only in learning rate is trained. Asked over HTTP, the running
+    TensorBoard then lists learning_rate first, marked as the one
+    hyperparameter that differs, its metric columns start with the
+    metrics (not gradient norms), and no run in its list is not a run."""
     import socket
     import subprocess
     import sys
     import time
-    import urllib.request
 
     from conftest import started
 
     features, logdir, _ = demo_run
     runs = tmp_path / "logs"
     shutil.copytree(logdir / "gru", runs / "gru")
-    training.train(training.TrainConfig(
-        model=models.ModelConfig(units=32), train_pattern=str(features / "train-*.tfrecord"),
-        eval_pattern=str(features / "test-*.tfrecord"), logdir=str(runs), run_name="gru_lr0.01", steps=40,
-        eval_every=20, log_every=10, checkpoint_every=20, learning_rate=0.01))
+    old_experiment = tf.summary.create_file_writer(str(runs / "_hparams"))  # what earlier versions wrote
+    with old_experiment.as_default():
+        tf.summary.scalar("stale", 1.0, step=0)
+    old_experiment.close()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", runs, "--port", port, "--host", "127.0.0.1",
                "--reload_interval", "1"]
     with started(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE):
-        deadline = time.monotonic() + 120
-        experiment = {}
-        while not experiment.get("hparamInfos"):
-            assert time.monotonic() < deadline, f"TensorBoard gave no experiment: {experiment}"
-            time.sleep(1)
+        def experiment():
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",
-                                                 data=json.dumps({"experimentName": ""}).encode(),
-                                                 headers={"Content-Type": "application/json",
-                                                          "X-TensorBoard-Feature-Flags": "{}"})
-                experiment = json.loads(urllib.request.urlopen(request, timeout=10).read())
+                return _tensorboard_json(port, "/data/plugin/hparams/experiment",
+                                         {"experimentName": "", "includeMetrics": True})
             except OSError:
-                continue
-    assert [(info["name"], info.get("differs")) for info in experiment["hparamInfos"]] == [("learning_rate", True)]
-    assert {(info["name"]["group"], info["name"]["tag"]) for info in experiment["metricInfos"]} == HPARAMS_METRICS
+                return {}
+
+        def wait_for(condition, what):
+            deadline = time.monotonic() + 120
+            while True:
+                seen = experiment()
+                if condition(seen):
+                    return seen
+                assert time.monotonic() < deadline, f"TensorBoard gave no {what}: {seen}"
+                time.sleep(1)
+
+        first = wait_for(lambda seen: seen.get("hparamInfos"), "experiment")
+        assert not any(info.get("differs") for info in first["hparamInfos"])  # one run: nothing differs
+        training.train(training.TrainConfig(
+            model=models.ModelConfig(units=32), train_pattern=str(features / "train-*.tfrecord"),
+            eval_pattern=str(features / "test-*.tfrecord"), logdir=str(runs), run_name="gru_lr0.01", steps=40,
+            eval_every=20, log_every=10, checkpoint_every=20, learning_rate=0.01))
+        assert not (runs / "_hparams").exists()  # the earlier version's experiment is gone
+        second = wait_for(lambda seen: any(info.get("differs") for info in seen.get("hparamInfos", [])),
+                          "differing hyperparameter")
+        assert [(info["name"], info.get("differs", False)) for info in second["hparamInfos"]][:2] == [
+            ("learning_rate", True), ("batch_size", False)]
+        metrics = [(info["name"]["group"], info["name"]["tag"]) for info in second["metricInfos"]]
+        assert {("eval", "metrics/selected_top1"), ("eval", "metrics/top1"), ("eval", "metrics/top3"),
+                ("eval", "metrics/loss"), ("train", "metrics/loss")} <= set(metrics)
+        sections = [tag.split("/")[0] for _, tag in metrics]
+        assert sections == sorted(sections, key=lambda section: section != "metrics"), sections  # metrics first
+        steps = next(info for info in second["hparamInfos"] if info["name"] == "steps")
+        assert steps["domainDiscrete"] == ["40"]  # shown as 40, not 40.000
+        deadline = time.monotonic() + 60
+        while "_hparams" in _tensorboard_json(port, "/data/runs"):
+            assert time.monotonic() < deadline, "TensorBoard still lists _hparams as a run"
+            time.sleep(1)
+        assert {"gru", "gru/train", "gru/eval", "gru_lr0.01"} <= set(_tensorboard_json(port, "/data/runs"))
 
 
 def test_scalars_are_grouped_and_train_and_eval_share_charts(demo_run):
@@ -142,14 +168,16 @@ def test_scalars_are_grouped_and_train_and_eval_share_charts(demo_run):
     train_tags = set(_accumulator(logdir / "gru" / "train").Tags()["tensors"])
     eval_tags = set(_accumulator(logdir / "gru" / "eval").Tags()["tensors"])
     scalars = {tag for tag in train_tags if not tag.startswith(("weights/",))}
-    assert {tag.split("/")[0] for tag in scalars} == {"metrics", "optim", "perf", "gradients"}
+    # Sections in the order TensorBoard lists them, the metrics first.
+    assert {tag.split("/")[0] for tag in scalars} == {"metrics", "optim", "perf"}
     assert {"metrics/loss", "metrics/top1", "metrics/top3"} <= train_tags & eval_tags  # one chart each
     # The demo has two source groups a class: too few to carve a validation
     # split, so the final model is the one exported, and eval/ says its top-1.
     assert not (logdir / "gru" / "validation").exists()
     assert "metrics/selected_top1" in eval_tags and "metrics/selected_step" not in eval_tags
     assert "metrics/top5" not in train_tags | eval_tags  # 4 classes: top-5 would always be 1
-    assert {"gradients/gru_0", "gradients/classifier"} <= train_tags  # one per layer (the default: 1 GRU)
+    # One gradient norm per layer (the default: 1 GRU).
+    assert {"optim/gradient_norm/gru_0", "optim/gradient_norm/classifier"} <= train_tags
     assert {"weights/classifier/kernel", "weights/gru_0/gru_cell/kernel"} <= train_tags  # not "logits"
 
 
@@ -157,10 +185,10 @@ def test_confusion_matrix_per_class_charts_pr_curves_and_misclassified_clips(dem
     _, logdir, metrics = demo_run
     evaluation = _accumulator(logdir / "gru" / "eval")
     tags = set(evaluation.Tags()["tensors"])
-    confusion = _image(evaluation, "confusion_matrix")
+    confusion = _image(evaluation, "predictions/confusion_matrix")
     assert confusion.size[0] >= 600 and confusion.size[1] >= 500
-    assert _image(evaluation, "per_class/precision_recall").size[1] >= 200
-    clips = _image(evaluation, "misclassified_clips")
+    assert _image(evaluation, "predictions/per_class_precision_recall").size[1] >= 200
+    clips = _image(evaluation, "predictions/misclassified_clips")
     wrong = round((1 - metrics["final"]["test"]["top1"]) * metrics["final"]["test"]["examples"])
     # A grid of thumbnails, or (nothing misclassified) a one-line note saying so.
     assert (clips.size[1] > 200) == (wrong > 0)
@@ -168,6 +196,10 @@ def test_confusion_matrix_per_class_charts_pr_curves_and_misclassified_clips(dem
     curves = {tag for tag in tags if tag.startswith("pr_curve/")}
     assert curves == {f"pr_curve/{name}/pr_curves" for name in class_names}
     assert evaluation.SummaryMetadata(sorted(curves)[0]).plugin_data.plugin_name == "pr_curves"
+    # Each curve says what it rests on (issue 21, item 5): the demo holds out 2 videos a class.
+    held_out = metrics["final"]["test"]["examples"]
+    assert evaluation.SummaryMetadata(f"pr_curve/{class_names[0]}/pr_curves").summary_description == \
+        f"{held_out // len(class_names)} held-out videos of {class_names[0]} (of {held_out} held-out videos)"
 
 
 def _projector(folder):
@@ -299,7 +331,7 @@ def test_images_are_drawn_when_the_best_changes_and_at_the_end(tmp_path):
     # The validation split chooses: a lower loss than every evaluation before.
     losses = scores["metrics/loss"]
     improved = {step for i, (step, loss) in enumerate(losses) if all(loss < before for _, before in losses[:i])}
-    drawn = {event.step for event in _accumulator(tmp_path / "logs" / "gru" / "eval").Tensors("confusion_matrix")}
+    drawn = {event.step for event in _accumulator(tmp_path / "logs" / "gru" / "eval").Tensors("predictions/confusion_matrix")}
     assert drawn == improved | {24}
     assert len(drawn) < len(losses)  # the point: not at every evaluation
     selected_step = [int(tf.make_ndarray(event.tensor_proto)) for event in validation.Tensors("metrics/selected_step")]
