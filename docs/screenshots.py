@@ -7,8 +7,9 @@
    and, in a logdir of its own, one run on synthetic features of UCF-101's
    101 classes whose held-out split lacks 30 of them.
 2. Starts TensorBoard on those runs and takes, in headless Chromium at 1600
-   px wide: the HParams table as it first opens, and the Images tab filtered
-   on each image (confusion matrix, per-class chart, misclassified clips).
+   px wide: the landing view (Time Series) and the HParams table as they
+   first open, and the Images tab filtered on each image (confusion matrix,
+   per-class chart, misclassified clips).
 3. Writes the 101-class confusion matrix as TensorBoard stores it, full size.
 
 Everything goes to ``docs/`` (and a work folder that is deleted at the end).
@@ -129,6 +130,7 @@ def main():
                     break
                 except OSError:
                     time.sleep(1)
+            _screenshot(f"{base}/?darkMode=false#timeseries", DOCS / "tensorboard_time_series.png", 900, chromium)
             _screenshot(f"{base}/?darkMode=false#hparams", DOCS / "tensorboard_hparams.png", 700, chromium)
             for tag, name, height in (("confusion", "tensorboard_confusion_matrix.png", 1000),
                                       ("per_class", "tensorboard_per_class.png", 1000),
@@ -143,7 +145,7 @@ def main():
         events = event_accumulator.EventAccumulator(str(work / "logs101" / "ucf101_synthetic" / "eval"),
                                                     size_guidance={"tensors": 0})
         events.Reload()
-        png = events.Tensors("confusion_matrix")[-1].tensor_proto.string_val[2]
+        png = events.Tensors("predictions/confusion_matrix")[-1].tensor_proto.string_val[2]
         (DOCS / "confusion_matrix_101.png").write_bytes(png)
         print("wrote docs/confusion_matrix_101.png")
         print(json.dumps({run: json.loads((logdir / run / "metrics.json").read_text())["selected"]["test"]["top1"]
