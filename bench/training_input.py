@@ -62,7 +62,7 @@ def model_rate(cell, manifest, batch_size, steps):
     model = models.build_model(models.ModelConfig(cell=cell), len(manifest["class_names"]),
                                manifest["feature_dim"], manifest["max_frames"])
     optimizer = keras.optimizers.Adam(1e-3)
-    step = optimization.make_train_step(model, optimizer, 1.0, evaluation.top_k_for(len(manifest["class_names"])),
+    step = optimization.make_train_step(model, optimizer, 1.0, evaluation.charted_ks(len(manifest["class_names"])),
                                         tf.distribute.get_strategy(), batch_size)
     rng = np.random.default_rng(0)
     inputs = {"features": rng.normal(size=(batch_size, manifest["max_frames"], manifest["feature_dim"]))

@@ -37,6 +37,16 @@ def top_k_for(num_classes):
     return k if k >= 2 else None
 
 
+def charted_ks(num_classes):
+    """The ks of the top-k accuracies charted in TensorBoard: the reported
+    one (``top_k_for``) and each of 3 and 5 below the number of classes.
+    Runs on different numbers of classes then share their top-3 column in
+    HParams (a run that lacks a tag leaves its cell blank there): a 4-class
+    run charts top-3, a 29-class run top-3 and top-5."""
+    ks = {k for k in (3, 5) if k < num_classes} | {top_k_for(num_classes)}
+    return sorted(k for k in ks if k)
+
+
 class NonFiniteOutputs(ValueError):
     """Some videos have NaN or Inf features (which may or may not turn the
     model's outputs into NaN: tanh(Inf) is 1), or NaN or Inf outputs."""
@@ -122,7 +132,8 @@ def metrics_from_logits(logits, labels, class_names):
     Returns:
       A JSON-serializable dict: ``examples``, ``loss`` (mean cross-entropy),
       ``top1``, ``k`` and ``top_k`` (top-k accuracy with ``k = top_k_for(C)``;
-      both None with fewer than 3 classes), ``per_class`` (name -> precision,
+      both None with fewer than 3 classes), ``top_ks`` (``{"K": top-K}`` for
+      each K of ``charted_ks(C)``), ``per_class`` (name -> precision,
       recall, support) and ``confusion_matrix`` (rows: true class, columns:
       predicted).
     """
@@ -132,8 +143,9 @@ def metrics_from_logits(logits, labels, class_names):
     loss = -log_probabilities[np.arange(len(labels)), labels].mean()
     ranked = np.argsort(-logits, axis=1)
     predicted = ranked[:, 0]
+    top_ks = {str(k): float((ranked[:, :k] == labels[:, None]).any(axis=1).mean())
+              for k in charted_ks(num_classes)}
     k = top_k_for(num_classes)
-    top_k = float((ranked[:, :k] == labels[:, None]).any(axis=1).mean()) if k else None
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     per_class = {}
@@ -149,7 +161,8 @@ def metrics_from_logits(logits, labels, class_names):
         "loss": float(loss),
         "top1": float((predicted == labels).mean()),
         "k": k,
-        "top_k": top_k,
+        "top_k": top_ks[str(k)] if k else None,
+        "top_ks": top_ks,
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
     }

@@ -3,7 +3,7 @@
 from rnn.summaries import GRADIENT_NORM_OF_LAYER
 
 
-def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
+def make_train_step(model, optimizer, clip_norm, top_ks, strategy, global_batch):
     """One optimization step over a global batch, as a ``tf.function``.
 
     On every replica: forward, cross-entropy summed over its examples and
@@ -18,7 +18,8 @@ def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
 
     Returns:
       ``train_step(inputs, labels) -> {"loss", "gradient_norm",
-      "optim/gradient_norm/LAYER"..., "top1" [, "topK"]}`` for the global batch.
+      "optim/gradient_norm/LAYER"..., "top1", "topK" for each K of top_ks}`` for the
+      global batch.
     """
     import keras
     import tensorflow as tf
@@ -47,8 +48,8 @@ def make_train_step(model, optimizer, clip_norm, top_k, strategy, global_batch):
             by_layer.setdefault(variable.path.split("/")[0], []).append(gradient)
         layer_norms = {f"{GRADIENT_NORM_OF_LAYER}/{layer}": tf.linalg.global_norm(grads) / scale for layer, grads in by_layer.items()}
         correct = {"top1": tf.math.in_top_k(labels, logits, 1)}
-        if top_k:
-            correct[f"top{top_k}"] = tf.math.in_top_k(labels, logits, top_k)
+        for k in top_ks:
+            correct[f"top{k}"] = tf.math.in_top_k(labels, logits, k)
         sums = context.all_reduce(tf.distribute.ReduceOp.SUM, {
             "loss": loss, **{key: tf.reduce_sum(tf.cast(hit, tf.float32)) for key, hit in correct.items()}})
         return {"loss": sums["loss"], "gradient_norm": scaled_norm / scale, **layer_norms,

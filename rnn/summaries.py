@@ -405,7 +405,7 @@ class Board:
       run_dir: the run folder.
       chief: whether this process writes.
       class_names: class names in label order.
-      top_k: the k of the reported top-k accuracy, or None.
+      top_ks: the ks of the charted top-k accuracies (``evaluation.charted_ks``).
       splits: ``{"validation": rnn.data.Split or None, "test": ...}``: what
         each evaluation split covers, for titles.
     """
@@ -413,11 +413,11 @@ class Board:
     _TRAINING_TAGS = {"loss": LOSS, "top1": TOP1, "gradient_norm": GRADIENT_NORM,
                       "examples_per_second": EXAMPLES_PER_SECOND}
 
-    def __init__(self, run_dir, chief, class_names, top_k, splits):
+    def __init__(self, run_dir, chief, class_names, top_ks, splits):
         import tensorflow as tf
 
         self.run_dir, self.chief = run_dir, chief
-        self.class_names, self.top_k, self.splits = class_names, top_k, splits
+        self.class_names, self.top_ks, self.splits = class_names, top_ks, splits
         self.writers = {}
         if chief:
             self.root = tf.summary.create_file_writer(str(run_dir))
@@ -440,8 +440,8 @@ class Board:
             for key, value in means.items():
                 if key == "input_wait_fraction":
                     tf.summary.scalar(INPUT_WAIT, 100.0 * value)
-                elif self.top_k and key == f"top{self.top_k}":
-                    tf.summary.scalar(top_k_tag(self.top_k), value)
+                elif key in {f"top{k}" for k in self.top_ks}:
+                    tf.summary.scalar(top_k_tag(key[len("top"):]), value)
                 else:
                     tf.summary.scalar(self._TRAINING_TAGS.get(key, key), value)
             tf.summary.scalar(LEARNING_RATE, learning_rate)
@@ -470,8 +470,8 @@ class Board:
             with writer.as_default(step=step):
                 tf.summary.scalar(LOSS, metrics["loss"])
                 tf.summary.scalar(TOP1, metrics["top1"])
-                if self.top_k:
-                    tf.summary.scalar(top_k_tag(self.top_k), metrics["top_k"])
+                for k in self.top_ks:
+                    tf.summary.scalar(top_k_tag(k), metrics["top_ks"][str(k)])
                 tf.summary.scalar(SELECTED_TOP1, selected[name]["top1"])
                 if name == "validation":
                     tf.summary.scalar(SELECTED_STEP, selected["step"])

@@ -378,7 +378,7 @@ def _train_in(config, run, data, strategy, chief):
 
     run_dir = config.run_dir
     schedule = Schedule.of(config, data.training_videos)
-    top_k = evaluation.top_k_for(data.spec.num_classes)
+    top_ks = evaluation.charted_ks(data.spec.num_classes)
     batches, input_split = distribute.distribute_input(
         strategy, data.training_dataset(config.batch_size, config.seed), data.train.files)
     log.info("input: %s", input_split)
@@ -388,14 +388,14 @@ def _train_in(config, run, data, strategy, chief):
     step = checkpoints.restore(optimizer)
     hyperparameters = summaries.hparams_record(config, data.train.manifest, schedule.total_steps)
     metrics = _start_session(run_dir, run, config, step, schedule, hyperparameters) if chief else {}
-    board = summaries.Board(run_dir, chief, data.class_names, top_k, {"validation": data.validation,
+    board = summaries.Board(run_dir, chief, data.class_names, top_ks, {"validation": data.validation,
                                                                        "test": data.test})
     board.start(hyperparameters)
     evaluate = _Evaluator(model, data, config.batch_size, board, checkpoints, metrics.get("selected"), chief)
     try:
         if step == 0:
             _standardize_like_the_training_videos(model, data, config)
-        train_step = optimization.make_train_step(model, optimizer, config.clip_norm, top_k, strategy,
+        train_step = optimization.make_train_step(model, optimizer, config.clip_norm, top_ks, strategy,
                                                   config.batch_size)
         metrics = _loop(config, schedule, step, metrics, model, optimizer, train_step, batches, data, board,
                         evaluate, checkpoints, chief)

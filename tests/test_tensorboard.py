@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from records import manifest as manifest_lib
 from records import schema
-from rnn import models, training
+from rnn import evaluation, models, training
 
 
 def _train(features, logdir, steps=40):
@@ -336,3 +336,20 @@ def test_images_are_drawn_when_the_best_changes_and_at_the_end(tmp_path):
     assert len(drawn) < len(losses)  # the point: not at every evaluation
     selected_step = [int(tf.make_ndarray(event.tensor_proto)) for event in validation.Tensors("metrics/selected_step")]
     assert selected_step[-1] == max(improved)
+
+
+def test_runs_on_different_numbers_of_classes_share_a_top_k_column():
+    # HParams leaves a run's cell blank where it lacks the column's tag: a
+    # 4-class run (top-3) and a 29-class run (top-5) once shared no top-k.
+    rng = np.random.default_rng(0)
+    charted = {}
+    for num_classes in (4, 29):
+        logits, labels = rng.normal(size=(50, num_classes)), rng.integers(0, num_classes, 50)
+        metrics = evaluation.metrics_from_logits(logits, labels, [f"c{i}" for i in range(num_classes)])
+        ranked = np.argsort(-logits, axis=1)
+        for k, value in metrics["top_ks"].items():
+            assert value == pytest.approx(np.mean([label in row[:int(k)] for row, label in zip(ranked, labels)]))
+        assert metrics["top_ks"][str(metrics["k"])] == metrics["top_k"]  # the one the log line reports
+        charted[num_classes] = set(metrics["top_ks"])
+    assert charted == {4: {"3"}, 29: {"3", "5"}}  # top-5 of 4 classes would always be 1
+    assert evaluation.charted_ks(2) == [] and evaluation.charted_ks(3) == [2] and evaluation.charted_ks(5) == [3, 4]
