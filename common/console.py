@@ -132,10 +132,13 @@ class UsageError(Exception):
     """A command used wrongly (a bad flag value, a missing argument)."""
 
 
-# What a folder the user named can refuse a write with.
-UNWRITABLE = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-              errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied"}
+# What a folder the user named can refuse a write with, and what to do about it.
+_MAKE_ROOM = "Make room (or choose another folder)"
+_WRITABLE = "Choose a writable folder (or make this one writable)"
+UNWRITABLE = {errno.ENOSPC: ("the disk is full", _MAKE_ROOM),
+              errno.EDQUOT: ("the disk quota is used up", _MAKE_ROOM),
+              errno.EROFS: ("it is on a read-only file system", _WRITABLE),
+              errno.EACCES: ("permission denied", _WRITABLE), errno.EPERM: ("permission denied", _WRITABLE)}
 
 
 def unwritable_message(error):
@@ -144,8 +147,8 @@ def unwritable_message(error):
     if not isinstance(error, OSError) or error.errno not in UNWRITABLE:
         return None
     where = f"{error.filename}" if error.filename else "a file"
-    return (f"cannot write {where}: {UNWRITABLE[error.errno]}. Make room (or choose a writable folder) and run "
-            "the same command again: it goes on from what was finished.")
+    cause, remedy = UNWRITABLE[error.errno]
+    return f"cannot write {where}: {cause}. {remedy} and run the same command again: it goes on from what was finished."
 
 
 def run_command(main, command):

@@ -160,9 +160,10 @@ def test_an_unwritable_file_is_one_sentence_and_no_partial_file_is_left(tmp_path
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert os.listdir(tmp_path) == []
     message = console.unwritable_message(raised.value)
-    assert message.startswith(f"cannot write {target}: the disk is full.")
+    assert message.startswith(f"cannot write {target}: the disk is full. Make room")
+    # A read-only folder cannot be helped by making room: the sentence says what can.
     assert console.unwritable_message(OSError(errno.EROFS, "Read-only file system", "/x")).startswith(
-        "cannot write /x: it is on a read-only file system")
+        "cannot write /x: it is on a read-only file system. Choose a writable folder")
     assert console.unwritable_message(ValueError("no")) is None
 
 
