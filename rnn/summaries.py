@@ -418,6 +418,7 @@ class Board:
 
         self.run_dir, self.chief = run_dir, chief
         self.class_names, self.top_ks, self.splits = class_names, top_ks, splits
+        self.training_tags = {**self._TRAINING_TAGS, **{f"top{k}": top_k_tag(k) for k in top_ks}}
         self.writers = {}
         if chief:
             self.root = tf.summary.create_file_writer(str(run_dir))
@@ -440,10 +441,8 @@ class Board:
             for key, value in means.items():
                 if key == "input_wait_fraction":
                     tf.summary.scalar(INPUT_WAIT, 100.0 * value)
-                elif key in {f"top{k}" for k in self.top_ks}:
-                    tf.summary.scalar(top_k_tag(key[len("top"):]), value)
                 else:
-                    tf.summary.scalar(self._TRAINING_TAGS.get(key, key), value)
+                    tf.summary.scalar(self.training_tags.get(key, key), value)
             tf.summary.scalar(LEARNING_RATE, learning_rate)
             tf.summary.scalar(PARAMETER_NORM, parameter_norm)
 
