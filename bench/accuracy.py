@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 
@@ -42,7 +43,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", default=str(JHMDB), help="class folders of real clips")
     parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite2")
-    parser.add_argument("--cells", default="gru,lstm")
+    parser.add_argument("--models", default="gru,lstm",
+                        help="comma-separated models: a cell, with the product's defaults, or a cell and the "
+                             "ModelConfig fields that differ, as in gru:members=1+units=64")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per fold (for the seed spread)")
     parser.add_argument("--fps", type=float, default=30.0)
@@ -57,7 +60,7 @@ def main():
     results, rows = {}, []
     for backbone in args.backbones.split(","):
         features = pathlib.Path(given.get(backbone) or extract_once(args, backbone))
-        scores = cross_validate(features, args.cells.split(","), args.folds, args.seeds)
+        scores = cross_validate(features, args.models.split(","), args.folds, args.seeds)
         results[backbone] = {"features": str(features), **scores}
         for model, score in scores["models"].items():
             spread = f"{score['seed_spread']:.3f}" if "seed_spread" in score else "-"
@@ -85,7 +88,7 @@ def extract_once(args, backbone):
     return folder
 
 
-def cross_validate(features, cells, num_folds, seeds):
+def cross_validate(features, model_names, num_folds, seeds):
     """Top-1 of each model on each held-out fold of ``features``' videos.
 
     Returns:
@@ -109,8 +112,8 @@ def cross_validate(features, cells, num_folds, seeds):
             test_ids = {videos[i][0] for i in test}
             folder = write_fold(shards, test_ids, pathlib.Path(workdir) / f"fold{fold}", fold, num_folds)
             per_fold.setdefault(BASELINE, []).append([pooled_baseline(folder)])
-            for cell in cells:
-                per_fold.setdefault(cell, []).append([train_and_score(folder, cell, seed, workdir)
+            for name in model_names:
+                per_fold.setdefault(name, []).append([train_and_score(folder, name, seed, workdir)
                                                       for seed in range(seeds)])
             print(f"fold {fold + 1}/{num_folds}: " + json.dumps({name: scores[-1] for name, scores in
                                                                per_fold.items()}), flush=True)
@@ -167,14 +170,32 @@ def write_fold(shards, test_ids, folder, fold, num_folds):
     return folder
 
 
-def train_and_score(folder, cell, seed, workdir):
-    """Test top-1 of the model ``train.py --cell CELL --seed SEED`` exports (defaults otherwise)."""
-    from rnn import models, training
+def model_config(name):
+    """The ``ModelConfig`` a ``--models`` entry names: ``gru`` is
+    ``ModelConfig(cell="gru")``, ``gru:members=1+units=64`` that with
+    ``members=1, units=64`` (each value parsed as its field's type)."""
+    import dataclasses
+
+    from rnn import models
+
+    cell, _, changes = name.partition(":")
+    types = {field.name: field.type for field in dataclasses.fields(models.ModelConfig)}
+    values = {}
+    for change in filter(None, changes.split("+")):
+        key, _, text = change.partition("=")
+        values[key] = text.lower() in ("1", "true") if types[key] is bool else types[key](text)
+    return models.ModelConfig(cell=cell, **values)
+
+
+def train_and_score(folder, name, seed, workdir):
+    """Test top-1 of the model ``train.py --cell CELL [--FIELD VALUE...] --seed SEED`` exports (defaults otherwise)."""
+    from rnn import training
 
     config = training.TrainConfig(train_pattern=str(folder / "train-*.tfrecord"),
                                   eval_pattern=str(folder / "test-*.tfrecord"),
-                                  logdir=str(pathlib.Path(workdir) / "runs"), run_name=f"{folder.name}_{cell}_{seed}",
-                                  model=models.ModelConfig(cell=cell), seed=seed)
+                                  logdir=str(pathlib.Path(workdir) / "runs"),
+                                  run_name=re.sub(r"\W", "_", f"{folder.name}_{name}_{seed}"),
+                                  model=model_config(name), seed=seed)
     metrics = training.train(config)
     shutil.rmtree(config.run_dir)
     return metrics["selected"]["test"]["top1"]

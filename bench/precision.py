@@ -1,6 +1,6 @@
 """Which backbone and precision: speed, fidelity and accuracy, measured side by side.
 
-    python -m bench.precision            # about 15 minutes on 2 CPU cores
+    python -m bench.precision            # about 20 minutes on 2 CPU cores
 
 1. Speed, on the synthetic 10-s clips and on ../shared/videos, each way run in
    every round (rotated order), ratios taken within a round, medians over
@@ -24,6 +24,12 @@
    mean feature (its backbone's own classifier) in both precisions.
 3. Accuracy: the GRU's held-out top-1 on float32 and on int8 features of the
    demo videos and of the real clips, over several seeds.
+4. Variants (``--parts variants``): can int8 be made to pay on this CPU?
+   EfficientNet-Lite0's CNN alone (batches of 4 frames, as the extractor
+   runs it) on 2 threads and on 1, in rotated rounds, for float32, the
+   product's int8 model, int8 with every layer quantized, int8 with
+   per-tensor instead of per-channel weights, and the product's int8 and
+   float32 models on LiteRT's built-in kernels instead of XNNPACK.
 """
 
 import argparse
@@ -204,11 +210,65 @@ def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
     return results
 
 
+VARIANT_BATCHES = 8  # batches of 4 frames per way and round: ~0.2-0.5 s on 2 cores
+
+
+def measure_variants(rounds):
+    """Seconds per frame of Lite0's CNN in each precision variant, relative to
+    float32 on XNNPACK in the same round (see the module docstring, part 4)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from extract import backbones, quantization
+
+    spec = backbones.get_spec("efficientnet_lite0")
+    function = backbones.traced_function(spec, "imagenet")
+    models = {
+        "float32": backbones.litert_model(spec.name, "imagenet", "float32"),
+        "int8 (product)": backbones.litert_model(spec.name, "imagenet", "int8"),
+        "int8, every layer": quantization.quantize(function, spec.image_size, first_layers_in_float=False),
+        "int8, per-tensor weights": quantization.quantize(function, spec.image_size, per_channel=False),
+    }
+    kernels = {"XNNPACK": OpResolverType.AUTO, "built-in kernels": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    ways = {f"{name}, {kernel}": (models[name], kernels[kernel]) for name in models for kernel in kernels
+            if kernel == "XNNPACK" or name in ("float32", "int8 (product)")}
+    frames = quantization.calibration_frames(spec.image_size, 4 * VARIANT_BATCHES)
+    results = {}
+    for threads in (2, 1):
+        interpreters = {}
+        for way, (content, resolver) in ways.items():
+            interpreter = Interpreter(model_content=content, num_threads=threads,
+                                      experimental_op_resolver_type=resolver)
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], (4, *frames.shape[1:]))
+            interpreter.allocate_tensors()
+            interpreters[way] = interpreter
+
+        def run(interpreter):
+            def timed(_round_dir):
+                index = interpreter.get_input_details()[0]["index"]
+                for batch in range(VARIANT_BATCHES):
+                    interpreter.set_tensor(index, frames[4 * batch:4 * batch + 4])
+                    interpreter.invoke()
+            return timed
+
+        for interpreter in interpreters.values():
+            run(interpreter)(None)  # warm up
+        with tempfile.TemporaryDirectory() as workdir:
+            timed = rotated_rounds({way: run(i) for way, i in interpreters.items()}, rounds, pathlib.Path(workdir))
+        baseline = "float32, XNNPACK"
+        results["1 thread" if threads == 1 else f"{threads} threads"] = {
+            way: {"ms_per_frame": 1000 * _median([t[way].wall for t in timed]) / len(frames),
+                  "speedup_over_float32": _median([t[baseline].wall / t[way].wall for t in timed]),
+                  "speedup_range": [min(t[baseline].wall / t[way].wall for t in timed),
+                                    max(t[baseline].wall / t[way].wall for t in timed)]}
+            for way in ways}
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=8, help="synthetic 10-s clips")
     parser.add_argument("--rounds", type=int, default=5, help="repetitions of the speed ways; medians are reported")
-    parser.add_argument("--parts", default="speed,fidelity,accuracy",
+    parser.add_argument("--parts", default="speed,fidelity,accuracy,variants",
                         help="which parts to measure (the others keep their last results in the JSON file)")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per set and precision")
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
@@ -273,10 +333,19 @@ def main():
                     ["features", "held-out videos", "top-1 per seed", "mean"],
                     [[name, a["held_out_videos"], " ".join(f"{x:.3f}" for x in a["top1_per_seed"]),
                       f"{a['mean']:.3f}"] for name, a in results["accuracy"].items()])
+    if "variants" in parts:
+        results["variants"] = measure_variants(max(args.rounds, 7))
+        results["variants"]["cpu"] = cpu
+        for threads in ("2 threads", "1 thread"):
+            print_table(f"Lite0's CNN alone, batches of 4, {threads}, {precision_choice.describe_cpu(cpu)}",
+                        ["way", "ms per frame", "speed-up over float32 (range)"],
+                        [[way, f"{v['ms_per_frame']:.2f}", f"{v['speedup_over_float32']:.2f} "
+                          f"({v['speedup_range'][0]:.2f}-{v['speedup_range'][1]:.2f})"]
+                         for way, v in results["variants"][threads].items()])
     previous = RESULTS / "precision.json"
     if previous.exists():  # the parts not measured now keep their last results
         kept = json.loads(previous.read_text())
-        results = {**{part: kept[part] for part in ("speed", "fidelity", "accuracy") if part in kept}, **results}
+        results = {**{part: kept[part] for part in ("speed", "fidelity", "accuracy", "variants") if part in kept}, **results}
     save("precision", results)
 
 

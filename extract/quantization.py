@@ -98,12 +98,14 @@ def _first_layers_kept_in_float(calibrated_model):
     return kept
 
 
-def quantize(function, image_size):
+def quantize(function, image_size, first_layers_in_float=True, per_channel=True):
     """Converts a traced backbone to an int8 LiteRT model (see the module docstring).
 
     Args:
       function: the backbone's traced ``tf.function`` (uint8 frames -> features).
       image_size: side of its input frames.
+      first_layers_in_float, per_channel: the recipe's choices; the other
+        values are there for ``bench.precision``'s comparison of variants.
 
     Returns:
       The ``.tflite`` model (bytes).
@@ -117,13 +119,15 @@ def quantize(function, image_size):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([frames[i:i + 1]] for i in range(len(frames)))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_disable_per_channel = not per_channel  # the converter's only switch for it
     with warnings.catch_warnings(), console.stderr_shown_on_failure():
         # The converter warns that the uint8 input has no statistics (it needs
         # none: its range is its type's) and the debugger that TensorFlow's
         # own interpreter is deprecated.
         warnings.simplefilter("ignore")
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
-        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=_first_layers_kept_in_float(debugger.calibrated_model))
+        if first_layers_in_float:
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=_first_layers_kept_in_float(debugger.calibrated_model))
         return debugger.get_nondebug_quantized_model()
 
