@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from absl import flags  # noqa: E402
 
 from common import console  # noqa: E402
-from extract import backbones, dataset, extraction, local_runner, plan  # noqa: E402
+from extract import backbones, dataset, extraction, local_runner, plan, precision_choice  # noqa: E402
 from records import files, schema  # noqa: E402
 
 _DEFAULTS = plan.ExtractConfig()
@@ -48,17 +48,20 @@ flags.DEFINE_enum("engine", _DEFAULTS.engine, list(backbones.ENGINES),
                   "What runs the CNN: 'litert' (TensorFlow Lite's CPU interpreter, fastest on CPU), "
                   "'tensorflow' (use it with a GPU), or 'auto' (tensorflow if a GPU is visible, else litert).")
 flags.DEFINE_enum("precision", _DEFAULTS.precision, list(backbones.PRECISIONS),
-                  "How the CNN computes. 'int8' (LiteRT on CPUs, EfficientNet-Lite backbones): quantized, about "
-                  "twice float32's frames/s, features within cosine ~0.99 of float32's. 'float32'. 'mixed' "
-                  "(TensorFlow on a GPU): float16 compute, features within 1 % of float32's largest value. 'auto': "
-                  "an existing --output_dir keeps the precision it was made with; a new one gets int8 on CPUs "
-                  "(float32 for backbones without int8), mixed on a GPU. The stored features are float32 (or "
-                  "--dtype) whatever the precision.")
+                  "How the CNN computes. 'int8' (LiteRT on CPUs, EfficientNet-Lite backbones): quantized, features "
+                  "within cosine ~0.99 of float32's; about twice float32's frames/s on CPUs with AVX-512 VNNI, "
+                  "no faster on AVX2-only ones. 'float32'. 'mixed' (TensorFlow on a GPU): float16 compute, "
+                  "features within 1 % of float32's largest value. 'auto': an existing --output_dir keeps the "
+                  "precision it was made with; a new one gets mixed on a GPU, and on a CPU int8 only where it "
+                  f"measured at least {precision_choice.MIN_SPEEDUP:g}x float32's speed on this CPU (timed once per CPU and backbone, then "
+                  "cached), else float32. The stored features are float32 (or --dtype) whatever the precision.")
 flags.DEFINE_float("fps", _DEFAULTS.fps,
                    "Frames per second sampled from each video. 5 keeps the motion of human actions while "
-                   "sparing the CNN the near-duplicate frames of 25-30 fps video (6x less work).")
-flags.DEFINE_float("seconds", _DEFAULTS.seconds, "Length of the window read from the start of each video. "
-                   "Every video is padded to seconds x fps frames.")
+                   "sparing the CNN the near-duplicate frames of 25-30 fps video (6x less work). From "
+                   f"{plan.FPS_RANGE[0]:g} to {plan.FPS_RANGE[1]:g}.")
+flags.DEFINE_float("seconds", _DEFAULTS.seconds, f"Length of the window read from the start of each video. "
+                   f"Every video is padded to seconds x fps frames. From {plan.SECONDS_RANGE[0]:g} to "
+                   f"{plan.SECONDS_RANGE[1]:g}.")
 flags.DEFINE_enum("dtype", _DEFAULTS.dtype, list(schema.DTYPES),
                   "How feature values are stored: float32, or float16 (half the size).")
 flags.DEFINE_integer("batch_size", None, "Frames per CNN call; frames of several videos are packed "

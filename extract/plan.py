@@ -47,6 +47,11 @@ SETTINGS_KEYS = manifest_lib.FEATURE_KEYS + ("dtype", "videos_per_shard", "split
 # Decoded videos may wait for the CNN, a few per decoder, so that one slow
 # clip never idles the rest; at most this share of the machine's memory may
 # hold their frames.
+# What ffmpeg takes for -t and the fps filter, written without an exponent
+# (ffmpeg refuses "-t 1e+300" and cannot time frames at --fps 1e-300): one
+# frame per 100 s to 1000 frames/s, from 10 ms to a day of each video.
+FPS_RANGE = (0.01, 1000.0)
+SECONDS_RANGE = (0.01, 86400.0)
 VIDEOS_IN_FLIGHT_PER_DECODER = 4
 FRAME_MEMORY_SHARE = 0.25
 
@@ -81,8 +86,8 @@ class ExtractConfig:
     decode_timeout: float = DEFAULT_TIMEOUT_SECONDS  # seconds one ffmpeg may take for one video
 
     def __post_init__(self):
-        check_number("fps", self.fps, above=0)
-        check_number("seconds", self.seconds, above=0)
+        check_number("fps", self.fps, minimum=FPS_RANGE[0], maximum=FPS_RANGE[1])
+        check_number("seconds", self.seconds, minimum=SECONDS_RANGE[0], maximum=SECONDS_RANGE[1])
         check_number("decode_timeout", self.decode_timeout, above=0)
         for flag in ("videos_per_shard", "decode_workers", "batch_size"):
             check_number(flag, getattr(self, flag), minimum=1, optional=flag != "videos_per_shard")

@@ -149,11 +149,23 @@ def test_every_float_flag_refuses_inf_and_nan_in_one_line(name, tmp_path):
 def test_an_absurd_window_is_refused_before_anything_is_written(clips, tmp_path):
     """--fps 1e9 once made every ffmpeg grow to 11 GB, --seconds 1e12 died in
     numpy after writing a manifest: both are refused up front, with numbers."""
-    for flag, value in (("--fps", "1e9"), ("--seconds", "1e12"), ("--fps", "3000")):
-        result = _extract(clips, tmp_path / "out", flag, value, "--decode_workers", 2)
+    for window in (("--seconds", "86400"), ("--fps", "1000", "--seconds", "3600")):
+        result = _extract(clips, tmp_path / "out", *window, "--decode_workers", 2)
         assert result.returncode == 1
         assert re.match(r"error: --fps \S+ x --seconds \S+ = \d+ frames per video; 8 videos in flight .* more "
                         r"than this extraction's budget of [\d.]+ GiB \(25% of this machine's", result.stderr)
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_frame_rate_or_window_ffmpeg_cannot_take_is_refused_with_the_range(clips, tmp_path):
+    """Issue 20, item 14: --fps 1e-300 --seconds 1e300 passed the checks,
+    then every video failed in ffmpeg ("Invalid duration for option t")."""
+    for flag, value, bounds in (("--fps", "1e-300", ">= 0.01 and <= 1000"), ("--fps", "1e9", ">= 0.01 and <= 1000"),
+                                ("--seconds", "1e300", ">= 0.01 and <= 86400"),
+                                ("--seconds", "0.001", ">= 0.01 and <= 86400")):
+        result = _extract(clips, tmp_path / "out", flag, value)
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[0] == f"error: {flag} must be a finite number {bounds}, got {float(value)}"
         assert not (tmp_path / "out").exists()
 
 
