@@ -41,7 +41,7 @@ class Predictor:
         from extract.backbones import Backbone
 
         try:
-            run = run_dir_lib.read_run_file(run_dir)
+            run = run_dir_lib.read_run_file(run_dir, run_dir_lib.FINISHED_RUN_REMEDY)
             if run is None:
                 raise ValueError(f"{run_dir} has no {run_dir_lib.RUN_FILE}; is it a finished training run?")
             self.model = run_dir_lib.load_final_model(run_dir)

@@ -20,6 +20,7 @@ command again resumes from the last checkpoint (``--restart`` starts over);
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 
@@ -159,7 +160,7 @@ def main(argv):
         return 0
     print(f"run: {config.run_dir}, {metrics['step']} steps\n{_report(metrics['selected'])}\n"
           f"training: {metrics['train'].get('examples_per_second', 0):.0f} examples/s\n"
-          f"tensorboard --logdir {config.logdir}")
+          f"tensorboard --logdir {shlex.quote(config.logdir)}")
     return 0
 
 

@@ -20,6 +20,7 @@ rather than silently doubling or dropping videos.
 
 import dataclasses
 import os
+import shlex
 
 from common.console import a_few, tensorflow_error_text
 from records import files as files_lib
@@ -70,7 +71,7 @@ def list_files(pattern):
         raise NoShards(f"no files match {pattern!r}: there is no folder {folder}{_nearest_folder(folder)}")
     if not files_lib.matching(folder, "*.tfrecord"):
         raise NoShards(f"no files match {pattern!r}, and {folder} holds no shards: extract features first "
-                       f"(python -m extract --videos DIR --output_dir {folder})")
+                       f"(python -m extract --videos DIR --output_dir {shlex.quote(folder)})")
     raise NoShards(f"no files match {pattern!r}")
 
 

@@ -66,13 +66,22 @@ def check_run_name(name):
                          f"{name}/")
 
 
-def read_run_file(run_dir):
+RESUME_REMEDY = "it is not a run of train.py that can be resumed: use another --run_name"
+# For commands that use a finished run (predict, train.py --mode eval).
+FINISHED_RUN_REMEDY = ("it is not a run of train.py that can be used: give the run folder of a finished train.py "
+                       "run (it holds run.json and model.keras)")
+
+
+def read_run_file(run_dir, remedy=RESUME_REMEDY):
     """The run's ``run.json`` as a dict, or None if the folder holds none.
+
+    Args:
+      run_dir: the run folder.
+      remedy: what the error says to do (the command's way of choosing another run).
 
     Raises:
       RunFolderError: a ``run.json`` that train.py did not write, or cannot be parsed.
     """
-    remedy = "it is not a run of train.py that can be resumed: use another --run_name"
     try:
         run = files.read_json(pathlib.Path(run_dir) / RUN_FILE, remedy)
     except files.UnreadableFile as e:

@@ -533,7 +533,7 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
 
     run_dir = pathlib.Path(run_dir)
     try:
-        run = run_dir_lib.read_run_file(run_dir)
+        run = run_dir_lib.read_run_file(run_dir, run_dir_lib.FINISHED_RUN_REMEDY)
         if run is None:
             raise TrainingError(f"{run_dir} is not a run of train.py (it has no {run_dir_lib.RUN_FILE})")
         model = run_dir_lib.load_final_model(run_dir)

@@ -361,3 +361,32 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed_escaped(tmp_path):
     _, errors = files.read_tsv(tmp_path / "features" / "errors.tsv")
     assert [row[0] for row in errors] == ["pattern/bad\\xffbyte.avi"]
     assert "not valid UTF-8" in errors[0][1]
+
+
+# 15. Messages that fit the command: predict on a damaged run.json, and a
+# printed command that a shell can run as printed.
+
+def test_predict_on_a_damaged_run_file_says_what_predict_needs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text('{"model": ')
+    video = tmp_path / "video.avi"
+    video.write_bytes(b"")
+    result = run_cli("predict", "--run", run, video)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "run.json is not valid JSON" in result.stderr
+    assert "give the run folder of a finished train.py run" in result.stderr
+    assert "--run_name" not in result.stderr and "resumed" not in result.stderr
+
+
+def test_the_printed_tensorboard_command_runs_as_printed_for_a_logdir_with_a_space(tmp_path):
+    import shlex
+
+    features = _features(tmp_path / "features")
+    logdir = tmp_path / "my runs"
+    result = run_cli("train", "--train_pattern", features / "train-*.tfrecord", "--eval_pattern",
+                     features / "test-*.tfrecord", "--logdir", logdir, "--steps", 2, "--validation_fraction", 0,
+                     "--progress=false")
+    assert result.returncode == 0, result.stderr
+    command = result.stdout.strip().splitlines()[-1]
+    assert shlex.split(command) == ["tensorboard", "--logdir", str(logdir)]
