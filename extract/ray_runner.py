@@ -50,19 +50,26 @@ class ShardWorker:
     Args:
       config: the plan's ``ExtractConfig`` (precision settled).
       cpus: CPU cores of this worker.
-      model: with int8, the exact LiteRT model the plan holds (every worker
-        runs the same bytes).
     """
 
-    def __init__(self, config, cpus, model=None):
+    def __init__(self, config, cpus):
         import dataclasses
 
         console.log_plainly()
         self.config = dataclasses.replace(config, decode_workers=config.decode_workers or cpus)
-        self.backbone = backbones.Backbone(config.backbone, config.weights, config.engine, threads=cpus,
-                                            precision=config.precision, model=model)
+        self.cpus = cpus
+        self.backbone = None
 
-    def ready(self):
+    def ready(self, model=None):
+        """Builds the backbone (once; again after a restart); returns the
+        process id. ``model``: with int8, the exact LiteRT model the plan
+        holds (every worker runs the same bytes). It comes here, not to the
+        constructor, because Ray warns that a restartable actor whose
+        constructor takes an object-store argument may not restart."""
+        if self.backbone is None:
+            config = self.config
+            self.backbone = backbones.Backbone(config.backbone, config.weights, config.engine, threads=self.cpus,
+                                                precision=config.precision, model=model)
         return os.getpid()
 
     def extract(self, shard, output_dir):
@@ -139,6 +146,9 @@ class RayRunner:
             ray.init(address=self.address, runtime_env=_runtime_env(), log_to_driver=True,
                      logging_level=logging.WARNING)
         else:
+            # A local instance has token authentication on by default, and
+            # Ray says so at every start: a notice, not something to act on.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             ray.init(num_cpus=backbones.usable_cores(), runtime_env=_runtime_env(), include_dashboard=False,
                      log_to_driver=True, logging_level=logging.WARNING)
         return ray
@@ -169,24 +179,24 @@ class RayRunner:
             workers, cpus_each, gpus_each = self._sizes(ray, plan.config)
             extractor = ray.remote(ShardWorker).options(num_cpus=cpus_each, num_gpus=gpus_each,
                                                             max_restarts=-1, max_task_retries=0)
-            model = ray.put(plan.model)
-            actors = [extractor.remote(plan.config, cpus_each, model) for _ in range(workers)]
+            actors = [extractor.remote(plan.config, cpus_each) for _ in range(workers)]
             log.info("Ray: %d workers of %d CPU%s%s", workers, cpus_each, "s" if cpus_each > 1 else "",
                      f" and {gpus_each} GPU" if gpus_each else "")
             try:
-                return self._schedule(ray, actors, plan)
+                return self._schedule(ray, actors, plan, ray.put(plan.model))
             finally:
                 for actor in actors:
                     ray.kill(actor, no_restart=True)
         finally:
             ray.shutdown()
 
-    def _schedule(self, ray, actors, plan):
-        """Keeps every live actor busy with one shard until all are committed."""
+    def _schedule(self, ray, actors, plan, model):
+        """Keeps every live actor busy with one shard until all are committed
+        (``model``: the object-store reference of the plan's model bytes)."""
         to_do = list(plan.pending)
         total = sum(len(shard.videos) for shard in to_do)
         in_flight = {}  # task -> (actor, shard)
-        probes = {actor.ready.remote(): actor for actor in actors}  # actors not known to be alive yet
+        probes = {actor.ready.remote(model): actor for actor in actors}  # actors not known to be alive yet
         idle = []
         videos = frames = 0
         started = None  # when the first worker is ready: start-up is not extraction time
@@ -212,7 +222,7 @@ class RayRunner:
                             idle.append(actor)
                             started = started or time.monotonic()
                         except ray.exceptions.RayActorError:
-                            probes[actor.ready.remote()] = actor  # restarting: ask again
+                            probes[actor.ready.remote(model)] = actor  # restarting: ask again
                         continue
                     actor, shard = in_flight.pop(ref)
                     try:
@@ -223,7 +233,7 @@ class RayRunner:
                         log.warning("a Ray worker died while extracting %s (%s); the shard goes to another "
                                     "worker", shard.name, type(e).__name__)
                         to_do.append(shard)
-                        probes[actor.ready.remote()] = actor
+                        probes[actor.ready.remote(model)] = actor
                         continue
                     except ray.exceptions.RayTaskError as e:
                         raise e.as_instanceof_cause() from None
