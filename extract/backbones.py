@@ -33,7 +33,7 @@ import typing
 
 import numpy as np
 
-from common import cache
+from common import cache, console
 from extract import efficientnet_lite, quantization
 
 log = logging.getLogger(__name__)
@@ -275,12 +275,11 @@ def litert_model(name, weights="imagenet", precision="float32"):
       weights: ``"imagenet"``, ``"none"`` or a path.
       precision: ``"float32"``, or ``"int8"`` (``extract.quantization``).
     """
-    import tensorflow as tf
-
     spec = get_spec(name)
     path = converted_model_path(spec, weights, precision)
     if path.exists():
         return path.read_bytes()
+    tf = console.import_tensorflow()  # without its start-up noise
     function = traced_function(spec, weights)
     if precision == "int8":
         log.info("quantizing %s to int8 (once per machine: the result is cached)", name)
@@ -330,8 +329,6 @@ class Backbone:
     """
 
     def __init__(self, name, weights="imagenet", engine="auto", threads=None, precision="auto", model=None):
-        from common import console
-
         tf = console.import_tensorflow()
         self.spec = get_spec(name)
         if weights == "none":
@@ -369,8 +366,6 @@ class _LiteRTFunction:
 
     def __init__(self, content, threads):
         from ai_edge_litert.interpreter import Interpreter
-
-        from common import console
 
         # Allocating now makes LiteRT print its start-up line here (where it
         # is filtered out), not through the middle of a progress bar.

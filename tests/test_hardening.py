@@ -363,6 +363,18 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed_escaped(tmp_path):
     assert "not valid UTF-8" in errors[0][1]
 
 
+def test_a_first_run_on_a_machine_converts_the_backbone_without_tensorflow_start_up_noise(tmp_path):
+    """Issue 21 item 10: the first run on a machine (an empty model cache)
+    converts the backbone; that conversion imported TensorFlow unfiltered
+    and printed its absl, cudart and cuInit lines."""
+    root = make_two_class_clips(tmp_path / "clips", 1)
+    result = run_cli("extract", "--videos", root, "--output_dir", tmp_path / "features", "--progress=false",
+                     "--precision", "int8", "--test_fraction", 0, env={**os.environ, "VIDEO_FEATURES_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert "cached the LiteRT conversion" in result.stderr  # the conversion did run
+    assert [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")] == []
+
+
 # 15. Messages that fit the command: predict on a damaged run.json, and a
 # printed command that a shell can run as printed.
 
