@@ -299,8 +299,8 @@ def main():
     print(f"CPU: {precision_choice.describe_cpu(cpu)}; --precision auto: {verdict}")
     for name, video_set in speed_sets.items() if "speed" in parts else ():
         with tempfile.TemporaryDirectory() as workdir:
-            results["speed"][name] = r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds,
-                                                       verdict.precision)
+            r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds, verdict.precision)
+            results["speed"].setdefault(precision_choice.describe_cpu(cpu), {})[name] = r
             r.update(cpu=cpu, default_precision=str(verdict))
         print_table(f"{name}: {r['videos']} videos, {r['frames']} frames ({args.rounds} rounds, medians)",
                     ["way", "frames/s", "CPU ms per frame"],
@@ -342,11 +342,25 @@ def main():
                         [[way, f"{v['ms_per_frame']:.2f}", f"{v['speedup_over_float32']:.2f} "
                           f"({v['speedup_range'][0]:.2f}-{v['speedup_range'][1]:.2f})"]
                          for way, v in results["variants"][threads].items()])
+    save("precision", with_earlier_results(results))
+
+
+def with_earlier_results(results):
+    """``results`` plus what the last run saved of the parts not measured
+    now; speeds are kept per CPU (they differ by CPU: int8 pays on some
+    only), so a run on another CPU adds its speeds beside the earlier ones."""
+    from extract import precision_choice
+
     previous = RESULTS / "precision.json"
-    if previous.exists():  # the parts not measured now keep their last results
-        kept = json.loads(previous.read_text())
-        results = {**{part: kept[part] for part in ("speed", "fidelity", "accuracy", "variants") if part in kept}, **results}
-    save("precision", results)
+    if not previous.exists():
+        return results
+    kept = json.loads(previous.read_text())
+    speeds = kept.get("speed", {})
+    if speeds and all("cpu" in by_set for by_set in speeds.values()):  # saved by a version without CPU keys
+        speeds = {precision_choice.describe_cpu(next(iter(speeds.values()))["cpu"]): speeds}
+    merged = {part: kept[part] for part in ("fidelity", "accuracy", "variants") if part in kept}
+    merged["speed"] = {**speeds, **results.pop("speed", {})}
+    return {**merged, **results}
 
 
 if __name__ == "__main__":
