@@ -402,3 +402,40 @@ def test_the_printed_tensorboard_command_runs_as_printed_for_a_logdir_with_a_spa
     assert result.returncode == 0, result.stderr
     command = result.stdout.strip().splitlines()[-1]
     assert shlex.split(command) == ["tensorboard", "--logdir", str(logdir)]
+
+
+# 1. (the acceptance) Every path argument of every command, with glob
+# characters and a space, beside a folder that the unescaped pattern would
+# match: each command uses its own folder and never reads or touches the other.
+
+def test_every_command_takes_paths_with_glob_characters_literally(tmp_path):
+    root = tmp_path / "data [1] *?"
+    decoy = tmp_path / "data 1 xy"  # what glob would read for ``root``
+    decoy_files = {decoy / "features" / "train-00000-of-00001.tfrecord": b"the user's own file",
+                   decoy / "features" / "test-00000-of-00001.tfrecord": b"the user's own file",
+                   decoy / "logs" / "gru" / "checkpoints" / "ckpt-1.index": b"the user's own file",
+                   decoy / "logs" / "gru" / "model.keras": b"the user's own file"}
+    for path, content in decoy_files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    clips = make_two_class_clips(root / "clips", 2)
+    features, logs = root / "features", root / "logs"
+    train = ["train", "--train_pattern", features / "train-*.tfrecord", "--eval_pattern", features / "test-*.tfrecord",
+             "--logdir", logs, "--validation_fraction", 0, "--progress=false"]
+    commands = [
+        ["extract", "--videos", clips, "--output_dir", features, "--progress=false"],
+        ["records", "inspect", features / "*.tfrecord"],
+        [*train, "--steps", 3],
+        [*train, "--steps", 2, "--restart"],
+        ["train", "--mode", "eval", "--logdir", logs, "--run_name", "gru", "--eval_pattern", features / "test-*.tfrecord"],
+        ["predict", "--run", logs / "gru", next((clips / "bars").iterdir())],
+    ]
+    for command in commands:
+        result = run_cli(*command)
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert "4 written, 0 failed" in run_cli("extract", "--videos", clips, "--output_dir", features,
+                                            "--progress=false").stdout
+    assert {path: path.read_bytes() for path in decoy_files} == decoy_files
+    assert sorted(str(path.relative_to(decoy)) for path in decoy.rglob("*") if path.is_file()) == \
+        sorted(str(path.relative_to(decoy)) for path in decoy_files)
