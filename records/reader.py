@@ -69,10 +69,16 @@ def list_files(pattern):
         raise NoShards(f"{pattern!r} is a folder; give a pattern of its shards, e.g. '{example}'")
     if local and not os.path.isdir(folder):
         raise NoShards(f"no files match {pattern!r}: there is no folder {folder}{_nearest_folder(folder)}")
-    if not files_lib.matching(folder, "*.tfrecord"):
+    name = files_lib.basename(pattern)
+    if files_lib.has_glob_characters(name) and files_lib.exists(files_lib.join(folder, name)):
+        raise NoShards(f"no files match {pattern!r}: [, ], * and ? are pattern characters, so it does not name the "
+                       f"file {name} itself; to name that file, escape them: "
+                       f"{files_lib.join(folder, files_lib.escape(name))!r}")
+    shards = files_lib.matching(folder, "*.tfrecord")
+    if not shards:
         raise NoShards(f"no files match {pattern!r}, and {folder} holds no shards: extract features first "
                        f"(python -m extract --videos DIR --output_dir {shlex.quote(folder)})")
-    raise NoShards(f"no files match {pattern!r}")
+    raise NoShards(f"no files match {pattern!r}; {folder} holds {a_few(files_lib.basename(path) for path in shards)}")
 
 
 def _nearest_folder(folder):

@@ -67,8 +67,25 @@ def test_a_pattern_whose_folder_holds_glob_characters_reads_that_folder(tmp_path
     _features(tmp_path / "g1", train=4)
     shards = reader.open_shards(str(real / "train-*.tfrecord"))
     assert shards.folder == str(real) and shards.videos == 12
-    with pytest.raises(reader.NoShards, match=r"no files match .*train-9\*"):
+    with pytest.raises(reader.NoShards,
+                       match=r"no files match .*train-9\*.*; .* holds test-00000-of-00002.tfrecord, .*train-00000-of"):
         reader.open_shards(str(real / "train-9*.tfrecord"))
+
+
+def test_a_file_name_with_brackets_is_named_as_a_pattern_with_its_escaped_form(tmp_path):
+    """13: a pattern naming a file ``train[1].tfrecord`` (brackets are a
+    character class: it matches ``train1.tfrecord``) says so, and how to
+    name the file itself, instead of "holds no shards"."""
+    from records import reader
+
+    folder = _features(tmp_path / "features")
+    (folder / "train[1].tfrecord").write_bytes(b"")
+    with pytest.raises(reader.NoShards) as raised:
+        reader.list_files(str(folder / "train[1].tfrecord"))
+    message = str(raised.value)
+    assert "are pattern characters, so it does not name the file train[1].tfrecord itself" in message
+    escaped = str(folder / "train[[]1].tfrecord")
+    assert repr(escaped) in message and reader.list_files(escaped) == [str(folder / "train[1].tfrecord")]
 
 
 # 2. A --logdir with glob characters: the checkpoints of another run are
