@@ -388,13 +388,14 @@ def test_unreadable_manifest_and_index_are_named(video_folder, tmp_path):
 
 
 @pytest.mark.parametrize("flag, value, message", [
-    ("--fps", 0, "--fps must be a finite number > 0, got 0"),
-    ("--seconds", -1, "--seconds must be a finite number > 0, got -1"),
+    ("--fps", 0, "--fps must be a finite number >= 0.01 and <= 1000, got 0"),
+    ("--seconds", -1, "--seconds must be a finite number >= 0.01 and <= 86400, got -1"),
     ("--videos_per_shard", 0, "--videos_per_shard must be a finite number >= 1, got 0"),
     ("--test_fraction", 1, "--test_fraction must be a finite number >= 0 and < 1, got 1"),
-    # Hardening round 2, item 3: what a video would cost is checked up front.
-    ("--fps", "1e9", "--fps 1e+09 x --seconds 10 = 10000000000 frames per video; 8 videos in flight"),
-    ("--seconds", "1e12", "more than this extraction's budget of"),
+    # Hardening round 2, item 3: what a video would cost is checked up front;
+    # round 3, item 14: and what ffmpeg cannot take (--fps 1e9 passed the first).
+    ("--fps", "1e9", "--fps must be a finite number >= 0.01 and <= 1000, got 1000000000.0"),
+    ("--seconds", "86400", "--fps 5 x --seconds 86400 = 432000 frames per video; 8 videos in flight"),
     ("--seconds", "inf", "--seconds must be a finite number, got inf"),
     ("--batch_size", 10 ** 8, "and a CNN batch of 100000000"),
 ])
