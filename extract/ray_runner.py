@@ -63,17 +63,20 @@ class ShardWorker:
     def ready(self, model=None):
         """Builds the backbone (once; again after a restart); returns the
         process id. ``model``: with int8, the exact LiteRT model the plan
-        holds (every worker runs the same bytes). It comes here, not to the
-        constructor, because Ray warns that a restartable actor whose
-        constructor takes an object-store argument may not restart."""
+        holds (every worker runs the same bytes). It comes with each call,
+        not to the constructor, because Ray warns that a restartable actor
+        whose constructor takes an object-store argument may not restart."""
         if self.backbone is None:
             config = self.config
             self.backbone = backbones.Backbone(config.backbone, config.weights, config.engine, threads=self.cpus,
                                                 precision=config.precision, model=model)
         return os.getpid()
 
-    def extract(self, shard, output_dir):
-        """Extracts and commits one shard; returns ``(videos, frames)``."""
+    def extract(self, shard, output_dir, model=None):
+        """Extracts and commits one shard; returns ``(videos, frames)``
+        (``model`` as for ``ready``: an actor restarted since its last
+        ``ready`` builds its backbone here)."""
+        self.ready(model)
         return shards.extract_shards([shard], output_dir, self.backbone, self.config)
 
 
@@ -206,7 +209,7 @@ class RayRunner:
             while to_do or in_flight:
                 while idle and to_do:
                     actor, shard = idle.pop(), to_do.pop(0)
-                    in_flight[actor.extract.remote(shard, plan.output_dir)] = (actor, shard)
+                    in_flight[actor.extract.remote(shard, plan.output_dir, model)] = (actor, shard)
                 if in_flight or idle:
                     last_alive = time.monotonic()
                 elif time.monotonic() - last_alive > NO_WORKER_TIMEOUT_SECONDS:
