@@ -17,7 +17,7 @@ the recurrent models must beat: each video's mean and standard deviation
 of its frames' features, standardized, into a logistic regression whose C
 is chosen by grouped 3-fold CV inside the training folds.
 
-Printed and saved to ``bench/results/accuracy.json``: top-1 per fold (the
+Printed and saved to ``bench/results/accuracy.json`` (``--results``): top-1 per fold (the
 mean over seeds), the mean over folds and seeds, the standard deviation over
 folds, and, with ``--seeds N``, the spread (max - min) of the mean over N
 training seeds.
@@ -45,13 +45,17 @@ def main():
     parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite2")
     parser.add_argument("--models", default="gru,lstm",
                         help="comma-separated models: a cell, with the product's defaults, or a cell and the "
-                             "ModelConfig fields that differ, as in gru:members=1+units=64")
+                             "ModelConfig fields that differ, as in gru:members=1+units=64; empty: the baseline alone")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per fold (for the seed spread)")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=1.5)
+    parser.add_argument("--precision", default="int8", choices=("int8", "float32"),
+                        help="the backbone's precision (int8: what --precision auto takes where it pays)")
     parser.add_argument("--features", action="append", default=[], metavar="BACKBONE=DIR",
                         help="an existing extraction of --videos to use for a backbone")
+    parser.add_argument("--results", default="accuracy",
+                        help="the name of the JSON file in bench/results (another keeps the default run's)")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "bench_accuracy"),
                         help="where each backbone's extraction is made once and kept")
     args = parser.parse_args()
@@ -60,17 +64,17 @@ def main():
     results, rows = {}, []
     for backbone in args.backbones.split(","):
         features = pathlib.Path(given.get(backbone) or extract_once(args, backbone))
-        scores = cross_validate(features, args.models.split(","), args.folds, args.seeds)
+        scores = cross_validate(features, [m for m in args.models.split(",") if m], args.folds, args.seeds)
         results[backbone] = {"features": str(features), **scores}
         for model, score in scores["models"].items():
             spread = f"{score['seed_spread']:.3f}" if "seed_spread" in score else "-"
             rows.append([backbone, model, f"{score['mean']:.3f}", f"{score['std']:.3f}", spread,
                          " ".join(f"{top1:.3f}" for top1 in score["folds"])])
     print_table(f"JHMDB ({args.videos}): top-1 on held-out movies, {args.folds}-fold grouped CV, "
-                f"--fps {args.fps:g} --seconds {args.seconds:g}",
+                f"--fps {args.fps:g} --seconds {args.seconds:g} --precision {args.precision}",
                 ["features", "model", "mean", "std (folds)", "seed spread", "per fold"], rows)
-    save("accuracy", {"videos": args.videos, "folds": args.folds, "seeds": args.seeds, "fps": args.fps,
-                      "seconds": args.seconds, "results": results})
+    save(args.results, {"videos": args.videos, "folds": args.folds, "seeds": args.seeds, "fps": args.fps,
+                      "seconds": args.seconds, "precision": args.precision, "results": results})
 
 
 def extract_once(args, backbone):
@@ -79,12 +83,13 @@ def extract_once(args, backbone):
     from extract import dataset, local_runner, plan
     from records.manifest import read_manifest
 
-    folder = pathlib.Path(args.cache) / f"{backbone}_fps{args.fps:g}_{args.seconds:g}s"
+    suffix = "" if args.precision == "int8" else f"_{args.precision}"  # int8's folders keep their earlier names
+    folder = pathlib.Path(args.cache) / f"{backbone}_fps{args.fps:g}_{args.seconds:g}s{suffix}"
     manifest = read_manifest(folder) if folder.exists() else None
     if not (manifest and manifest.get("complete")):
         video_set = dataset.load_videos(args.videos, test_fraction=0.0)
-        local_runner.extract(video_set, folder, plan.ExtractConfig(backbone=backbone, precision="int8", fps=args.fps,
-                                                                   seconds=args.seconds), show_progress=True)
+        config = plan.ExtractConfig(backbone=backbone, precision=args.precision, fps=args.fps, seconds=args.seconds)
+        local_runner.extract(video_set, folder, config, show_progress=True)
     return folder
 
 

@@ -30,6 +30,13 @@
    product's int8 model, int8 with every layer quantized, int8 with
    per-tensor instead of per-channel weights, and the product's int8 and
    float32 models on LiteRT's built-in kernels instead of XNNPACK.
+5. Verdict (``--parts verdict``): ``--precision auto``'s own timing
+   (``extract.precision_choice``) repeated ``--repeats`` times on this CPU,
+   with the precision each repeat would choose: the spread that its
+   ``MIN_SPEEDUP`` must exceed.
+
+``--ways lite0`` times only the two Lite0 product ways in part 1 (what the
+default is compared with), so that more rounds fit in the same time.
 """
 
 import argparse
@@ -74,10 +81,11 @@ def _keras_lite0():
     return backbones.get_spec("efficientnet_lite0").build("imagenet")
 
 
-def measure_speed(video_set, backbone_for, workdir, rounds, default_precision):
+def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, only_lite0=False):
     """Frames/s and CPU per frame of each way on ``video_set``; and how the
     precision ``--precision auto`` chose on this CPU (``default_precision``)
-    compares with the faster of the two, round by round."""
+    compares with the faster of the two, round by round. ``only_lite0``:
+    the two Lite0 product ways alone."""
     import numpy as np
     import tensorflow as tf
 
@@ -116,28 +124,33 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision):
                 subprocess.run(command, capture_output=True, check=True)
         return run
 
-    for backbone_name, precision in PRODUCT_WAYS.values():  # built and cached before any clock starts
-        backbone_for(backbone_name, precision)
-    ways = {name: product(name) for name in PRODUCT_WAYS}
-    ways["peer (seed-style)"] = peer
-    ways["decode (ffmpeg default threads)"] = decode(None)
-    ways["decode"] = decode(1)
+    product_ways = [name for name in PRODUCT_WAYS if not only_lite0 or name.startswith("product lite0")]
+    for name in product_ways:  # built and cached before any clock starts
+        backbone_for(*PRODUCT_WAYS[name])
+    ways = {name: product(name) for name in product_ways}
+    if not only_lite0:
+        ways["peer (seed-style)"] = peer
+        ways["decode (ffmpeg default threads)"] = decode(None)
+        ways["decode"] = decode(1)
     names = list(ways)
     timed = rotated_rounds(ways, rounds, workdir)
     per_round = [{name: frames / timers[name].wall for name in names} for timers in timed]
     cpu_per_frame = {name: [timers[name].cpu / frames for timers in timed] for name in names}
-    ratios = {
-        "lite0 int8 / lite0 float32": [r["product lite0 int8"] / r["product lite0 float32"] for r in per_round],
-        "lite0 int8 / peer": [r["product lite0 int8"] / r["peer (seed-style)"] for r in per_round],
-        "lite0 float32 / peer": [r["product lite0 float32"] / r["peer (seed-style)"] for r in per_round],
-        "lite2 int8 / lite0 float32": [r["product lite2 int8"] / r["product lite0 float32"] for r in per_round],
-        "lite2 int8 / lite2 float32": [r["product lite2 int8"] / r["product lite2 float32"] for r in per_round],
-        f"lite0 default ({default_precision}) / the faster of int8 and float32": [
-            r[f"product lite0 {default_precision}"] / max(r["product lite0 int8"], r["product lite0 float32"])
-            for r in per_round],
-        "decode CPU: one filter thread / default": [
-            cpu_per_frame["decode"][i] / cpu_per_frame["decode (ffmpeg default threads)"][i] for i in range(rounds)],
+    speed_ratios = {  # name -> (numerator, denominator)
+        "lite0 int8 / lite0 float32": ("product lite0 int8", "product lite0 float32"),
+        "lite0 int8 / peer": ("product lite0 int8", "peer (seed-style)"),
+        "lite0 float32 / peer": ("product lite0 float32", "peer (seed-style)"),
+        "lite2 int8 / lite0 float32": ("product lite2 int8", "product lite0 float32"),
+        "lite2 int8 / lite2 float32": ("product lite2 int8", "product lite2 float32"),
     }
+    ratios = {ratio: [r[numerator] / r[denominator] for r in per_round]
+              for ratio, (numerator, denominator) in speed_ratios.items() if {numerator, denominator} <= set(names)}
+    ratios[f"lite0 default ({default_precision}) / the faster of int8 and float32"] = [
+        r[f"product lite0 {default_precision}"] / max(r["product lite0 int8"], r["product lite0 float32"])
+        for r in per_round]
+    if not only_lite0:
+        ratios["decode CPU: one filter thread / default"] = [
+            cpu_per_frame["decode"][i] / cpu_per_frame["decode (ffmpeg default threads)"][i] for i in range(rounds)]
     return {
         "videos": len(videos), "frames": frames, "rounds": per_round,
         "frames_per_second": {name: _median([r[name] for r in per_round]) for name in names},
@@ -210,6 +223,21 @@ def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
     return results
 
 
+def measure_verdict(repeats):
+    """``--precision auto``'s timing of Lite0 on this CPU, ``repeats`` times
+    (see the module docstring, part 5)."""
+    from extract import precision_choice
+    from extract.backbones import usable_cores
+
+    threads = usable_cores()
+    speedups = [precision_choice.measure_int8_speedup("efficientnet_lite0", "imagenet", threads)
+                for _ in range(repeats)]
+    return {"threads": threads, "rounds_per_verdict": precision_choice.ROUNDS, "speedups": speedups,
+            "median": _median(speedups), "min": min(speedups), "max": max(speedups),
+            "min_speedup": precision_choice.MIN_SPEEDUP,
+            "int8_chosen": sum(speedup >= precision_choice.MIN_SPEEDUP for speedup in speedups)}
+
+
 VARIANT_BATCHES = 8  # batches of 4 frames per way and round: ~0.2-0.5 s on 2 cores
 
 
@@ -268,8 +296,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=8, help="synthetic 10-s clips")
     parser.add_argument("--rounds", type=int, default=5, help="repetitions of the speed ways; medians are reported")
-    parser.add_argument("--parts", default="speed,fidelity,accuracy,variants",
+    parser.add_argument("--parts", default="speed,fidelity,accuracy,variants,verdict",
                         help="which parts to measure (the others keep their last results in the JSON file)")
+    parser.add_argument("--ways", default="all", choices=("all", "lite0"),
+                        help="speed: every way, or the two Lite0 product ways alone")
+    parser.add_argument("--repeats", type=int, default=10, help="verdict: how many times it is timed")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per set and precision")
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
     add_cache_argument(parser)
@@ -299,8 +330,11 @@ def main():
     print(f"CPU: {precision_choice.describe_cpu(cpu)}; --precision auto: {verdict}")
     for name, video_set in speed_sets.items() if "speed" in parts else ():
         with tempfile.TemporaryDirectory() as workdir:
-            r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds, verdict.precision)
-            results["speed"].setdefault(precision_choice.describe_cpu(cpu), {})[name] = r
+            r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds, verdict.precision,
+                              only_lite0=args.ways == "lite0")
+            # A run of the Lite0 ways alone sits beside the CPU's run of every way, not over it.
+            key = precision_choice.describe_cpu(cpu) + (", Lite0 ways alone" if args.ways == "lite0" else "")
+            results["speed"].setdefault(key, {})[name] = r
             r.update(cpu=cpu, default_precision=str(verdict))
         print_table(f"{name}: {r['videos']} videos, {r['frames']} frames ({args.rounds} rounds, medians)",
                     ["way", "frames/s", "CPU ms per frame"],
@@ -342,6 +376,12 @@ def main():
                         [[way, f"{v['ms_per_frame']:.2f}", f"{v['speedup_over_float32']:.2f} "
                           f"({v['speedup_range'][0]:.2f}-{v['speedup_range'][1]:.2f})"]
                          for way, v in results["variants"][threads].items()])
+    if "verdict" in parts:
+        v = results["verdict"] = {**measure_verdict(args.repeats), "cpu": cpu}
+        print(f"--precision auto's timing, {args.repeats} times ({v['rounds_per_verdict']} rounds each, "
+              f"{v['threads']} threads), {precision_choice.describe_cpu(cpu)}: int8 {v['median']:.3f}x float32 "
+              f"(median; {v['min']:.3f}-{v['max']:.3f}); int8 chosen {v['int8_chosen']} times of {args.repeats} "
+              f"(at >= {v['min_speedup']:g}x)")
     save("precision", with_earlier_results(results))
 
 
@@ -358,7 +398,7 @@ def with_earlier_results(results):
     speeds = kept.get("speed", {})
     if speeds and all("cpu" in by_set for by_set in speeds.values()):  # saved by a version without CPU keys
         speeds = {precision_choice.describe_cpu(next(iter(speeds.values()))["cpu"]): speeds}
-    merged = {part: kept[part] for part in ("fidelity", "accuracy", "variants") if part in kept}
+    merged = {part: kept[part] for part in ("fidelity", "accuracy", "variants", "verdict") if part in kept}
     merged["speed"] = {**speeds, **results.pop("speed", {})}
     return {**merged, **results}
 

@@ -50,11 +50,12 @@ flags.DEFINE_enum("engine", _DEFAULTS.engine, list(backbones.ENGINES),
 flags.DEFINE_enum("precision", _DEFAULTS.precision, list(backbones.PRECISIONS),
                   "How the CNN computes. 'int8' (LiteRT on CPUs, EfficientNet-Lite backbones): quantized, features "
                   "within cosine ~0.99 of float32's; about twice float32's frames/s on CPUs with AVX-512 VNNI, "
-                  "no faster on AVX2-only ones. 'float32'. 'mixed' (TensorFlow on a GPU): float16 compute, "
+                  "1.0-1.1x on AVX2-only ones. 'float32'. 'mixed' (TensorFlow on a GPU): float16 compute, "
                   "features within 1 % of float32's largest value. 'auto': an existing --output_dir keeps the "
                   "precision it was made with; a new one gets mixed on a GPU, and on a CPU int8 only where it "
-                  f"measured at least {precision_choice.MIN_SPEEDUP:g}x float32's speed on this CPU (timed once per CPU and backbone, then "
-                  "cached), else float32. The stored features are float32 (or --dtype) whatever the precision.")
+                  f"measured faster, at least {precision_choice.MIN_SPEEDUP:g}x float32's speed, on this CPU "
+                  "(timed once per CPU and backbone, then cached), else float32. The stored features are float32 "
+                  "(or --dtype) whatever the precision.")
 flags.DEFINE_float("fps", _DEFAULTS.fps,
                    "Frames per second sampled from each video. 5 keeps the motion of human actions while "
                    "sparing the CNN the near-duplicate frames of 25-30 fps video (6x less work). From "

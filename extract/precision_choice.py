@@ -1,14 +1,16 @@
 """What ``--precision auto`` picks on a CPU: int8 only where it pays here.
 
-int8 trades a little feature fidelity (cosine ~0.99 to float32) for speed,
+int8 trades a little fidelity (features within cosine ~0.99 of float32's;
+0.3-1.1 points of top-1 on real clips: BENCHMARKS.md section 8) for speed,
 and the speed depends on the CPU: EfficientNet-Lite0 int8 ran 1.5-1.9x
-float32 on an AMD EPYC with AVX-512 VNNI, 1.0x on one with AVX2 only.
+float32 on an AMD EPYC with AVX-512 VNNI, 1.0-1.1x on one with AVX2 only.
 So the first time a backbone is used on a machine, both LiteRT models are
 timed side by side (alternated batches, the order swapped every round, the
-median ratio taken), and int8 is chosen only if it is at least
-``MIN_SPEEDUP`` times faster. The verdict is cached, keyed by what decides
-it: the CPU model and its instruction-set flags, the LiteRT version, the
-backbone, its weights and the threads.
+median ratio taken), and int8 is chosen only if it is faster by enough to
+pay for that: at least ``MIN_SPEEDUP`` times float32's speed. The verdict
+is cached, keyed by what decides it: the CPU model and its instruction-set
+flags, the LiteRT version, the backbone, its weights, the threads and how
+it was timed.
 """
 
 import dataclasses
@@ -23,10 +25,13 @@ import numpy as np
 from common import cache
 from records import files
 
+# int8 cost 0.3-1.1 points of top-1 on JHMDB (grouped 5-fold CV, three
+# comparisons, BENCHMARKS.md section 8): worth it at VNNI's 1.5-2x, not at
+# AVX2's few percent; 1.2x also stays clear of the timing's own spread.
 MIN_SPEEDUP = 1.2
 # The instruction sets that decide int8 speed (Linux /proc/cpuinfo names).
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-ROUNDS = 6
+ROUNDS = 24  # ~5 s for Lite0 on 2 AVX2 cores
 BATCH = 4  # the LiteRT engine's batch (backbones.DEFAULT_BATCH_SIZES)
 
 log = logging.getLogger(__name__)
@@ -68,7 +73,7 @@ class Verdict:
         if self.precision == "int8":
             return f"int8: {self.int8_speedup:.2f}x float32 {where}"
         return (f"float32: int8 is not faster {where} ({self.int8_speedup:.2f}x float32, below the "
-                f"{MIN_SPEEDUP:g}x that pays for its lower fidelity)")
+                f"{MIN_SPEEDUP:g}x that would pay for its lower fidelity)")
 
 
 def verdict_path(backbone, weights, threads, cpu=None):
@@ -77,7 +82,8 @@ def verdict_path(backbone, weights, threads, cpu=None):
     from records import manifest
 
     key = {"backbone": backbone, **backbones.describe_weights(weights), "threads": threads,
-           "cpu": cpu or cpu_description(), "litert": manifest.installed_versions(("ai-edge-litert",))}
+           "cpu": cpu or cpu_description(), "litert": manifest.installed_versions(("ai-edge-litert",)),
+           "timing": {"rounds": ROUNDS, "batch": BATCH}}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache.cache_dir() / "precision" / f"{backbone}-{name}.json"
 

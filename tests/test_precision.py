@@ -249,6 +249,10 @@ def test_the_verdict_is_measured_once_per_cpu_and_settings(tmp_path, monkeypatch
     assert precision_choice.verdict_path("efficientnet_lite0", "imagenet", 2, other_cpu) != \
         precision_choice.verdict_path("efficientnet_lite0", "imagenet", 2)
     assert precision_choice.describe_cpu(other_cpu) == "Some CPU (avx2 fma; no AVX-512)"
+    # A verdict timed another way (an earlier version's fewer rounds) is timed again.
+    path = precision_choice.verdict_path("efficientnet_lite0", "imagenet", 2)
+    monkeypatch.setattr(precision_choice, "ROUNDS", 6)
+    assert precision_choice.verdict_path("efficientnet_lite0", "imagenet", 2) != path
 
 
 def test_the_real_timing_compares_both_models_on_this_cpu():
