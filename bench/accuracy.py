@@ -68,13 +68,13 @@ def main():
         results[backbone] = {"features": str(features), **scores}
         for model, score in scores["models"].items():
             spread = f"{score['seed_spread']:.3f}" if "seed_spread" in score else "-"
-            rows.append([backbone, model, f"{score['mean']:.3f}", f"{score['std']:.3f}", spread,
+            rows.append([f"{backbone} ({scores['precision']})", model, f"{score['mean']:.3f}", f"{score['std']:.3f}", spread,
                          " ".join(f"{top1:.3f}" for top1 in score["folds"])])
     print_table(f"JHMDB ({args.videos}): top-1 on held-out movies, {args.folds}-fold grouped CV, "
-                f"--fps {args.fps:g} --seconds {args.seconds:g} --precision {args.precision}",
+                f"--fps {args.fps:g} --seconds {args.seconds:g}",
                 ["features", "model", "mean", "std (folds)", "seed spread", "per fold"], rows)
     save(args.results, {"videos": args.videos, "folds": args.folds, "seeds": args.seeds, "fps": args.fps,
-                      "seconds": args.seconds, "precision": args.precision, "results": results})
+                      "seconds": args.seconds, "results": results})
 
 
 def extract_once(args, backbone):
@@ -124,7 +124,8 @@ def cross_validate(features, model_names, num_folds, seeds):
                                                                per_fold.items()}), flush=True)
             shutil.rmtree(folder)
     models = {name: summarize(scores) for name, scores in per_fold.items()}
-    return {"videos": len(videos), "groups": len(set(groups)), "models": models}
+    return {"videos": len(videos), "groups": len(set(groups)), "precision": shards.manifest.get("precision"),
+            "models": models}
 
 
 def summarize(scores):
