@@ -17,10 +17,10 @@ the recurrent models must beat: each video's mean and standard deviation
 of its frames' features, standardized, into a logistic regression whose C
 is chosen by grouped 3-fold CV inside the training folds.
 
-Printed and saved to ``bench/results/accuracy.json`` (``--results``): top-1 per fold (the
-mean over seeds), the mean over folds and seeds, the standard deviation over
-folds, and, with ``--seeds N``, the spread (max - min) of the mean over N
-training seeds.
+Printed and saved to ``bench/results/accuracy.json`` (or ``--results``):
+top-1 per fold (the mean over seeds), the mean over folds and seeds, the
+standard deviation over folds, and, with ``--seeds N``, the spread (max -
+min) of the mean over N training seeds.
 """
 
 import argparse
@@ -45,7 +45,8 @@ def main():
     parser.add_argument("--backbones", default="efficientnet_lite0,efficientnet_lite2")
     parser.add_argument("--models", default="gru,lstm",
                         help="comma-separated models: a cell, with the product's defaults, or a cell and the "
-                             "ModelConfig fields that differ, as in gru:members=1+units=64; empty: the baseline alone")
+                             "ModelConfig fields that differ, as in gru:members=1+units=64; empty: the baseline "
+                             "alone")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per fold (for the seed spread)")
     parser.add_argument("--fps", type=float, default=30.0)
@@ -68,8 +69,8 @@ def main():
         results[backbone] = {"features": str(features), **scores}
         for model, score in scores["models"].items():
             spread = f"{score['seed_spread']:.3f}" if "seed_spread" in score else "-"
-            rows.append([f"{backbone} ({scores['precision']})", model, f"{score['mean']:.3f}", f"{score['std']:.3f}", spread,
-                         " ".join(f"{top1:.3f}" for top1 in score["folds"])])
+            rows.append([f"{backbone} ({scores['precision']})", model, f"{score['mean']:.3f}", f"{score['std']:.3f}",
+                         spread, " ".join(f"{top1:.3f}" for top1 in score["folds"])])
     print_table(f"JHMDB ({args.videos}): top-1 on held-out movies, {args.folds}-fold grouped CV, "
                 f"--fps {args.fps:g} --seconds {args.seconds:g}",
                 ["features", "model", "mean", "std (folds)", "seed spread", "per fold"], rows)

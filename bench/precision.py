@@ -136,21 +136,21 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, o
     timed = rotated_rounds(ways, rounds, workdir)
     per_round = [{name: frames / timers[name].wall for name in names} for timers in timed]
     cpu_per_frame = {name: [timers[name].cpu / frames for timers in timed] for name in names}
-    speed_ratios = {  # name -> (numerator, denominator)
+    speed_ratios = {  # name -> (numerator, denominator), of the ways timed
         "lite0 int8 / lite0 float32": ("product lite0 int8", "product lite0 float32"),
         "lite0 int8 / peer": ("product lite0 int8", "peer (seed-style)"),
         "lite0 float32 / peer": ("product lite0 float32", "peer (seed-style)"),
         "lite2 int8 / lite0 float32": ("product lite2 int8", "product lite0 float32"),
         "lite2 int8 / lite2 float32": ("product lite2 int8", "product lite2 float32"),
     }
+    cpu_ratios = {"decode CPU: one filter thread / default": ("decode", "decode (ffmpeg default threads)")}
     ratios = {ratio: [r[numerator] / r[denominator] for r in per_round]
               for ratio, (numerator, denominator) in speed_ratios.items() if {numerator, denominator} <= set(names)}
     ratios[f"lite0 default ({default_precision}) / the faster of int8 and float32"] = [
         r[f"product lite0 {default_precision}"] / max(r["product lite0 int8"], r["product lite0 float32"])
         for r in per_round]
-    if not only_lite0:
-        ratios["decode CPU: one filter thread / default"] = [
-            cpu_per_frame["decode"][i] / cpu_per_frame["decode (ffmpeg default threads)"][i] for i in range(rounds)]
+    ratios.update({ratio: [a / b for a, b in zip(cpu_per_frame[numerator], cpu_per_frame[denominator])]
+                   for ratio, (numerator, denominator) in cpu_ratios.items() if {numerator, denominator} <= set(names)})
     return {
         "videos": len(videos), "frames": frames, "rounds": per_round,
         "frames_per_second": {name: _median([r[name] for r in per_round]) for name in names},

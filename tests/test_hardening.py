@@ -444,7 +444,8 @@ def test_every_command_takes_paths_with_glob_characters_literally(tmp_path):
         ["records", "inspect", features / "*.tfrecord"],
         [*train, "--steps", 3],
         [*train, "--steps", 2, "--restart"],
-        ["train", "--mode", "eval", "--logdir", logs, "--run_name", "gru", "--eval_pattern", features / "test-*.tfrecord"],
+        ["train", "--mode", "eval", "--logdir", logs, "--run_name", "gru",
+         "--eval_pattern", features / "test-*.tfrecord"],
         ["predict", "--run", logs / "gru", next((clips / "bars").iterdir())],
     ]
     for command in commands:
