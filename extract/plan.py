@@ -30,7 +30,7 @@ import random
 import typing
 
 from common.console import a_few, check_number
-from extract import backbones, precision_choice, quantization
+from extract import backbones, precision_choice
 from extract.video import DEFAULT_TIMEOUT_SECONDS, file_state, max_frames_for
 from records import files
 from records import manifest as manifest_lib
@@ -38,7 +38,13 @@ from records import writer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
+# A Kinetics-trained streaming video CNN: its features carry motion (on
+# held-out JHMDB movies, +18 points of top-1 over EfficientNet-Lite0's
+# ImageNet features, BENCHMARKS.md section 11).
+DEFAULT_BACKBONE = "movinet_a0_stream"
+# The demo's backbone: its weights come with the install, so the demo runs
+# offline on a fresh machine (movinet_a0_stream downloads its model once).
+DEMO_BACKBONE = "efficientnet_lite0"
 ERRORS_NAME = "errors.tsv"
 WARNINGS_NAME = "warnings.tsv"
 MODEL_NAME = manifest_lib.MODEL_NAME
@@ -74,7 +80,7 @@ class ExtractConfig:
     """
 
     backbone: str = DEFAULT_BACKBONE
-    weights: str = "imagenet"
+    weights: typing.Optional[str] = None  # None: the backbone's pretrained weights (filled in)
     engine: str = "auto"
     precision: str = "auto"  # see backbones.resolve; settled per output folder by ``prepare``
     fps: float = 5.0
@@ -92,7 +98,13 @@ class ExtractConfig:
         for flag in ("videos_per_shard", "decode_workers", "batch_size"):
             check_number(flag, getattr(self, flag), minimum=1, optional=flag != "videos_per_shard")
         spec = backbones.get_spec(self.backbone)
+        if self.weights is None:
+            object.__setattr__(self, "weights", spec.pretrained)  # frozen: filled in once, here
+        backbones.check_weights(spec, self.weights)
         backbones.check_engine_and_precision(spec, self.engine, self.precision)
+        if spec.streaming and self.batch_size is not None:
+            raise ValueError(f"--batch_size does not apply to {self.backbone}: it reads one frame per call, and "
+                             "videos in parallel (one per CPU core)")
         if self.max_frames < 1:
             raise ValueError(f"--fps {self.fps:g} x --seconds {self.seconds:g} rounds to {self.max_frames} frames "
                              "per video; ask for at least one")
@@ -223,7 +235,7 @@ def settings_of(config, video_set, split_source):
     spec = backbones.get_spec(config.backbone)
     return {
         "backbone": config.backbone,
-        **backbones.describe_weights(config.weights),
+        **backbones.describe_weights(config.weights, spec),
         "image_size": spec.image_size,
         "feature_dim": spec.feature_dim,
         "fps": config.fps,
@@ -360,7 +372,7 @@ def _settle_precision(config, existing, on_gpu):
             raise ExtractionRefused(f"the output folder holds {precision} features: {e}") from None
     else:
         _, precision = backbones.resolve(spec, config.engine, "auto", on_gpu())
-        if precision == "int8":  # auto on CPUs: int8 only where it is measurably faster here
+        if precision == "int8" and not spec.streaming:  # auto on CPUs: int8 only where it is measurably faster here
             verdict = precision_choice.int8_verdict(config.backbone, config.weights, backbones.usable_cores())
             log.info("--precision auto: %s", verdict)
             precision = verdict.precision
@@ -369,8 +381,9 @@ def _settle_precision(config, existing, on_gpu):
 
 def _quantized_model(output_dir, existing, config):
     """The int8 model of this extraction: the one stored in the folder if its
-    digest is the manifest's, else this machine's quantization (cached), which
-    must then be the same bytes as the manifest records.
+    digest is the manifest's, else this machine's quantization (cached) or,
+    for a streaming backbone, its published model with the feature outputs
+    added, which must then be the same bytes as the manifest records.
 
     Returns:
       ``(content, manifest entry, whether the folder lacks it)``.
@@ -386,12 +399,13 @@ def _quantized_model(output_dir, existing, config):
         return stored, recorded, False
     content = backbones.litert_model(config.backbone, config.weights, "int8")
     entry = {"file": MODEL_NAME, "sha256": hashlib.sha256(content).hexdigest(),
-             "calibration": quantization.CALIBRATION}
+             **backbones.model_provenance(backbones.get_spec(config.backbone))}
     if recorded and entry["sha256"] != recorded["sha256"]:
         raise ExtractionRefused(f"{path} is {'damaged' if files.exists(path) else 'missing'}, and this machine "
-                                f"quantizes {config.backbone} into another model (SHA-256 {entry['sha256'][:12]}..., "
-                                f"not {recorded['sha256'][:12]}...), which would give features unlike those "
-                                "already written. Restore the file, or use --overwrite to start over.")
+                                f"makes {config.backbone}'s int8 model into other bytes (SHA-256 "
+                                f"{entry['sha256'][:12]}..., not {recorded['sha256'][:12]}...), which would give "
+                                "features unlike those already written. Restore the file, or use --overwrite to "
+                                "start over.")
     return content, entry, True
 
 

@@ -3,13 +3,18 @@
 Data flow, for the shards given:
 
   decode pool (threads, one ffmpeg process per video, a few videos ahead,
-  taken as they finish) -> frame batcher (packs frames of consecutive videos into
-  full batches) -> backbone (one call per ``batch_size`` frames) ->
-  shard writer (padded SequenceExample per video; the shard is committed
-  when its last video is done).
+  taken as they finish) -> the backbone's stage -> shard writer (padded
+  SequenceExample per video; the shard is committed when its last video is
+  done).
 
-ffmpeg runs in separate processes and TensorFlow releases the GIL, so
-decoding the next videos overlaps with the CNN working on the current batch.
+The stage depends on the kind of backbone: an image CNN gets a frame
+batcher (packs frames of consecutive videos into full batches, one CNN call
+per ``batch_size`` frames); a streaming video CNN gets video streams (each
+video read whole, frame by frame from a fresh state, by one of the
+backbone's streams, several videos at once).
+
+ffmpeg runs in separate processes and LiteRT and TensorFlow release the GIL,
+so decoding the next videos overlaps with the CNN working on the current ones.
 The local runner hands all its pending shards to one call (frames of
 consecutive shards share batches); a distributed runner calls it once per
 shard.
@@ -143,6 +148,63 @@ class FrameBatcher:
         return done
 
 
+class _BatchStage:
+    """An image CNN's stage: full batches of frames of consecutive videos."""
+
+    def __init__(self, backbone, batch_size):
+        self._backbone = backbone
+        self._batcher = FrameBatcher(batch_size)
+
+    def add(self, item, frames):
+        """Takes a video; returns ``(item, features)`` of the videos finished meanwhile."""
+        self._batcher.add(item, frames)
+        done = []
+        while self._batcher.has_full_batch():
+            done += self._batcher.run_batch(self._backbone)
+        return done
+
+    def finish(self):
+        """Runs what is left; returns the videos it finished."""
+        done = []
+        while self._batcher.has_frames():
+            done += self._batcher.run_batch(self._backbone)
+        return done
+
+    def close(self):
+        pass
+
+
+class _StreamStage:
+    """A streaming CNN's stage: each video read whole by one of the
+    backbone's streams, as many videos at once as it has streams (and as
+    many again waiting, so that no stream idles while a video is handed
+    over); finished videos are handed on as they finish."""
+
+    def __init__(self, backbone):
+        self._backbone = backbone
+        self._pool = concurrent.futures.ThreadPoolExecutor(backbone.streams, thread_name_prefix="stream")
+        self._running = {}
+        self._most = 2 * backbone.streams
+
+    def add(self, item, frames):
+        """Takes a video; returns ``(item, features)`` of the videos finished meanwhile."""
+        self._running[self._pool.submit(self._backbone.video_features, frames)] = item
+        if len(self._running) >= self._most:
+            concurrent.futures.wait(self._running, return_when=concurrent.futures.FIRST_COMPLETED)
+        return self._take([future for future in self._running if future.done()])
+
+    def finish(self):
+        """Waits for the videos under way; returns them."""
+        concurrent.futures.wait(self._running)
+        return self._take(list(self._running))
+
+    def _take(self, futures):
+        return [(self._running.pop(future), future.result()) for future in futures]
+
+    def close(self):
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _fingerprint(path):
     """The video file's ``files.content_fingerprint``, or None if it went
     away after it was decoded (its features are still good)."""
@@ -202,9 +264,10 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
     Args:
       shards: ``plan.Shard`` list; those already committed are skipped.
       output_dir: the output folder.
-      backbone: a ready ``backbones.Backbone`` (or anything that maps uint8
-        frames ``[B, S, S, 3]`` to features and has ``image_size`` and
-        ``default_batch_size``).
+      backbone: a ready ``backbones.Backbone`` (or anything with its
+        ``image_size``, ``streaming`` and ``__call__`` and
+        ``default_batch_size`` for an image CNN, ``video_features`` and
+        ``streams`` for a streaming one).
       config: the ``plan.ExtractConfig``.
       progress: gets ``update(1, work=frames)`` per video (a
         ``console.Progress`` counting frames as its work); None for none.
@@ -216,7 +279,7 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
     shards = [shard for shard in shards if writer.read_committed_index(output_dir, shard.name) is None]
     jobs = [(shard, video) for shard in shards for video in shard.videos]
     under_way = _ShardsUnderWay(output_dir, shards, config)
-    batcher = FrameBatcher(config.batch_size_for(backbone))
+    stage = _StreamStage(backbone) if backbone.streaming else _BatchStage(backbone, config.batch_size_for(backbone))
     frames_done = 0
 
     def write(finished_videos):
@@ -237,14 +300,12 @@ def extract_shards(shards, output_dir, backbone, config, progress=None):
             result, thumbnail = outcome
             if result.warning:
                 log.warning("%s: %s (kept %d frames)", video.video_id, result.warning, len(result.frames))
-            batcher.add((shard, video, result.warning, thumbnail), result.frames)
-            while batcher.has_full_batch():
-                write(batcher.run_batch(backbone))
-        while batcher.has_frames():
-            write(batcher.run_batch(backbone))
+            write(stage.add((shard, video, result.warning, thumbnail), result.frames))
+        write(stage.finish())
     except BaseException:
         under_way.abandon()
         raise
     finally:
         decoded.close()  # now, not when the traceback lets go of it: an interrupt ends the decoders at once
+        stage.close()
     return len(jobs), frames_done
