@@ -13,6 +13,7 @@ import hashlib
 import os
 import pathlib
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from tqdm import tqdm
@@ -24,7 +25,7 @@ _CHUNK = 1 << 16
 
 
 class DownloadError(Exception):
-    """No address gave the pinned bytes; the message says what each gave."""
+    """No address gave the pinned bytes; the message says, per host, what it gave."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,23 +68,31 @@ def fetch(artifact, destination, show_progress=True):
         content = destination.read_bytes()
         if artifact.matches(content):
             return content
-    failures = []
+    failures = {}  # what each address gave, said once per reason
     for url in artifact.urls:
         try:
             content = _download(url, artifact, show_progress)
         except (urllib.error.URLError, OSError, ValueError) as e:
-            failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
+            failures.setdefault(str(getattr(e, "reason", None) or e), []).append(url)
             continue
         if not artifact.matches(content):
-            failures.append(f"{url}: other bytes ({len(content)} bytes, SHA-256 "
-                            f"{hashlib.sha256(content).hexdigest()[:12]}...)")
+            failures.setdefault(f"other bytes ({len(content)} bytes, SHA-256 "
+                                f"{hashlib.sha256(content).hexdigest()[:12]}...)", []).append(url)
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
         partial.write_bytes(content)
         os.replace(partial, destination)  # whole, or not there at all
         return content
-    raise DownloadError("; ".join(failures))
+    raise DownloadError("; ".join(f"{', '.join(_where(url) for url in urls)}: {reason}"
+                                  for reason, urls in failures.items()))
+
+
+def _where(url):
+    """The host of ``url``, or the whole address for a local server (whose
+    paths tell its files apart)."""
+    parsed = urllib.parse.urlsplit(url)
+    return url if parsed.hostname in ("127.0.0.1", "localhost") else parsed.hostname
 
 
 def _download(url, artifact, show_progress):

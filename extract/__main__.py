@@ -40,7 +40,7 @@ flags.DEFINE_enum("backbone", None, list(backbones.BACKBONES),
                   f"CNN that turns each frame into a feature vector. Default: {plan.DEFAULT_BACKBONE}, with "
                   f"--demo {plan.DEMO_BACKBONE}. movinet_a0_stream: a video CNN trained on Kinetics-600 that reads "
                   "one frame at a time and carries its state from frame to frame, so its features carry motion "
-                  "(172 px, 2528-d; its published model, 3.3 MB, is downloaded once, or give a copy with "
+                  "(172 px, 480-d; its published model, 3.3 MB, is downloaded once, or give a copy with "
                   "--weights FILE). Image CNNs, each frame alone: the EfficientNet-Lite models have ImageNet "
                   "weights that work offline (lite0: 224 px, ImageNet top-1 75.1 %; lite1: 240 px, 76.7 %; "
                   "lite2: 260 px, 77.6 %; 1280-d features).")

@@ -51,24 +51,28 @@ PUBLISHED_MODEL = download.Artifact(
 SIGNATURE = "serving_default"
 IMAGE_INPUT = "image"
 LOGITS_OUTPUT = "logits"
-# Tensors of the graph that a feature vector can be made of: output name ->
+# Tensors of the graph a frame's feature vector is read from: output name ->
 # (the tensor's name in the published model, as its converter fused it; its size).
 TENSORS = {
-    # This frame's head features, averaged over the 6 x 6 positions (int8).
+    # This frame's head features (after the causal blocks: they carry the
+    # motion of the frames before), averaged over the 6 x 6 positions (int8).
     "frame_head": ("movinet_classifier/movinet/head/global_average_pool3d/truediv;"
                    "movinet_classifier/movinet/head/global_average_pool3d/Cast1", 480),
-    # The 2048 pre-logits: the classifier's hidden layer over the running
-    # mean of every frame's head features so far (int8).
-    "prelogits": ("movinet_classifier/classifier_head/head/conv2d/activation_32/Relu6;"
-                  "movinet_classifier/classifier_head/head/conv2d/conv2d/BiasAdd;"
-                  "movinet_classifier/classifier_head/head/conv2d/conv2d/Conv2D;"
-                  "classifier_head/head/conv2d/conv2d/bias", 2048),
 }
-# What each frame's stored vector is, in order (chosen by grouped CV on JHMDB).
-FEATURE_OUTPUTS = ("frame_head", "prelogits")
+# What each frame's stored vector is, in order. Chosen by grouped 5-fold CV
+# on JHMDB with train.py's GRU (BENCHMARKS.md section 11): this frame's head
+# features scored 0.741; the classifier's 2048 running pre-logits
+# ("movinet_classifier/classifier_head/head/conv2d/activation_32/Relu6;..."),
+# which change little from frame to frame, 0.686; both 0.697.
+FEATURE_OUTPUTS = ("frame_head",)
 FEATURE_DIM = sum(TENSORS[name][1] for name in FEATURE_OUTPUTS)
-# Where the Kinetics-600 classifier reads its input and finds its weights.
-_CLASSIFIER = "movinet_classifier/classifier_head/classifier/conv2d/conv2d_1"
+# The Kinetics-600 classifier over the running mean of the head features:
+# (its kernel's name, the end of its bias's name) for the hidden and the output layer.
+_CLASSIFIER_LAYERS = (
+    ("movinet_classifier/classifier_head/head/conv2d/conv2d/Conv2D", "classifier_head/head/conv2d/conv2d/bias"),
+    ("movinet_classifier/classifier_head/classifier/conv2d/conv2d_1/Conv2D",
+     "classifier_head/classifier/conv2d/conv2d_1/bias"),
+)
 LABELS_FILE = pathlib.Path(__file__).with_name("kinetics600_labels.txt")
 
 
@@ -131,10 +135,13 @@ def _check_signature(content, source):
     """Refuses a file that does not take frames and states as MoViNet-A0 stream does."""
     try:
         interpreter = _interpreter(content)
-        inputs = interpreter.get_signature_runner(SIGNATURE).get_input_details()
     except (ValueError, RuntimeError) as e:
-        raise ModelUnavailable(f"--weights {source} is not a TensorFlow Lite model with a {SIGNATURE!r} "
-                               f"signature ({console.tensorflow_error_text(e)})") from None
+        raise ModelUnavailable(f"--weights {source} is not a TensorFlow Lite model "
+                               f"({console.tensorflow_error_text(e)})") from None
+    if SIGNATURE not in interpreter.get_signature_list():
+        raise ModelUnavailable(f"--weights {source} is not a MoViNet-A0 stream model (it has no {SIGNATURE!r} "
+                               "signature)")
+    inputs = interpreter.get_signature_runner(SIGNATURE).get_input_details()
     image = inputs.get(IMAGE_INPUT)
     if image is None or list(image["shape"]) != [1, 1, IMAGE_SIZE, IMAGE_SIZE, 3] or len(inputs) < 2:
         raise ModelUnavailable(f"--weights {source} is not a MoViNet-A0 stream model (its {SIGNATURE!r} signature "
@@ -239,20 +246,24 @@ def kinetics_labels():
 
 
 def kinetics_classifier(content):
-    """The model's own Kinetics-600 classifier, as a function from stored
-    feature vectors ``[N, FEATURE_DIM]`` to logits ``[N, 600]``: its kernel
-    and bias, dequantized, applied to the vectors' pre-logits (at a video's
-    last frame they have seen the whole video, as the model's logits have)."""
+    """The model's own Kinetics-600 classifier, as a function from a video's
+    stored features ``[T, FEATURE_DIM]`` (its real frames) to logits
+    ``[600]``: as the model does at the video's last frame, the mean of every
+    frame's head features goes through its hidden layer (2048, ReLU6) and its
+    output layer, with their weights dequantized."""
     interpreter = _interpreter(content)
-    details = [t for t in interpreter.get_tensor_details() if t["name"].startswith(_CLASSIFIER)]
-    kernel = next(t for t in details if t["name"] == _CLASSIFIER + "/Conv2D")
-    bias = next(t for t in details if t["name"].endswith("/bias"))
-    weights = _dequantized_constant(interpreter, kernel).reshape(kernel["shape"][0], -1)
-    offsets = _dequantized_constant(interpreter, bias)
-    start = sum(TENSORS[name][1] for name in FEATURE_OUTPUTS[:FEATURE_OUTPUTS.index("prelogits")])
+    layers = []
+    for kernel_name, bias_name in _CLASSIFIER_LAYERS:
+        details = {t["name"]: t for t in interpreter.get_tensor_details()}
+        kernel = _dequantized_constant(interpreter, details[kernel_name])
+        bias = _dequantized_constant(interpreter, next(t for name, t in details.items() if name.endswith(bias_name)))
+        layers.append((kernel.reshape(kernel.shape[0], -1), bias))
+    (hidden, hidden_bias), (output, output_bias) = layers
+    start = sum(TENSORS[name][1] for name in FEATURE_OUTPUTS[:FEATURE_OUTPUTS.index("frame_head")])
 
-    def classify(features):
-        return features[:, start:start + TENSORS["prelogits"][1]] @ weights.T + offsets
+    def classify(frames):
+        mean = frames[:, start:start + TENSORS["frame_head"][1]].mean(axis=0)
+        return output @ np.clip(hidden @ mean + hidden_bias, 0.0, 6.0) + output_bias
 
     return classify
 

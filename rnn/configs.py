@@ -30,6 +30,9 @@ class ModelConfig:
         videos), beside the recurrent state.
       classifier_l2: L2 penalty on the classifier's weights (added to the
         training loss, per example).
+      last_frame: also give the classifier the (standardized) features of
+        each video's true last frame: a streaming video CNN's features there
+        have seen the whole video.
       bidirectional: also read each video backwards.
     """
 
@@ -46,6 +49,7 @@ class ModelConfig:
     input_dropout: float = 0.5
     pooled: bool = True
     classifier_l2: float = 0.003
+    last_frame: bool = False
     bidirectional: bool = False
 
     def __post_init__(self):

@@ -65,6 +65,19 @@ class MaskedMeanStd(keras.layers.Layer):
         return keras.KerasTensor((features.shape[0], 2 * features.shape[-1]), dtype=features.dtype)
 
 
+@keras.saving.register_keras_serializable(package="rnn")
+class LastFrame(keras.layers.Layer):
+    """``[B, D]``: each video's features at its true last frame (``num_frames
+    - 1``), never a padded step."""
+
+    def call(self, features, num_frames):
+        last = keras.ops.maximum(keras.ops.cast(num_frames, "int32") - 1, 0)
+        return keras.ops.take_along_axis(features, keras.ops.reshape(last, (-1, 1, 1)), axis=1)[:, 0]
+
+    def compute_output_spec(self, features, num_frames):
+        return keras.KerasTensor((features.shape[0], features.shape[-1]), dtype=features.dtype)
+
+
 def training_statistics(batches, most_batches=100):
     """What the ``Standardize`` layers need, from the training videos of up
     to ``most_batches`` batches of ``(inputs, labels)`` (a sample is enough
@@ -160,6 +173,9 @@ def build_model(config, num_classes, feature_dim, max_frames=None):
         pooled = MaskedMeanStd(name="mean_std")(standardized, mask)
         pooled = Standardize(name="standardize_mean_std")(pooled)
         x = keras.layers.Concatenate(name="state_and_mean_std")([x, pooled])
+    if config.last_frame:
+        x = keras.layers.Concatenate(name="with_last_frame")([x, LastFrame(name="last_frame")(standardized,
+                                                                                              num_frames)])
     # float32 logits even under mixed precision: softmax and the loss want the range.
     penalty = keras.regularizers.L2(config.classifier_l2) if config.classifier_l2 else None
     logits = keras.layers.Dense(num_classes, kernel_regularizer=penalty, name="classifier", dtype="float32")(x)

@@ -40,9 +40,16 @@ def _int8_pays_on_this_machine():
 _int8_pays_on_this_machine()
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# The flags of an extraction that runs offline anywhere (its weights come
+# with the install): the default backbone, movinet_a0_stream, downloads its
+# model, which only the tests that use ../shared/models exercise.
+LITE0 = ("--backbone", "efficientnet_lite0")
 SHARED_VIDEOS = pathlib.Path(os.environ.get("SHARED_VIDEOS", REPO.parent / "shared" / "videos"))
 # Real JHMDB clips (688, 21 classes) with their source-movie groups; tests skip without them.
 JHMDB = pathlib.Path(os.environ.get("SHARED_JHMDB", REPO.parent / "shared" / "jhmdb-train"))
+# The published MoViNet-A0 stream model (this machine cannot download it); tests skip without it.
+MOVINET_MODEL = pathlib.Path(os.environ.get("SHARED_MODELS", REPO.parent / "shared" / "models")) / \
+    "movinet_a0_stream_kinetics600_int8.tflite"
 
 
 def make_video(path, duration, size=(320, 240), rate=25, source="testsrc2", input_args=(), output_args=()):
@@ -126,7 +133,7 @@ def assert_features_are_the_stored_models(output, videos):
         video_id, features = video["video_id"], video["features"][:video["num_frames"]]
         size = manifest["image_size"]
         frames = decode_frames(videos / video_id, manifest["fps"], manifest["seconds"], size).frames
-        np.testing.assert_array_equal(backbone(frames), features, err_msg=video_id)
+        np.testing.assert_array_equal(backbone.video_features(frames), features, err_msg=video_id)
 
 
 @pytest.fixture(scope="session")

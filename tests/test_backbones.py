@@ -91,8 +91,10 @@ def test_keras_application_loads_local_weights_file(tmp_path, name):
     assert backbones.describe_weights(str(path))["weights_sha256"]
 
 
-def test_every_registered_backbone_builds_with_declared_shapes():
+def test_every_registered_image_cnn_builds_with_declared_shapes():
     for name, spec in backbones.BACKBONES.items():
+        if spec.streaming:  # a published model, checked in tests/test_movinet.py
+            continue
         model = spec.build(None)
         assert model.output_shape == (None, spec.feature_dim), name
         assert model.input_shape[1:3] == (spec.image_size, spec.image_size), name

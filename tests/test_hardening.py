@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from common import console
-from conftest import make_two_class_clips, run_cli
+from conftest import LITE0, make_two_class_clips, run_cli
 from features import temporal_order_examples, write_extraction
 from records import files
 from rnn import checkpoints, training
@@ -50,7 +50,7 @@ def test_an_output_folder_with_glob_characters_is_that_folder_and_no_other(demo_
     users.mkdir()
     (users / shard).write_bytes(b"the user's own file")
     for extra in ([], ["--overwrite"]):
-        refused = run_cli("extract", "--videos", videos, "--output_dir", users, "--progress=false", *extra)
+        refused = run_cli("extract", *LITE0, "--videos", videos, "--output_dir", users, "--progress=false", *extra)
         assert refused.returncode == 1, refused.stderr
         assert "no manifest of python -m extract lists" in refused.stderr
         assert (users / shard).read_bytes() == b"the user's own file"
@@ -222,7 +222,7 @@ def test_the_same_clips_under_another_root_split_alike_and_cannot_leak(tmp_path)
         path.rename(path.with_name(f"clip{number}{path.suffix}"))  # names without groups: the video alone
 
     def extract(output, videos, *extra):
-        result = run_cli("extract", "--videos", videos, "--output_dir", tmp_path / output, "--progress=false",
+        result = run_cli("extract", *LITE0, "--videos", videos, "--output_dir", tmp_path / output, "--progress=false",
                          *extra)
         assert result.returncode == 0, result.stderr
         return tmp_path / output
@@ -335,12 +335,12 @@ def test_overwrite_waits_for_the_training_run_that_reads_the_shards(demo_extract
         while not (tmp_path / "runs" / "gru" / "train").exists():
             assert trainer.poll() is None and time.time() < deadline
             time.sleep(0.5)
-        refused = run_cli("extract", "--videos", videos, "--output_dir", features, "--overwrite", "--fps", 4,
+        refused = run_cli("extract", *LITE0, "--videos", videos, "--output_dir", features, "--overwrite", "--fps", 4,
                           "--progress=false")
         assert refused.returncode == 1
         assert "a train.py is reading its shards; wait for it to end" in refused.stderr
         assert {name: (features / name).read_bytes() for name in before} == before
-    assert run_cli("extract", "--videos", videos, "--output_dir", features, "--overwrite", "--fps", 4,
+    assert run_cli("extract", *LITE0, "--videos", videos, "--output_dir", features, "--overwrite", "--fps", 4,
                    "--progress=false").returncode == 0  # the lock went with the trainer
 
 
@@ -366,7 +366,7 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed_escaped(tmp_path):
     root = make_two_class_clips(tmp_path / "clips", 2)
     first = next(iter(sorted((root / "pattern").iterdir())))
     os.rename(first, os.path.join(os.fsencode(root / "pattern"), b"bad\xffbyte.avi"))
-    result = run_cli("extract", "--videos", root, "--output_dir", tmp_path / "features", "--progress=false",
+    result = run_cli("extract", *LITE0, "--videos", root, "--output_dir", tmp_path / "features", "--progress=false",
                      "--test_fraction", "0")
     assert result.returncode == 3, result.stderr  # some videos failed
     assert "errors.tsv" in result.stdout
@@ -385,7 +385,7 @@ def test_a_first_run_on_a_machine_converts_the_backbone_without_tensorflow_start
     converts the backbone; that conversion imported TensorFlow unfiltered
     and printed its absl, cudart and cuInit lines."""
     root = make_two_class_clips(tmp_path / "clips", 1)
-    result = run_cli("extract", "--videos", root, "--output_dir", tmp_path / "features", "--progress=false",
+    result = run_cli("extract", *LITE0, "--videos", root, "--output_dir", tmp_path / "features", "--progress=false",
                      "--precision", "int8", "--test_fraction", 0, env={**os.environ, "VIDEO_FEATURES_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr
     assert "cached the LiteRT conversion" in result.stderr  # the conversion did run
@@ -440,7 +440,7 @@ def test_every_command_takes_paths_with_glob_characters_literally(tmp_path):
     train = ["train", "--train_pattern", features / "train-*.tfrecord", "--eval_pattern", features / "test-*.tfrecord",
              "--logdir", logs, "--validation_fraction", 0, "--progress=false"]
     commands = [
-        ["extract", "--videos", clips, "--output_dir", features, "--progress=false"],
+        ["extract", *LITE0, "--videos", clips, "--output_dir", features, "--progress=false"],
         ["records", "inspect", features / "*.tfrecord"],
         [*train, "--steps", 3],
         [*train, "--steps", 2, "--restart"],
@@ -452,7 +452,7 @@ def test_every_command_takes_paths_with_glob_characters_literally(tmp_path):
         result = run_cli(*command)
         assert result.returncode == 0, (command, result.stderr)
         assert "Traceback" not in result.stderr
-    assert "4 written, 0 failed" in run_cli("extract", "--videos", clips, "--output_dir", features,
+    assert "4 written, 0 failed" in run_cli("extract", *LITE0, "--videos", clips, "--output_dir", features,
                                             "--progress=false").stdout
     assert {path: path.read_bytes() for path in decoy_files} == decoy_files
     assert sorted(str(path.relative_to(decoy)) for path in decoy.rglob("*") if path.is_file()) == \

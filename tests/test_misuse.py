@@ -14,7 +14,7 @@ import xml.etree.ElementTree
 
 import pytest
 
-from conftest import REPO, make_two_class_clips, run, run_cli, started
+from conftest import LITE0, REPO, make_two_class_clips, run, run_cli, started
 from extract import dataset, extraction, plan
 from features import temporal_order_examples, write_extraction
 from records.inspect import inspect, iterate_videos
@@ -32,7 +32,7 @@ def clips(tmp_path_factory):
 
 
 def _extract(clips, output, *extra, **options):
-    return run_cli("extract", "--videos", clips, "--output_dir", output, "--progress=false", *extra, **options)
+    return run_cli("extract", *LITE0, "--videos", clips, "--output_dir", output, "--progress=false", *extra, **options)
 
 
 def _features(tmp_path, name="features", test=4, train_examples=8):
@@ -187,7 +187,7 @@ def test_sigterm_while_ffmpeg_decodes_stops_at_once_and_leaves_no_decoder(clips,
         """))
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "extract", "--videos", clips, "--output_dir", tmp_path / "out",
+    command = [sys.executable, "-m", "extract", *LITE0, "--videos", clips, "--output_dir", tmp_path / "out",
                "--progress=false"]
     with started(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:
         deadline = time.monotonic() + 120
@@ -245,7 +245,7 @@ def test_an_unreachable_ray_cluster_is_one_sentence_before_anything_is_written(c
     started_at = time.monotonic()
     with pytest.raises(ValueError, match=r"no Ray cluster answers at 127\.0\.0\.1:1 \(tried for 2 s: Connection "
                                          r"refused\)\. Check that 'ray start --head --port=1' runs on 127\.0\.0\.1"):
-        extraction.run(dataset.load_videos(clips), output, plan.ExtractConfig(),
+        extraction.run(dataset.load_videos(clips), output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE),
                        ray_runner.RayRunner("127.0.0.1:1", show_progress=False))
     assert time.monotonic() - started_at < 10
     assert not output.exists()

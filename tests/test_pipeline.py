@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_features_are_the_stored_models, make_video, run, run_cli, started
+from conftest import LITE0, assert_features_are_the_stored_models, make_video, run, run_cli, started
 from extract import dataset, finalize, local_runner, plan, shards
 from records import files, groups, schema
 from records.inspect import inspect
@@ -70,7 +70,7 @@ EXPECTED_FAILURES = {"bars/broken_empty.mp4": "empty file", "pattern/broken_rand
 
 
 def _extract_cli(videos, output, *extra):
-    return run_cli("extract", "--videos", videos, "--output_dir", output, "--videos_per_shard", 3,
+    return run_cli("extract", *LITE0, "--videos", videos, "--output_dir", output, "--videos_per_shard", 3,
                    "--progress=false", *extra)
 
 
@@ -83,6 +83,7 @@ class _RecordingBackbone:
 
     image_size = 32
     default_batch_size = 3
+    streaming = False
 
     def __init__(self):
         self.batch_sizes = []
@@ -96,7 +97,7 @@ class _RecordingBackbone:
 def test_batch_size_defaults_to_the_engines_choice(video_folder, tmp_path, asked, expected):
     backbone = _RecordingBackbone()
     video_set = dataset.load_videos(video_folder, test_fraction=0)
-    config = plan.ExtractConfig(weights="none", batch_size=asked)
+    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", batch_size=asked)
     local_runner.extract(video_set, tmp_path, config, show_progress=False, backbone=backbone)
     assert backbone.batch_sizes[:-1] == [expected] * (len(backbone.batch_sizes) - 1)
     assert 1 <= backbone.batch_sizes[-1] <= expected
@@ -172,7 +173,7 @@ def test_other_settings_are_refused_and_overwrite_starts_over(video_folder, tmp_
 
 def test_killed_run_resumes_with_every_video_exactly_once(video_folder, tmp_path):
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "extract", "--videos", str(video_folder), "--output_dir", str(output),
+    command = [sys.executable, "-m", "extract", *LITE0, "--videos", str(video_folder), "--output_dir", str(output),
                "--videos_per_shard", "2", "--batch_size", "4", "--decode_workers", "1", "--progress=false"]
     with started(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
         deadline = time.monotonic() + 300
@@ -226,7 +227,7 @@ def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(shared_videos / clip)
     video_set = dataset.load_videos(videos, test_fraction=0)
-    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(), show_progress=False)
+    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(backbone=plan.DEMO_BACKBONE), show_progress=False)
     assert (summary.written, summary.failed) == (4, 0)
 
     durations = {}
@@ -255,7 +256,7 @@ def test_help_explains_every_flag():
 
 
 def test_missing_videos_folder_is_a_clear_error(tmp_path):
-    result = run_cli("extract", "--videos", tmp_path / "nope", "--output_dir", tmp_path / "out")
+    result = run_cli("extract", *LITE0, "--videos", tmp_path / "nope", "--output_dir", tmp_path / "out")
     assert result.returncode == 1
     assert "is not a folder" in result.stderr
 
@@ -306,7 +307,7 @@ def test_two_runs_never_write_to_one_folder(tmp_path):
     with open(output / files.LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
         with pytest.raises(plan.ExtractionRefused, match="another extraction"):
-            local_runner.extract(video_set, output, plan.ExtractConfig(), show_progress=False)
+            local_runner.extract(video_set, output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE), show_progress=False)
 
 
 def _files_and_contents(folder):
@@ -324,12 +325,12 @@ def test_overwrite_deletes_only_what_the_previous_extraction_wrote(video_folder,
         (output / name).parent.mkdir(parents=True, exist_ok=True)
         (output / name).write_bytes(content)
     video_set = dataset.load_videos(video_folder)
-    first = plan.ExtractConfig(weights="none", videos_per_shard=4)
+    first = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4)
     local_runner.extract(video_set, output, first, show_progress=False, backbone=_RecordingBackbone())
     ours_before = set(_files_and_contents(output)) - set(user_files)
     assert {"manifest.json", "errors.tsv", "warnings.tsv"} < ours_before
 
-    second = plan.ExtractConfig(weights="none", videos_per_shard=6, fps=2)
+    second = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=6, fps=2)
     local_runner.extract(video_set, output, second, overwrite=True, show_progress=False,
                          backbone=_RecordingBackbone())
     after = _files_and_contents(output)
@@ -354,7 +355,7 @@ def test_a_new_extraction_never_replaces_a_users_file(video_folder, tmp_path):
     output.mkdir()
     (output / "errors.tsv").write_text("my own list\n")
     with pytest.raises(plan.ExtractionRefused, match="holds errors.tsv, which python -m extract would replace"):
-        local_runner.extract(dataset.load_videos(video_folder), output, plan.ExtractConfig(weights="none"),
+        local_runner.extract(dataset.load_videos(video_folder), output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none"),
                              show_progress=False, backbone=_RecordingBackbone())
     assert (output / "errors.tsv").read_text() == "my own list\n"
 
@@ -365,7 +366,7 @@ def test_unreadable_manifest_and_index_are_named(video_folder, tmp_path):
     damaged index makes its shard be extracted again, with a warning."""
     output = tmp_path / "out"
     video_set = dataset.load_videos(video_folder)
-    config = plan.ExtractConfig(weights="none", videos_per_shard=4)
+    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4)
     local_runner.extract(video_set, output, config, show_progress=False, backbone=_RecordingBackbone())
     before = _shard_stats(output)
     damaged = sorted(before)[0]
@@ -415,7 +416,7 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(video_folder, tmp_path):
     private mount namespace) gives one sentence, no traceback."""
     output = tmp_path / "small_disk"
     output.mkdir()
-    script = (f"mount -t tmpfs -o size=400k tmpfs {output} && exec {sys.executable} -m extract --videos "
+    script = (f"mount -t tmpfs -o size=400k tmpfs {output} && exec {sys.executable} -m extract {' '.join(LITE0)} --videos "
               f"{video_folder} --output_dir {output} --videos_per_shard 2 --progress=false")
     try:
         result = run(["unshare", "-rm", "sh", "-c", script], timeout=300)
@@ -432,7 +433,7 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(video_folder, tmp_path):
 def test_sigterm_stops_like_ctrl_c(video_folder, tmp_path):
     """Hardening 15: kill PID gives the resume message and exit status 130."""
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "extract", "--videos", str(video_folder), "--output_dir", str(output),
+    command = [sys.executable, "-m", "extract", *LITE0, "--videos", str(video_folder), "--output_dir", str(output),
                "--videos_per_shard", "2", "--progress=false"]
     with started(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         deadline = time.monotonic() + 300
@@ -461,7 +462,7 @@ def test_failures_round_trip_and_are_counted_once(tmp_path):
     (lists / "testlist01.txt").write_text(f"Archery/v_Archery_g02_c01.avi\n{odd.replace(chr(9), ' ')}\n")
     video_set = dataset.load_videos(videos, lists)
     video_set.splits["test"].append(dataset.Video(str(videos / odd), odd, 0, "Archery"))
-    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(weights="none"),
+    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none"),
                                    show_progress=False, backbone=_RecordingBackbone())
     header, rows = files.read_tsv(tmp_path / "out" / "errors.tsv")
     assert header == ["video", "reason", "shard"]
@@ -493,7 +494,7 @@ def test_object_storage_output_without_rename(video_folder, tmp_path):
     from records import reader
 
     video_set = dataset.load_videos(video_folder)
-    config = plan.ExtractConfig(weights="none", videos_per_shard=4)
+    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4)
     local = tmp_path / "local"
     local_runner.extract(video_set, local, config, show_progress=False, backbone=_RecordingBackbone())
     remote = f"ram://features-{uuid.uuid4().hex}"
@@ -515,7 +516,7 @@ def test_object_storage_output_without_rename(video_folder, tmp_path):
     again = local_runner.extract(video_set, remote, config, show_progress=False, backbone=_RecordingBackbone())
     assert again.shards_written == 0
     with pytest.raises(plan.ExtractionRefused, match="fps: 5.0 there, 2 now"):
-        local_runner.extract(video_set, remote, plan.ExtractConfig(weights="none", videos_per_shard=4, fps=2),
+        local_runner.extract(video_set, remote, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4, fps=2),
                              show_progress=False, backbone=_RecordingBackbone())
 
 
@@ -527,7 +528,7 @@ def test_a_shard_task_run_twice_or_after_a_kill_commits_one_shard(video_folder, 
     from records import writer
 
     video_set = dataset.load_videos(video_folder, test_fraction=0)
-    config = plan.ExtractConfig(weights="none", videos_per_shard=6)
+    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=6)
     output = tmp_path / "out"
     output.mkdir()
     planned = plan.prepare(video_set, output, config)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_features_are_the_stored_models, make_two_class_clips, run_cli
+from conftest import LITE0, assert_features_are_the_stored_models, make_two_class_clips, run_cli
 from extract import backbones, dataset, local_runner, plan, quantization
 from records.inspect import iterate_videos
 
@@ -19,7 +19,7 @@ def clips(tmp_path_factory):
 
 
 def _extract(clips, output, *extra):
-    return run_cli("extract", "--videos", clips, "--output_dir", output, "--videos_per_shard", 2,
+    return run_cli("extract", *LITE0, "--videos", clips, "--output_dir", output, "--videos_per_shard", 2,
                    "--progress=false", *extra)
 
 
@@ -158,8 +158,9 @@ def test_a_lost_model_is_restored_only_if_this_machine_makes_the_same_bytes(clip
     _interrupt(output, "test-00000-of-00001.tfrecord")
     monkeypatch.setattr(backbones, "litert_model", lambda *args: b"other bytes")
     videos = dataset.load_videos(clips)
-    with pytest.raises(plan.ExtractionRefused, match="backbone.tflite is damaged, and this machine quantizes"):
-        local_runner.extract(videos, output, plan.ExtractConfig(videos_per_shard=2), show_progress=False,
+    with pytest.raises(plan.ExtractionRefused,
+                       match="backbone.tflite is damaged, and this machine makes efficientnet_lite0's int8 model into"):
+        local_runner.extract(videos, output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, videos_per_shard=2), show_progress=False,
                              split_source={"test_fraction": 0.2})
     assert (output / "backbone.tflite").read_bytes() == b"damaged"
 
@@ -204,7 +205,7 @@ def _verdict_cache(tmp_path, speedup):
 def test_auto_makes_float32_where_int8_is_not_faster_and_says_why(clips, tmp_path):
     slow_int8 = _verdict_cache(tmp_path, 1.01)
     output = tmp_path / "out"
-    result = run_cli("extract", "--videos", clips, "--output_dir", output, "--progress=false", env=slow_int8)
+    result = run_cli("extract", *LITE0, "--videos", clips, "--output_dir", output, "--progress=false", env=slow_int8)
     assert result.returncode == 0, result.stderr
     assert json.loads((output / "manifest.json").read_text())["precision"] == "float32"
     assert "--precision auto: float32: int8 is not faster on this CPU" in result.stderr
@@ -213,15 +214,15 @@ def test_auto_makes_float32_where_int8_is_not_faster_and_says_why(clips, tmp_pat
 
     # The folder keeps its precision on a CPU where int8 would pay...
     fast_int8 = _verdict_cache(tmp_path, 1.9)
-    again = run_cli("extract", "--videos", clips, "--output_dir", output, "--progress=false", env=fast_int8)
+    again = run_cli("extract", *LITE0, "--videos", clips, "--output_dir", output, "--progress=false", env=fast_int8)
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert json.loads((output / "manifest.json").read_text())["precision"] == "float32"
     # ...where a new folder gets int8, and an explicit precision is obeyed.
-    fast = run_cli("extract", "--videos", clips, "--output_dir", tmp_path / "fast", "--progress=false",
+    fast = run_cli("extract", *LITE0, "--videos", clips, "--output_dir", tmp_path / "fast", "--progress=false",
                    env=fast_int8)
     assert "--precision auto: int8: 1.90x float32 on this CPU" in fast.stderr
     assert json.loads((tmp_path / "fast" / "manifest.json").read_text())["precision"] == "int8"
-    forced = run_cli("extract", "--videos", clips, "--output_dir", tmp_path / "forced", "--progress=false",
+    forced = run_cli("extract", *LITE0, "--videos", clips, "--output_dir", tmp_path / "forced", "--progress=false",
                      "--precision", "int8", env=slow_int8)
     assert forced.returncode == 0 and "--precision auto" not in forced.stderr
     assert json.loads((tmp_path / "forced" / "manifest.json").read_text())["precision"] == "int8"

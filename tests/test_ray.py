@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, make_video, run
+from conftest import LITE0, REPO, make_video, run
 
 pytest.importorskip("ray")
 
@@ -52,7 +52,7 @@ def _examples(output):
 
 
 def _command(clips, output, *extra):
-    return [sys.executable, "-m", "extract", "--videos", str(clips), "--output_dir", str(output),
+    return [sys.executable, "-m", "extract", *LITE0, "--videos", str(clips), "--output_dir", str(output),
             "--videos_per_shard", "2", "--test_fraction", "0", "--progress=false", "--progress_seconds", "1",
             *map(str, extra)]
 
