@@ -260,3 +260,34 @@ def test_the_cached_model_serves_an_offline_extraction_without_flags(tmp_path, m
     assert len(error) == 1 and "cannot download movinet_a0_stream's model" in error[0]
     assert "--weights FILE" in error[0] and str(empty / "models") in error[0]
     assert not list((tmp_path / "offline").glob("*.tfrecord"))
+
+
+def test_predict_computes_the_training_features_with_the_runs_model(tmp_path, movinet_file):
+    """predict reads a raw clip as the extraction did: the same frames, the
+    same model bytes (the run's copy), a fresh state: the same features."""
+    from conftest import JHMDB
+    from predict import Predictor
+    from records.inspect import iterate_videos
+
+    if not JHMDB.is_dir():
+        pytest.skip(f"{JHMDB} is absent")
+    videos = _copy_clips(JHMDB, tmp_path / "videos", {"golf": 2, "pullup": 2})
+    features = tmp_path / "features"
+    result = run_cli("extract", "--videos", videos, "--output_dir", features, "--weights", movinet_file,
+                     "--fps", 10, "--seconds", 2, "--test_fraction", 0, "--progress=false")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", "--steps", 5, "--logdir", tmp_path / "runs", "--train_pattern",
+                     features / "train-*.tfrecord", "--eval_pattern", "", "--validation_fraction", 0)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "gru"
+    assert (run / "backbone.tflite").read_bytes() == (features / "backbone.tflite").read_bytes()
+    predictor = Predictor(run)
+    for video in iterate_videos(str(features / "*.tfrecord")):
+        frames = decode_frames(videos / video["video_id"], 10, 2, movinet.IMAGE_SIZE).frames
+        np.testing.assert_array_equal(predictor.backbone.video_features(frames),
+                                      video["features"][:video["num_frames"]], err_msg=video["video_id"])
+    clip = videos / video["video_id"]
+    result = run_cli("predict", "--run", run, clip)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[lines.index(str(clip)) + 1].split()[1] in ("golf", "pullup")

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import LITE0, REPO, make_video, run
+from conftest import LITE0, MOVINET_MODEL, REPO, make_video, run
 
 pytest.importorskip("ray")
 
@@ -51,8 +51,8 @@ def _examples(output):
     return {video["video_id"]: video for video in iterate_videos(str(output / "*.tfrecord"))}
 
 
-def _command(clips, output, *extra):
-    return [sys.executable, "-m", "extract", *LITE0, "--videos", str(clips), "--output_dir", str(output),
+def _command(clips, output, *extra, backbone=LITE0):
+    return [sys.executable, "-m", "extract", *backbone, "--videos", str(clips), "--output_dir", str(output),
             "--videos_per_shard", "2", "--test_fraction", "0", "--progress=false", "--progress_seconds", "1",
             *map(str, extra)]
 
@@ -97,6 +97,23 @@ def test_ray_runner_on_a_local_instance_matches_the_local_runner(clips, referenc
     assert "this run (ray): 24 videos" in result.stdout
     assert re.search(r"extracting \(ray\): \d+/24 videos", result.stderr)
     _assert_same_as_reference(output, reference)
+
+
+def test_ray_runner_streams_videos_like_the_local_runner(clips, tmp_path, ray_env):
+    """Issue 33: the streaming video backbone on Ray workers gives the local
+    runner's exact bytes (each worker runs the plan's model, every video from
+    a fresh state)."""
+    if not MOVINET_MODEL.is_file():
+        pytest.skip(f"{MOVINET_MODEL} is absent")
+    movinet = ("--backbone", "movinet_a0_stream", "--weights", str(MOVINET_MODEL))
+    local = tmp_path / "local"
+    assert run(_command(clips, local, "--runner", "local", backbone=movinet)).returncode == 0
+    output = tmp_path / "ray"
+    result = run(_command(clips, output, "--runner", "ray", "--ray_workers", 2, "--ray_cpus_per_worker", 1,
+                          backbone=movinet), env=ray_env)
+    assert result.returncode == 0, result.stderr
+    _assert_same_as_reference(output, _examples(local))
+    assert json.loads((output / "manifest.json").read_text())["backbone"] == "movinet_a0_stream"
 
 
 class _Cluster:
