@@ -146,7 +146,7 @@ def _describe(video_set):
     """What was found, printed before the long part starts."""
     names = video_set.class_names
     shown = ", ".join(names[:8]) + (f" ... ({len(names) - 8} more)" if len(names) > 8 else "")
-    counts = ", ".join(f"{len(v)} {k}" for k, v in video_set.splits.items())
+    counts = ", ".join(f"{len(v)} {k}" for k, v in video_set.splits.items()) or "0"
     print(f"{len(names)} classes: {shown}")
     print(f"{counts} videos" + (f"; {video_set.unlisted} videos in no split list (ignored)"
                                 if video_set.unlisted else ""))

@@ -204,29 +204,9 @@ def read_class_index(path):
     return [name for _, name in sorted(entries)]
 
 
-def read_split_list(path):
-    """Relative video paths named in a ``trainlistNN.txt`` / ``testlistNN.txt``,
-    each once (UCF-101 paths are compared without case).
-
-    Returns:
-      ``(entries, repeated)``: the entries in file order, and those that the
-      file lists more than once (exactly or in another case).
-    """
-    entries, seen, repeated = [], set(), []
-    for line in pathlib.Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        entry = line.split()[0]
-        if entry.lower() in seen:
-            repeated.append(entry)
-            continue
-        seen.add(entry.lower())
-        entries.append(entry)
-    return entries, repeated
-
-
 class SplitLists(dict):
-    """Split name -> ``[(Class/clip entry, list file name)]``, plus ``notices``."""
+    """Split name -> ``[(Class/clip entry, list file name)]``, each video
+    once and in one split only, plus ``notices``."""
 
     notices: list
 
@@ -235,7 +215,8 @@ def read_split_lists(splits_dir, split):
     """Reads the official split lists in ``splits_dir``: UCF-101's
     (``classInd.txt``, ``trainlistNN.txt``, ``testlistNN.txt``) or HMDB-51's
     and JHMDB's (``<class>_test_split<N>.txt``, lines ``<clip> <0|1|2>``:
-    0 unused, 1 train, 2 test; the classes sorted by name).
+    0 unused, 1 train, 2 test; the classes sorted by name, each list the
+    class its file name names).
 
     Returns:
       ``(class_names, SplitLists)``.
@@ -243,38 +224,37 @@ def read_split_lists(splits_dir, split):
     Raises:
       ValueError: neither format is there, or a list is malformed (a class
         outside classInd.txt, a line that is not ``<clip> <0|1|2>``, a video
-        in both lists).
+        in both splits, class names that differ only in case).
     """
     hmdb_lists = sorted(splits_dir.glob(f"*_test_split{split}.txt")) if splits_dir.is_dir() else []
     if hmdb_lists and not (splits_dir / "classInd.txt").exists():
-        return _read_hmdb_lists(hmdb_lists, split)
+        class_names, entries = _read_hmdb_lists(hmdb_lists, split)
+    else:
+        class_names, entries = _read_ucf_lists(splits_dir, split)
+    _refuse_case_clashes(class_names, "classInd.txt" if not hmdb_lists else "the split lists' class names")
+    return class_names, _each_video_once(entries)
+
+
+def _read_ucf_lists(splits_dir, split):
     if not splits_dir.is_dir():
         raise ValueError(f"--splits_dir {splits_dir} is not a folder")
     class_names = read_class_index(splits_dir / "classInd.txt")
     known = {name.lower() for name in class_names}
-    lists = SplitLists()
-    lists.notices = []
-    listed_in = {}
+    entries = {}
     for split_name in ("train", "test"):
         list_file = splits_dir / f"{split_name}list{split:02d}.txt"
         if not list_file.exists():
             raise ValueError(f"split file {list_file} not found (is --split {split} right?)")
-        entries, repeated = read_split_list(list_file)
-        if repeated:
-            lists.notices.append(f"{list_file.name} names {len(repeated)} videos more than once (each is used "
-                                 f"once): {a_few(repeated, 5)}")
-        in_both = [entry for entry in entries if entry.lower() in listed_in]
-        if in_both:
-            raise ValueError(f"{len(in_both)} videos are listed in both {listed_in[in_both[0].lower()]} and "
-                             f"{list_file.name}: {a_few(in_both, 5)}. A video must be in one split only: fix "
-                             "the lists.")
-        for entry in entries:
+        entries[split_name] = []
+        for line in list_file.read_text().splitlines():
+            if not line.strip():
+                continue
+            entry = line.split()[0]
             class_name = class_of(entry)
             if class_name is None or class_name.lower() not in known:
                 raise ValueError(f"{list_file}: {entry!r} is not in a class of classInd.txt")
-            listed_in[entry.lower()] = list_file.name
-        lists[split_name] = [(entry, list_file.name) for entry in entries]
-    return class_names, lists
+            entries[split_name].append((entry, list_file.name))
+    return class_names, entries
 
 
 _HMDB_SPLITS = {"1": "train", "2": "test"}
@@ -282,10 +262,11 @@ _HMDB_SPLITS = {"1": "train", "2": "test"}
 
 def _read_hmdb_lists(list_files, split):
     suffix = f"_test_split{split}.txt"
-    class_names = sorted(path.name[:-len(suffix)] for path in list_files)
-    lists = SplitLists(train=[], test=[])
-    lists.notices = []
-    for path, class_name in zip(list_files, class_names):
+    entries = {"train": [], "test": []}
+    for path in list_files:
+        # The class is the whole name before the suffix: kick_ball_test_split1.txt
+        # is kick_ball's list, whatever sorts between it and kick's.
+        class_name = path.name[:-len(suffix)]
         for line_number, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -294,8 +275,56 @@ def _read_hmdb_lists(list_files, split):
                 raise ValueError(f"{path}:{line_number}: expected '<clip> <0|1|2>' (unused, train, test), got "
                                  f"{line!r}")
             if parts[1] in _HMDB_SPLITS:
-                lists[_HMDB_SPLITS[parts[1]]].append((f"{class_name}/{parts[0]}", path.name))
-    return class_names, lists
+                entries[_HMDB_SPLITS[parts[1]]].append((f"{class_name}/{parts[0]}", path.name))
+    return sorted(path.name[:-len(suffix)] for path in list_files), entries
+
+
+def _refuse_case_clashes(class_names, source):
+    """Paths in split lists are matched without case (UCF-101's lists and
+    folders disagree on case), so two classes must not differ only in case."""
+    by_case = {}
+    for name in class_names:
+        by_case.setdefault(name.lower(), []).append(name)
+    clashes = [" and ".join(names) for names in by_case.values() if len(names) > 1]
+    if clashes:
+        raise ValueError(f"{source} names classes that differ only in case ({'; '.join(clashes)}); split lists are "
+                         "matched without case, so their videos cannot be told apart: rename one of each pair "
+                         "(the class folder and its entries)")
+
+
+def _each_video_once(entries):
+    """The lists with each video once (a repeat in one split is used once,
+    and said), refusing, by name, videos in both splits (paths compared
+    without case).
+
+    Args:
+      entries: split name -> ``[(entry, list file name)]`` in list order.
+    """
+    lists = SplitLists()
+    lists.notices = []
+    first_listed = {}  # lower-case entry -> (split, list file)
+    in_both = []  # (entry, the list files that name it)
+    for split_name, named in entries.items():
+        kept, repeated = [], {}
+        for entry, list_name in named:
+            first = first_listed.get(entry.lower())
+            if first is None:
+                first_listed[entry.lower()] = (split_name, list_name)
+                kept.append((entry, list_name))
+            elif first[0] == split_name:
+                repeated.setdefault(list_name, []).append(entry)
+            else:
+                in_both.append((entry, [first[1], list_name]))
+        lists[split_name] = kept
+        lists.notices += [f"{list_name} names {len(names)} videos more than once (each is used once): "
+                          f"{a_few(names, 5)}" for list_name, names in repeated.items()]
+    if in_both:
+        sources = list(dict.fromkeys(name for _, names in in_both for name in names))
+        where = (f"in both {' and '.join(sources)}" if len(sources) > 1
+                 else f"as both train (1) and test (2) in {sources[0]}")
+        raise ValueError(f"{len(in_both)} videos are listed {where}: {a_few([entry for entry, _ in in_both], 5)}. "
+                         "A video must be in one split only: fix the lists.")
+    return lists
 
 
 def class_of(video_id, class_depth=1):
@@ -333,20 +362,34 @@ def _layout_notices(listing, class_depth, depth_given):
     return notices
 
 
+def ungrouped_notice(videos):
+    """What it means for a split that some videos' names give no group
+    (``records.groups.named_group``), or "" when every name gives one."""
+    ungrouped = [v.video_id for v in videos if groups.named_group(v.video_id, v.label_name) is None]
+    if not ungrouped:
+        return ""
+    share = "all" if len(ungrouped) == len(videos) else f"{len(ungrouped)} of"
+    return (f"groups: {share} {len(videos)} videos have no group in their name (a UCF-101 gNN or an HMDB/JHMDB "
+            f"source movie, e.g. {a_few(ungrouped, 2)}), so each is split on its own: clips cut from one source "
+            "video may land on both sides of the split. Name them v_<Class>_gNN_cMM.avi by source, or give "
+            "--splits_dir")
+
+
 def _test_split_notices(videos, splits, class_names, test_fraction):
     if test_fraction == 0:
         return []
+    notices = list(filter(None, [ungrouped_notice(videos)]))
     tested = {v.label for v in splits.get("test", [])}
     untested = sorted({v.label for v in videos} - tested)
     if not untested:
-        return []
+        return notices
     names = [class_names[label] for label in untested]
     notice = (f"{len(untested)} classes have no test video, because all their videos form one group (clips "
               f"of one group stay in one split): {a_few(names, 5)}")
     if not tested:
         notice += ("; no test split is written, and train.py will train without held-out evaluation. Add "
                    "videos of other groups, or give --splits_dir")
-    return [notice]
+    return notices + [notice]
 
 
 def _is_utf8(path):
@@ -421,14 +464,11 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
     # (HandStandPushups vs HandstandPushups): match paths case-insensitively.
     on_disk = {f.lower(): f for f in classified}
     splits = {}
-    listed_in = {}  # lower-case entry -> list file that names it
+    listed = set()  # lower-case entries
     for split_name, entries in lists.items():
         chosen = []
         for entry, list_name in entries:
-            if entry.lower() in listed_in and listed_in[entry.lower()] != list_name:
-                raise ValueError(f"{entry} is listed in both {listed_in[entry.lower()]} and {list_name}. A video "
-                                 "must be in one split only: fix the lists.")
-            listed_in[entry.lower()] = list_name
+            listed.add(entry.lower())
             found = on_disk.get(entry.lower())
             if found is None:
                 problems.append((entry, f"listed in {list_name} but not found under --videos", split_name))
@@ -437,5 +477,5 @@ def load_videos(videos_dir, splits_dir=None, split=1, test_fraction=0.2, class_d
             chosen.append(Video(str(videos_dir / found), found, label, class_names[label]))
         splits[split_name] = chosen
     notices += lists.notices
-    unlisted = sum(1 for f in classified if f.lower() not in listed_in)
+    unlisted = sum(1 for f in classified if f.lower() not in listed)
     return VideoSet(class_names, {k: v for k, v in splits.items() if v}, problems, unlisted, notices)

@@ -17,7 +17,7 @@ import subprocess
 import typing
 
 from common.console import a_few
-from extract import backbones
+from extract import backbones, dataset
 from extract.plan import ERRORS_NAME, WARNINGS_NAME
 from extract.video import ffmpeg_binary
 from records import files
@@ -49,6 +49,7 @@ class Summary:
     retried_still_failing: int = 0
     short_clips: str = ""  # short_clip_advice, if it has any
     untrained_classes: tuple = ()  # classes with held-out videos and no training video
+    ungrouped: str = ""  # dataset.ungrouped_notice, for a split made by groups
 
 
     def __str__(self):
@@ -77,6 +78,8 @@ class Summary:
                          f"(see {files.join(self.output_dir, WARNINGS_NAME)})")
         if self.short_clips:
             lines.append(self.short_clips)
+        if self.ungrouped:
+            lines.append(self.ungrouped)
         if self.untrained_classes:
             lines.append(f"{len(self.untrained_classes)} classes have held-out videos but no training video "
                          f"({a_few(self.untrained_classes)}): a model trained on these features cannot classify "
@@ -229,4 +232,13 @@ def finalize(plan, runner, videos_extracted, frames_extracted, extract_seconds, 
                                        for v in plan.indexes[shard.name]["videos"]],
                                       plan.settings["fps"], plan.settings["seconds"]),
         untrained_classes=untrained_classes(plan),
+        ungrouped=ungrouped(plan),
     )
+
+
+def ungrouped(plan):
+    """``dataset.ungrouped_notice`` of a split made here by groups (not by
+    split lists), else ""."""
+    if not (plan.settings.get("split_source") or {}).get("test_fraction"):
+        return ""
+    return dataset.ungrouped_notice([video for shard in plan.shards for video in shard.videos])

@@ -65,7 +65,11 @@ def test_group_of_ucf_hmdb_and_other_names():
     # The class given (a deeper layout's class folder) is the one looked for.
     assert groups.group_of("src/run/Movie_run_f_cm_np1_ri_goo_0.avi", "run") == "Movie"
     assert groups.group_of("wave/some_hmdb_clip.avi") == "wave/some_hmdb_clip.avi"
-    assert groups.group_of("wave/Movie_run_f_cm_np1_ri_goo_0.avi") == "wave/Movie_run_f_cm_np1_ri_goo_0.avi"
+    # HMDB's tags mark the name whatever the folder: one of HMDB-51's actions
+    # ends the movie (issue 34 item 4); a name with tags and an unknown action
+    # outside its own class's folder gives no group.
+    assert groups.group_of("wave/Movie_run_f_cm_np1_ri_goo_0.avi") == "Movie"
+    assert groups.group_of("wave/Movie_dance_f_cm_np1_ri_goo_0.avi") == "wave/Movie_dance_f_cm_np1_ri_goo_0.avi"
 
 
 @pytest.mark.skipif(not (JHMDB / "GROUPS.tsv").is_file(), reason=f"{JHMDB} is absent")
@@ -281,3 +285,78 @@ def test_classes_without_a_test_video_are_named(tmp_path):
     none = dataset.load_videos(tmp_path / "only", test_fraction=0.2)
     assert set(none.splits) == {"train"}
     assert any("no test split is written" in n for n in none.notices)
+
+
+def _hmdb_lists(splits_dir, lists):
+    """``<class>_test_split1.txt`` files: class -> [(clip, "1" or "2")]."""
+    splits_dir.mkdir(exist_ok=True)
+    for action, entries in lists.items():
+        (splits_dir / f"{action}_test_split1.txt").write_text("".join(f"{clip} {kind}\n" for clip, kind in entries))
+
+
+def test_each_hmdb_list_is_the_class_its_file_names(tmp_path):
+    """Issue 34 item 1: kick_ball_test_split1.txt sorts before kick_test_split1.txt,
+    while kick sorts before kick_ball; each list belongs to its own class."""
+    videos, splits_dir = tmp_path / "videos", tmp_path / "splits"
+    clips = {action: [f"M{m}_{action}_f_cm_np1_fr_goo_0.avi" for m in range(4)] for action in ("kick", "kick_ball")}
+    _touch(videos, *(f"{action}/{clip}" for action, names in clips.items() for clip in names))
+    _hmdb_lists(splits_dir, {action: [(clip, "1" if m < 3 else "2") for m, clip in enumerate(names)]
+                             for action, names in clips.items()})
+    video_set = dataset.load_videos(videos, splits_dir)
+    assert video_set.class_names == ["kick", "kick_ball"]
+    assert not video_set.problems  # nothing "listed but not found"
+    found = [(v.video_id.split("/")[0], v.label_name) for split in video_set.splits.values() for v in split]
+    assert len(found) == 8 and all(folder == label for folder, label in found)
+
+
+def test_an_hmdb_list_naming_a_clip_twice_or_in_both_splits(tmp_path):
+    """Issue 34 item 2: a clip listed twice is used once (and said); a clip
+    listed as train and as test, by the same file, is refused by name."""
+    videos, splits_dir = tmp_path / "videos", tmp_path / "splits"
+    names = [f"M{m}_run_f_cm_np1_fr_goo_0.avi" for m in range(3)]
+    _touch(videos, *(f"run/{clip}" for clip in names))
+    _hmdb_lists(splits_dir, {"run": [(names[0], "1"), (names[1], "1"), (names[0], "1"), (names[2], "2")]})
+    video_set = dataset.load_videos(videos, splits_dir)
+    assert sorted(v.video_id for v in video_set.splits["train"]) == [f"run/{names[0]}", f"run/{names[1]}"]
+    assert any(f"run_test_split1.txt names 1 videos more than once (each is used once): run/{names[0]}" in notice
+               for notice in video_set.notices)
+    _hmdb_lists(splits_dir, {"run": [(names[0], "1"), (names[1], "1"), (names[0], "2")]})
+    with pytest.raises(ValueError, match=rf"1 videos are listed as both train \(1\) and test \(2\) in "
+                                         rf"run_test_split1.txt: run/{names[0]}\. A video must be in one split"):
+        dataset.load_videos(videos, splits_dir)
+
+
+def test_classes_that_differ_only_in_case_are_refused_by_name(tmp_path):
+    """Issue 34 item 11: split lists are matched without case, so Run/ and run/
+    cannot be told apart: refused, naming them (not videos that vanish)."""
+    videos = tmp_path / "videos"
+    _touch(videos, "Run/v_Run_g01_c01.avi", "run/v_run_g02_c01.avi")
+    _write_ucf_lists(tmp_path / "lists", ["Run", "run"], train=["Run/v_Run_g01_c01.avi"],
+                     test=["run/v_run_g02_c01.avi"])
+    with pytest.raises(ValueError, match="classInd.txt names classes that differ only in case \\(Run and run\\)"):
+        dataset.load_videos(videos, tmp_path / "lists")
+
+
+def test_renamed_jhmdb_folders_keep_their_source_movies():
+    """Issue 34 item 4: the movie comes from HMDB's name pattern whatever the
+    class folder is called (here without underscores, and in other words)."""
+    if not (JHMDB / "GROUPS.tsv").exists():
+        pytest.skip(f"{JHMDB} is absent")
+    with open(JHMDB / "GROUPS.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    for rename in (lambda name: name.replace("_", ""), lambda name: name.replace("_", " ").title(),
+                   lambda name: "actions"):
+        for row in rows:
+            video_id = f"{rename(row['class'])}/{row['clip'].split('/')[-1]}"
+            assert groups.group_of(video_id) == row["source_movie"], video_id
+
+
+def test_a_split_of_videos_without_groups_says_what_it_means(tmp_path):
+    """Issue 34 item 4: when names give no group, the split says so (how many,
+    and that clips of one source may straddle it)."""
+    _touch(tmp_path, "run/M1_run_u_nm_np1_fr_goo_0.avi", "run/clip2.mp4", "walk/clip3.mp4", "walk/clip4.mp4")
+    notices = dataset.load_videos(tmp_path, test_fraction=0.5).notices
+    assert any(notice.startswith("groups: 3 of 4 videos have no group in their name") and
+               "both sides of the split" in notice for notice in notices)
+    _ucf_tree(tmp_path / "ucf", groups=2, clips=1)
+    assert not any(notice.startswith("groups:") for notice in dataset.load_videos(tmp_path / "ucf").notices)

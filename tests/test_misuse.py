@@ -344,3 +344,17 @@ def test_a_test_that_times_out_kills_the_whole_process_group(tmp_path):
     pid = int(grandchild.read_text())
     assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
     assert REPO.is_dir()
+
+
+def test_split_lists_that_name_no_video_found_say_zero(tmp_path):
+    """Issue 34: with no video in any split, the count reads 0 (it was missing)."""
+    videos, lists = tmp_path / "videos", tmp_path / "lists"
+    make_two_class_clips(videos, per_class=1)
+    lists.mkdir()
+    (lists / "classInd.txt").write_text("1 bars\n2 pattern\n")
+    (lists / "trainlist01.txt").write_text("bars/gone.mp4\n")
+    (lists / "testlist01.txt").write_text("pattern/gone.avi\n")
+    result = run_cli("extract", *LITE0, "--weights", "none", "--videos", videos, "--splits_dir", lists,
+                     "--output_dir", tmp_path / "out", "--progress=false")
+    assert "\n0 videos; 2 videos in no split list (ignored)\n" in f"\n{result.stdout}"
+    assert "videos: 0 written, 2 failed" in result.stdout
