@@ -97,6 +97,14 @@ class RunData:
         """One pass over the held-out (test) shards, with video ids and thumbnails (or None)."""
         return held_out_dataset(self.held_out, batch_size) if self.held_out else None
 
+    def video_ids(self):
+        """``{"train", "validation", "test"}``: the sorted ids of the videos the
+        run trains on, validates on and tests on (what run.json records, so
+        that a resume or an evaluation can tell whether they changed)."""
+        every = self.train.video_ids()
+        return {"train": sorted(every - self.validation_ids), "validation": sorted(self.validation_ids),
+                "test": sorted(self.held_out.video_ids()) if self.held_out else []}
+
     @property
     def validation(self):
         """The validation ``Split``, or None."""
@@ -265,6 +273,22 @@ def _refuse_leaks(train_shards, eval_shards):
         raise DataRefused(f"--train_pattern and --eval_pattern both match {a_few(shared)}: held-out scores "
                           f"would be scores on training data. Use --train_pattern {pattern(train_shards, 'train')} "
                           f"and --eval_pattern {pattern(eval_shards, 'test')}.")
+    if "test" in train_shards.splits:
+        raise DataRefused(f"--train_pattern {train_shards.pattern!r} matches the test split's shards "
+                          f"({a_few(name for name in train_shards.indexes if name.startswith('test-'))}): training "
+                          f"on held-out videos makes every held-out score meaningless. Use --train_pattern "
+                          f"{pattern(train_shards, 'train')}.")
+    both = sorted(train_shards.video_ids() & eval_shards.video_ids())
+    if both and files.same_folder(train_shards.folder, eval_shards.folder):
+        raise DataRefused(f"{len(both)} videos are in both the train and the test split of {train_shards.folder} "
+                          f"({a_few(both)}): the extraction put them in both (a split list naming them as train "
+                          "and as test?). Fix the lists and extract again (--overwrite); held-out scores would be "
+                          "scores on training data.")
+    if both:
+        raise DataRefused(f"{len(both)} videos are in both the training and the held-out data ({a_few(both)}): "
+                          f"--eval_pattern {eval_shards.pattern!r} holds videos that --train_pattern "
+                          f"{train_shards.pattern!r} trains on (two extractions of the same videos?). Evaluate "
+                          "on a test split extracted with the training data.")
     same_content = _same_content(train_shards, eval_shards)
     if same_content:
         raise DataRefused(f"{len(same_content)} held-out videos of {eval_shards.folder} are training videos of "
@@ -272,30 +296,19 @@ def _refuse_leaks(train_shards, eval_shards):
                           f"{a_few(f'{held_out} = {trained}' for held_out, trained in same_content)}. Held-out "
                           "scores would be scores on training data: hold out videos of one extraction "
                           f"(--eval_pattern {pattern(train_shards, 'test')}).")
-    if "test" in train_shards.splits:
-        raise DataRefused(f"--train_pattern {train_shards.pattern!r} matches the test split's shards "
-                          f"({a_few(name for name in train_shards.indexes if name.startswith('test-'))}): training "
-                          f"on held-out videos makes every held-out score meaningless. Use --train_pattern "
-                          f"{pattern(train_shards, 'train')}.")
-    both = sorted(train_shards.video_ids() & eval_shards.video_ids())
-    if both:
-        raise DataRefused(f"{len(both)} videos are in both the training and the held-out data ({a_few(both)}): "
-                          f"--eval_pattern {eval_shards.pattern!r} holds videos that --train_pattern "
-                          f"{train_shards.pattern!r} trains on (two extractions of the same videos?). Evaluate "
-                          "on a test split extracted with the training data.")
 
 
 def _same_content(train_shards, eval_shards):
     """``[(held-out id, training id)]`` of held-out videos whose file content
     (``files.content_fingerprint``, recorded by the extractor) is a training
-    video's."""
+    video's under another id."""
     def fingerprints(shards):
         return [(video["content"], video["video_id"]) for index in shards.indexes.values()
                 for video in index["videos"] if video.get("content")]
 
     trained = dict(fingerprints(train_shards))
     return sorted((video_id, trained[content]) for content, video_id in fingerprints(eval_shards)
-                  if content in trained)
+                  if content in trained and trained[content] != video_id)
 
 
 def held_out_dataset(shards, batch_size):
@@ -304,11 +317,34 @@ def held_out_dataset(shards, batch_size):
                                with_details=True)
 
 
-def scored_data(shards):
+def scored_data(shards, trained_on=None):
     """What an evaluation of ``shards`` scored: "test split", or e.g. "train
-    split (not held-out data)"."""
+    split (not held-out data)", or "test split (8 of its 16 videos were
+    trained on: not held-out data)" when it holds videos of ``trained_on``
+    (the ids a run trained and validated on, if known)."""
     splits = " and ".join(shards.splits)
-    return f"{splits} split" + ("" if shards.splits == ["test"] else " (not held-out data)")
+    if shards.splits != ["test"]:
+        return f"{splits} split (not held-out data)"
+    seen = shards.video_ids() & set(trained_on or ())
+    if seen:
+        return f"{splits} split ({len(seen)} of its {shards.videos} videos were trained on: not held-out data)"
+    return f"{splits} split"
+
+
+def describe_data_changes(before, now):
+    """How a run's videos (``RunData.video_ids``, as run.json recorded them)
+    differ from what its shards hold now, or "" if they do not."""
+    changes = []
+    trained = set(before["train"]) | set(before["validation"])
+    for split in ("train", "validation", "test"):
+        added, gone = sorted(set(now[split]) - set(before[split])), sorted(set(before[split]) - set(now[split]))
+        if added or gone:
+            change = (f"its {split} split gained {len(added)} videos and lost {len(gone)}"
+                      f" (e.g. {a_few(added or gone, 2)})")
+            if split == "test" and trained & set(added):
+                change += f"; {len(trained & set(added))} of the new test videos were trained on"
+            changes.append(change)
+    return "; ".join(changes)
 
 
 def shard_problems(shard_sets):

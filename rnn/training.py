@@ -146,27 +146,41 @@ def _make_strategy(config):
         raise TrainingError(str(e)) from None
 
 
-def _run_record(config, train_manifest):
+def _run_record(config, data):
     """What run.json says of a run, beside the sessions: the settings that
-    define it and the extraction settings ``predict`` needs."""
+    define it, the extraction settings ``predict`` needs, and the videos it
+    trains, validates and tests on (a resume must find the same)."""
     return {
         "model": dataclasses.asdict(config.model),
         "training": {key: getattr(config, key) for key in DEFINING_SETTINGS},
-        "extraction": data_lib.extraction_settings(train_manifest),
+        "extraction": data_lib.extraction_settings(data.train.manifest),
+        "videos": data.video_ids(),
     }
 
 
+# What model settings that run.json of earlier versions lacks meant then.
+_EARLIER_MODEL_SETTINGS = {"last_frame": False}
+
+
 def _check_same_run(run_dir, stored, record):
-    """Refuses to resume a run with settings that define another run."""
+    """Refuses to resume a run with settings that define another run, or on
+    other videos (shards extracted again with another split would have it
+    score held-out videos it trained on)."""
     # run.json of earlier versions kept these settings under "config".
     stored_training = stored.get("training") or {key: stored.get("config", {}).get(key) for key in DEFINING_SETTINGS}
-    before = {**stored["model"], **stored_training}
+    before = {**_EARLIER_MODEL_SETTINGS, **stored["model"], **stored_training}
     now = {**record["model"], **record["training"]}
     changes = manifest_lib.describe_differences(before, now, sorted(now), "there", "now")
     extraction = manifest_lib.describe_differences(stored["extraction"], record["extraction"],
                                                    manifest_lib.FEATURE_KEYS, "there", "now")
     if extraction:
         changes = "; ".join(filter(None, [changes, f"features extracted differently ({extraction})"]))
+    videos = data_lib.describe_data_changes(stored["videos"], record["videos"]) if "videos" in stored else ""
+    if videos:
+        raise TrainingError(f"{run_dir} holds a run on other videos than the shards hold now ({videos}): the shards "
+                            "were extracted again, or videos added? Resuming would mix the two, and could score "
+                            "held-out videos the run trained on. Use --restart to start over on these shards, or "
+                            "another --run_name")
     if changes:
         raise TrainingError(f"{run_dir} holds a run with other settings ({changes}); resume it with its own "
                             "settings, or use another --run_name, or --restart to replace it")
@@ -176,7 +190,7 @@ def _check_same_run(run_dir, stored, record):
 def _open_run_folder(config, data, strategy, chief):
     """Step 2: the run folder, locked by the chief (the other workers wait for
     it, then read its checkpoints). Yields the run's record (run.json)."""
-    record = _run_record(config, data.train.manifest)
+    record = _run_record(config, data)
     try:
         folder = run_dir_lib.open_run_folder(config.run_dir, config.restart) if chief else contextlib.nullcontext()
         with folder as stored:
@@ -548,7 +562,9 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
     except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
         raise TrainingError(data_lib.damage_message(e, data_lib.shard_problems([shards]))) from None
     split = data_lib.describe_split(shards, len(run["extraction"]["class_names"]))
-    results = {"eval_pattern": eval_pattern, "scored": data_lib.scored_data(shards), "split": split.name,
+    recorded = run.get("videos", {})  # runs of earlier versions did not record them
+    trained_on = [*recorded.get("train", ()), *recorded.get("validation", ())]
+    results = {"eval_pattern": eval_pattern, "scored": data_lib.scored_data(shards, trained_on), "split": split.name,
                "videos": split.videos, "classes": split.classes, **results}
     files.write_json_atomic(run_dir / run_dir_lib.EVALUATION_FILE, results)
     return results

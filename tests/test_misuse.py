@@ -1,6 +1,7 @@
 """Hardening, round 2 (issue 15): the misuses of a careless or hostile user,
 one test per numbered item, each of which failed before the fix."""
 
+import dataclasses
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import LITE0, REPO, make_two_class_clips, run, run_cli, started
 from extract import dataset, extraction, plan
-from features import temporal_order_examples, write_extraction
+from features import temporal_order_examples, write_extraction, write_split
 from records.inspect import inspect, iterate_videos
 from rnn import training
 
@@ -358,3 +359,51 @@ def test_split_lists_that_name_no_video_found_say_zero(tmp_path):
                      "--output_dir", tmp_path / "out", "--progress=false")
     assert "\n0 videos; 2 videos in no split list (ignored)\n" in f"\n{result.stdout}"
     assert "videos: 0 written, 2 failed" in result.stdout
+
+
+def test_a_resume_on_shards_extracted_again_with_another_split_is_refused(tmp_path):
+    """Issue 34 item 3: the run records the videos it trains, validates and
+    tests on; a resume on shards that hold other ones is refused, naming the
+    change, and --mode eval says when the 'test' split holds trained videos."""
+    from records import manifest as manifest_lib
+
+    features = _features(tmp_path)
+    config = _train_config(tmp_path, features / "train-*.tfrecord", features / "test-*.tfrecord")
+    training.train(config)
+    # Extracted again with another split: half the old training videos are now test videos.
+    manifest = manifest_lib.read_manifest(features)
+    shutil.rmtree(features)
+    features.mkdir()
+    manifest["splits"] = {"train": write_split(features, "train", temporal_order_examples(4, 8, 4), 8,
+                                               ids_as="new"),
+                          "test": write_split(features, "test", temporal_order_examples(4, 8, 4, seed=1), 8,
+                                              ids_as="train")}
+    manifest_lib.write_manifest(features, manifest)
+    with pytest.raises(training.TrainingError, match="holds a run on other videos than the shards hold now "
+                                                     "\\(its train split gained 4 videos and lost 8 .*its test "
+                                                     "split gained 4 videos and lost 4 .*4 of the new test "
+                                                     "videos were trained on.*Use --restart"):
+        training.train(dataclasses.replace(config, steps=4))
+    result = run([sys.executable, "train.py", "--mode", "eval", "--logdir", tmp_path / "runs", "--run_name", "gru",
+                  "--eval_pattern", features / "test-*.tfrecord"])
+    assert result.returncode == 0, result.stderr
+    assert "test split (4 of its 4 videos were trained on: not held-out data)" in result.stdout
+    training.train(dataclasses.replace(config, steps=4, restart=True))  # --restart is the way to start over
+
+
+def test_a_video_in_both_splits_of_one_extraction_says_what_is_wrong(tmp_path):
+    """Issue 34 item 2: not "X = X under another path", nor the --eval_pattern
+    already given: the extraction put the videos in both splits."""
+    from records import manifest as manifest_lib
+
+    features = _features(tmp_path)
+    manifest = manifest_lib.read_manifest(features)
+    manifest["splits"]["test"] = write_split(features, "test", temporal_order_examples(4, 8, 4, seed=1), 8,
+                                             ids_as="train")
+    manifest_lib.write_manifest(features, manifest)
+    with pytest.raises(training.TrainingError) as refused:
+        training.train(_train_config(tmp_path, features / "train-*.tfrecord", features / "test-*.tfrecord"))
+    message = str(refused.value)
+    assert f"4 videos are in both the train and the test split of {features}" in message
+    assert "the extraction put them in both" in message and "under another path" not in message
+    assert "--eval_pattern" not in message
