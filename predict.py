@@ -14,6 +14,8 @@ import os
 import pathlib
 import sys
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
@@ -49,8 +51,8 @@ class Predictor:
             self.class_names = self.extraction["class_names"]
             weights = self.extraction["weights"]
             model = run_dir_lib.backbone_model(run_dir, self.extraction)
-            if model is None and weights not in NAMED_WEIGHTS and not os.path.isfile(weights):
-                raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
+            if model is None and weights not in NAMED_WEIGHTS:
+                _check_weights_file(weights, self.extraction.get("weights_sha256"))
             self.backbone = Backbone(self.extraction["backbone"], weights, precision=self.extraction["precision"],
                                      model=model)
         except run_dir_lib.RunFolderError as e:
@@ -61,8 +63,15 @@ class Predictor:
 
         Raises:
           extract.video.DecodeError: the video cannot be decoded.
+          ValueError: the model's output is not finite (NaN or Inf features).
         """
-        import numpy as np
+        probabilities = self._probabilities(path)
+        if not np.isfinite(probabilities).all():
+            raise ValueError("the model's output is not finite (NaN or Inf): its features or the run's model "
+                             "are broken, and no label can be given")
+        return probabilities
+
+    def _probabilities(self, path):
         import tensorflow as tf
 
         from extract.video import decode_frames
@@ -73,6 +82,22 @@ class Predictor:
         features[0, :len(frames)] = self.backbone.video_features(frames)
         logits = self.model({"features": features, "num_frames": np.array([len(frames)], np.int32)})
         return tf.nn.softmax(logits)[0].numpy()
+
+
+def _check_weights_file(weights, recorded_sha256):
+    """The run's features came from a weights file: it must still be there,
+    and the same bytes (another file gives other features, and the model
+    would label them wrongly, without a sign)."""
+    import hashlib
+
+    if not os.path.isfile(weights):
+        raise ValueError(f"the run's features came from the weights file {weights}, which is gone")
+    with open(weights, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    if recorded_sha256 and digest != recorded_sha256:
+        raise ValueError(f"the weights file {weights} changed since the run's features were made from it (SHA-256 "
+                         f"{digest[:12]}..., not {recorded_sha256[:12]}...): its features would not be the ones the "
+                         "model learned; restore the file, or extract and train again with it")
 
 
 def main(argv):
@@ -107,6 +132,10 @@ def main(argv):
             probabilities = predictor(video)
         except (DecodeError, OSError) as e:
             print(f"{video}\n    cannot be read: {e}")
+            failed += 1
+            continue
+        except ValueError as e:
+            print(f"{video}\n    cannot be labelled: {e}")
             failed += 1
             continue
         best = probabilities.argsort()[::-1][:top]

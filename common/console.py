@@ -107,7 +107,9 @@ def import_tensorflow():
 # TensorFlow's error messages carry the internals of the op that failed
 # ({{function_node __wrapped__IteratorGetNext_...}}, [Op:IteratorGetNext])
 # around the cause ("corrupted record at 658").
-_TENSORFLOW_INTERNALS = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]( name: \S*)?|\s*name:\s*$")
+_TENSORFLOW_INTERNALS = re.compile(r"\{\{function_node [^}]*\}\}|\[Op:\w+\]( name: \S*)?|\s*name:\s*$"
+                                   r"|Error in user-defined function passed to \S+ transformation with iterator: "
+                                   r"\S+: |assertion failed: ")
 
 
 def tensorflow_error_text(error):

@@ -25,10 +25,10 @@ import dataclasses
 import hashlib
 import logging
 import math
-import os
 import random
 import typing
 
+from common import memory
 from common.console import a_few, check_number
 from extract import backbones, precision_choice
 from extract.video import DEFAULT_TIMEOUT_SECONDS, file_state, max_frames_for
@@ -59,16 +59,6 @@ SETTINGS_KEYS = manifest_lib.FEATURE_KEYS + ("dtype", "videos_per_shard", "split
 FPS_RANGE = (0.01, 1000.0)
 SECONDS_RANGE = (0.01, 86400.0)
 VIDEOS_IN_FLIGHT_PER_DECODER = 4
-FRAME_MEMORY_SHARE = 0.25
-
-
-def physical_memory():
-    """Bytes of memory of this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _gib(count):
-    return f"{count / 2 ** 30:,.1f} GiB" if count < 2 ** 50 else f"{count / 2 ** 50:,.0f} PiB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,19 +102,18 @@ class ExtractConfig:
 
     def _check_frame_memory(self, image_size):
         """Refuses settings whose decoded frames in flight would not fit in
-        ``FRAME_MEMORY_SHARE`` of this machine's memory (``--fps 1e9`` once
+        this machine's memory budget (``common.memory``: ``--fps 1e9`` once
         made each ffmpeg grow to 11 GB)."""
         frame_bytes = image_size * image_size * 3
         frames = self.max_frames * self.videos_in_flight() + (self.batch_size or 0)
-        budget = FRAME_MEMORY_SHARE * physical_memory()
-        if frames * frame_bytes > budget:
+        if frames * frame_bytes > memory.budget():
             batch = f" and a CNN batch of {self.batch_size}" if self.batch_size else ""
             raise ValueError(
                 f"--fps {self.fps:g} x --seconds {self.seconds:g} = {self.max_frames} frames per video; "
                 f"{self.videos_in_flight()} videos in flight ({VIDEOS_IN_FLIGHT_PER_DECODER} per decoder){batch} "
-                f"of {image_size}x{image_size}x3-byte frames would hold {_gib(frames * frame_bytes)} of frames, "
-                f"more than this extraction's budget of {_gib(budget)} ({FRAME_MEMORY_SHARE:.0%} of this "
-                f"machine's {_gib(physical_memory())}). Lower --fps, --seconds, --decode_workers or --batch_size.")
+                f"of {image_size}x{image_size}x3-byte frames would hold {memory.gib(frames * frame_bytes)} of "
+                f"frames, more than {memory.describe_budget()}. Lower --fps, --seconds, --decode_workers or "
+                "--batch_size.")
 
     @property
     def max_frames(self):

@@ -57,7 +57,9 @@ def inspect(pattern, per_video=False):
     shapes, dtypes, fps_values = set(), set(), set()
     num_frames, labels, videos, occurrences, per_split = [], {}, {}, {}, {}
     nonzero_padding, non_finite, damaged = [], [], {}
+    label_names = {}  # folder -> {(label, label name)} its records hold
     for path in files:
+        named = label_names.setdefault(files_lib.dirname(path), set())
         split = os.path.basename(path).split("-")[0]  # train-00000-of-00004.tfrecord
         try:
             for video in _read_file(path):
@@ -72,6 +74,7 @@ def inspect(pattern, per_video=False):
                 occurrences[video_id] = occurrences.get(video_id, 0) + 1
                 name = f"{video[schema.LABEL]}:{video[schema.LABEL_NAME]}"
                 labels[name] = labels.get(name, 0) + 1
+                named.add((video[schema.LABEL], video[schema.LABEL_NAME]))
                 if np.any(features[video[schema.NUM_FRAMES]:]):
                     nonzero_padding.append(video_id)
                 if not np.isfinite(features).all():
@@ -109,14 +112,15 @@ def inspect(pattern, per_video=False):
         problems.append(f"{len(non_finite)} videos hold NaN or Inf feature values: {a_few(non_finite)}")
     if nonzero_padding:
         problems.append(f"{len(nonzero_padding)} videos have non-zero padding: {a_few(nonzero_padding)}")
-    problems += _manifest_problems(files, summary)
-    summary["problems"] = problems
+    for folder, named in label_names.items():  # each folder's shards against its own manifest
+        problems += _manifest_problems(folder, [f for f in files if files_lib.dirname(f) == folder], named, summary)
+    summary["problems"] = list(dict.fromkeys(problems))  # a problem of several folders is said once
     return summary
 
 
-def _manifest_problems(files, summary):
-    """Checks the files against the manifest of their folder (if it has one)."""
-    folder = files_lib.dirname(files[0])
+def _manifest_problems(folder, files, label_names, summary):
+    """Checks the files of one folder against its manifest (if it has one),
+    their records' ``(label, label name)`` pairs against its class names."""
     try:
         manifest = manifest_lib.read_manifest(folder)
     except ValueError as e:
@@ -124,7 +128,7 @@ def _manifest_problems(files, summary):
     if manifest is None:
         return []
     problems = []
-    summary["weights"] = manifest.get("weights")
+    summary.setdefault("weights", manifest.get("weights"))
     if manifest.get("weights") == "none":
         problems.append("these features come from RANDOM weights (--weights none): they are meaningless")
     listed = {name for split in manifest.get("splits", {}).values() for name in split.get("shards", [])}
@@ -149,6 +153,16 @@ def _manifest_problems(files, summary):
             if manifest.get(key) != summary[key]:
                 summary.setdefault("disagrees_with_manifest", {})[key] = manifest.get(key)
                 problems.append(f"{key} is {summary[key]} in the records, {manifest.get(key)} in the manifest")
+    class_names = manifest.get("class_names", [])
+    misnamed = sorted(f"{label} is {name!r} in the records, "
+                      f"{class_names[label] if 0 <= label < len(class_names) else 'no class'!r} in the manifest"
+                      for label, name in label_names
+                      if not 0 <= label < len(class_names) or class_names[label] != name)
+    if misnamed:
+        summary.setdefault("labels_disagree_with_manifest", []).extend(misnamed)
+        problems.append(f"the class names of {manifest_lib.manifest_path(folder)} do not match the records' labels "
+                        f"(label {a_few(misnamed, 2)}): was its class_names list edited or reordered? A model "
+                        "trained on it would give videos the wrong names; restore it from the records' names")
     return problems
 
 

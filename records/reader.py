@@ -35,10 +35,15 @@ class FeatureSpec:
     feature_dim: int
     max_frames: int
     num_classes: int
+    # The class names in label order: every record's label name is checked
+    # against them (a hand-edited manifest would otherwise train and
+    # predict under the wrong names); () checks nothing.
+    class_names: tuple = ()
 
     @classmethod
     def from_manifest(cls, manifest):
-        return cls(manifest["feature_dim"], manifest["max_frames"], len(manifest["class_names"]))
+        return cls(manifest["feature_dim"], manifest["max_frames"], len(manifest["class_names"]),
+                   tuple(manifest["class_names"]))
 
 
 class NoShards(ValueError):
@@ -196,6 +201,26 @@ def open_shards(pattern):
     return ShardSet(str(pattern), folder, manifest, files, splits, indexes)
 
 
+def first_label_names(shards):
+    """The ``(label, label name)`` of the first record of each of ``shards``'
+    files, where it disagrees with their manifest's class names: a cheap
+    check, at start, that the manifest's class list is the records' (the
+    input pipeline checks every record)."""
+    import tensorflow as tf
+
+    class_names = shards.manifest["class_names"]
+    disagree = []
+    for file in shards.files:
+        for serialized in tf.data.TFRecordDataset([file]).take(1):
+            context, _ = tf.io.parse_single_sequence_example(serialized, context_features={
+                schema.LABEL: tf.io.FixedLenFeature([], tf.int64),
+                schema.LABEL_NAME: tf.io.FixedLenFeature([], tf.string, default_value="")})
+            label, name = int(context[schema.LABEL]), context[schema.LABEL_NAME].numpy().decode("utf-8")
+            if name and not (0 <= label < len(class_names) and class_names[label] == name):
+                disagree.append((label, name))
+    return disagree
+
+
 def parse_batch(serialized, spec, dtype):
     """Parses a batch of serialized SequenceExamples.
 
@@ -221,6 +246,7 @@ def parse_batch(serialized, spec, dtype):
             schema.VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
             schema.THUMBNAIL: tf.io.FixedLenFeature([], tf.string, default_value=""),
             schema.LABEL: tf.io.FixedLenFeature([], tf.int64),
+            schema.LABEL_NAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
             schema.NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64),
         },
         sequence_features={schema.FEATURES: frame_feature},
@@ -233,6 +259,15 @@ def parse_batch(serialized, spec, dtype):
     checks = [tf.debugging.assert_less(label, spec.num_classes,
                                        message=f"label outside the {spec.num_classes} classes of the model"),
               tf.debugging.assert_non_negative(label, message="negative label")]
+    if spec.class_names:
+        with tf.control_dependencies(checks):
+            expected = tf.gather(tf.constant(spec.class_names), label)
+        recorded = context[schema.LABEL_NAME]
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all((recorded == expected) | (recorded == "")),
+            ["the label names in the records are not the class names the manifest gives their labels (was its "
+             "class_names list edited or reordered? python -m records inspect names them); in the records:",
+             recorded, "in the manifest:", expected], summarize=3))
     with tf.control_dependencies(checks):
         label = tf.identity(label)
     inputs = {"features": features, "num_frames": tf.cast(context[schema.NUM_FRAMES], tf.int32)}

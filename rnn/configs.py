@@ -62,6 +62,12 @@ class ModelConfig:
         check_number("classifier_l2", self.classifier_l2, minimum=0)
 
 
+# Bounds of the run's length and intervals: a billion steps is years of
+# training, and larger numbers overflowed the time estimate and the schedule.
+MOST_STEPS = {"steps": 10 ** 9, "epochs": 10 ** 6, "eval_every": 10 ** 9, "checkpoint_every": 10 ** 9,
+              "log_every": 10 ** 9}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs (the flags of ``train.py``)."""
@@ -94,7 +100,7 @@ class TrainConfig:
             run_dir_lib.check_run_name(self.run_name)
         for flag in ("batch_size", "learning_rate", "clip_norm", "epochs", "steps", "eval_every", "checkpoint_every",
                      "log_every"):
-            console.check_number(flag, getattr(self, flag), above=0, optional=True)
+            console.check_number(flag, getattr(self, flag), above=0, optional=True, maximum=MOST_STEPS.get(flag))
         console.check_number("progress_seconds", self.progress_seconds, minimum=0)
         console.check_number("validation_fraction", self.validation_fraction, minimum=0, below=0.5)
         if self.lr_decay not in ("none", "cosine"):

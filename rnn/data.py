@@ -165,7 +165,20 @@ def open_shards(pattern):
     except ValueError as e:
         raise DataRefused(str(e)) from None
     _refuse_empty(shards)
+    _refuse_misnamed_labels(shards)
     return shards
+
+
+def _refuse_misnamed_labels(shards):
+    misnamed = reader.first_label_names(shards)
+    if misnamed:
+        names = shards.manifest["class_names"]
+        raise DataRefused(f"the class names of {manifest_lib.manifest_path(shards.folder)} are not the records': "
+                          + a_few([f"label {label} is {name!r} in the records, "
+                                   f"{names[label] if 0 <= label < len(names) else 'no class'!r} in the manifest"
+                                   for label, name in misnamed], 2)
+                          + ". Was its class_names list edited or reordered? A model trained on it would give "
+                          "videos the wrong names: restore it (python -m records inspect names every label)")
 
 
 def _refuse_empty(shards):
@@ -246,6 +259,7 @@ def _open_held_out(eval_pattern, train_shards):
     try:
         shards = reader.open_shards(eval_pattern)
         _refuse_empty(shards)
+        _refuse_misnamed_labels(shards)
     except reader.NoShards as e:
         same_folder = files.same_folder(files.dirname(eval_pattern), train_shards.folder)
         if eval_pattern and (not same_folder or "test" in train_shards.manifest["splits"]):

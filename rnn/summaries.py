@@ -171,7 +171,22 @@ def _png(figure):
     return buffer.getvalue()
 
 
-def confusion_matrix_png(confusion, class_names, title):
+# Beyond this many classes an image shows only the classes that matter most:
+# a picture's cost grows with the square of the classes (700 classes took
+# 221 s and 7.9 GB per confusion matrix), and nobody reads 700 rows.
+MOST_CLASSES_DRAWN = 120
+# How many of them it then shows (the most confused, the worst recall).
+CLASSES_SHOWN = 60
+
+
+def most_confused(confusion, count=CLASSES_SHOWN):
+    """Indices of the ``count`` classes with the most mistakes (their videos
+    taken for another class, or others' taken for them), in label order."""
+    errors = confusion.sum(axis=0) + confusion.sum(axis=1) - 2 * np.diag(confusion)
+    return np.sort(np.argsort(-errors, kind="stable")[:count])
+
+
+def confusion_matrix_png(confusion, class_names, title, most_classes=MOST_CLASSES_DRAWN):
     """The confusion matrix as one annotated image: colour = share of the true
     class's videos (row percentage, with a colour bar), text = count and
     percentage; each row's label gives the class's held-out videos. A class
@@ -180,14 +195,30 @@ def confusion_matrix_png(confusion, class_names, title):
     to 30 classes; with more, cells are too small for text and only non-zero
     cells get their count. The figure grows with the classes so that class
     names stay legible (UCF-101's 101 classes: about 2500 x 2400 pixels).
+    Beyond ``most_classes`` classes, only the ``CLASSES_SHOWN`` most confused
+    are drawn (rows and columns; the title says so), without cell text, so
+    that its cost stays that of a 60-class matrix (BENCHMARKS.md section 12).
 
     Returns:
       PNG bytes.
     """
     plt = _pyplot()
     confusion = np.asarray(confusion, np.int64)
+    if most_classes is not None and len(class_names) > most_classes:
+        shown = most_confused(confusion)
+        title += (f"\nthe {len(shown)} most confused of {len(class_names)} classes (percentages of each row's "
+                  "videos, all classes counted)")
+        rows_total = confusion.sum(axis=1)[shown]
+        return _matrix_png(plt, confusion[np.ix_(shown, shown)], [class_names[i] for i in shown], title,
+                           rows_total, annotate=False)
+    return _matrix_png(plt, confusion, class_names, title, confusion.sum(axis=1), annotate=True)
+
+
+def _matrix_png(plt, confusion, class_names, title, rows_total, annotate):
+    """``confusion_matrix_png``'s drawing; ``rows_total``: each row's held-out
+    videos (percentages are of them); ``annotate``: cell text."""
     classes = len(class_names)
-    rows = confusion.sum(axis=1, keepdims=True)
+    rows = np.asarray(rows_total, np.int64)[:, None]
     percent = np.divide(100.0 * confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
     absent = rows[:, 0] == 0
     cell = 0.55 if classes <= 30 else 0.2  # inches per class
@@ -211,7 +242,7 @@ def confusion_matrix_png(confusion, class_names, title):
     axes.set_ylabel("true class (held-out videos)")
     note = f"\ngrey rows: {absent.sum()} of {classes} classes have no held-out video" if absent.any() else ""
     axes.set_title(title + note, fontsize=11)
-    for (i, j), count in np.ndenumerate(confusion):
+    for (i, j), count in np.ndenumerate(confusion if annotate else np.zeros((0, 0))):
         if absent[i] or (classes > 30 and not count):
             continue
         text = f"{count}\n{percent[i, j]:.0f}%" if classes <= 30 else str(count)
@@ -224,16 +255,20 @@ def confusion_matrix_png(confusion, class_names, title):
     return _png(figure)
 
 
-def per_class_png(per_class, title):
+def per_class_png(per_class, title, most_classes=MOST_CLASSES_DRAWN):
     """Held-out precision and recall of every class as horizontal bars,
     classes sorted by recall (worst first), the class's held-out videos in
     its label; classes without held-out videos are left out and counted in
-    the title. The legend sits under the title, so that neither hides the
+    the title. Beyond ``most_classes`` classes, the ``CLASSES_SHOWN`` of
+    worst recall. The legend sits under the title, so that neither hides the
     other at any number of classes."""
     plt = _pyplot()
     names = sorted((name for name in per_class if per_class[name]["support"]),
                    key=lambda name: (per_class[name]["recall"], name))
     missing = len(per_class) - len(names)
+    if most_classes is not None and len(per_class) > most_classes:
+        title += f"\nthe {CLASSES_SHOWN} of worst recall of {len(names)} classes with held-out videos"
+        names = names[:CLASSES_SHOWN]
     recall = [per_class[name]["recall"] for name in names]
     precision = [per_class[name]["precision"] or 0 for name in names]
     labels = [f"{name} ({per_class[name]['support']})" for name in names]

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 
-from common import console
+from common import console, memory
 from records import files
 from records import manifest as manifest_lib
 from rnn import checkpoints as checkpoints_lib
@@ -108,6 +108,7 @@ def train(config, strategy=None):
 
     keras.utils.set_random_seed(config.seed)
     data = _open_data(config)
+    _check_batch_memory(config, data.spec)
     strategy = strategy or _make_strategy(config)
     chief = distribute.is_chief(strategy)
     log.info("training with %s", distribute.describe(strategy))
@@ -137,6 +138,24 @@ def _open_data(config):
         return data_lib.open_run_data(config.train_pattern, config.eval_pattern, config.validation_fraction)
     except data_lib.DataRefused as e:
         raise TrainingError(str(e)) from None
+
+
+# A batch's features are held about this many times over as they go through
+# the input pipeline (a batch prefetched beside the one in use) and the model
+# (standardized, dropped out, the recurrent layers' inputs).
+BATCH_COPIES = 4
+
+
+def _check_batch_memory(config, spec):
+    """Refuses a ``--batch_size`` whose batches would not fit in this
+    machine's memory budget (``--batch_size 100000`` on the demo's features
+    grew to 20 GB until the kernel killed the process)."""
+    batch_bytes = BATCH_COPIES * config.batch_size * spec.max_frames * spec.feature_dim * 4
+    if batch_bytes > memory.budget():
+        raise TrainingError(
+            f"--batch_size {config.batch_size} x {spec.max_frames} frames x {spec.feature_dim} features (float32, "
+            f"held about {BATCH_COPIES} times over by the input pipeline and the model) would take "
+            f"{memory.gib(batch_bytes)}, more than {memory.describe_budget()}; lower --batch_size")
 
 
 def _make_strategy(config):

@@ -154,7 +154,7 @@ def test_an_absurd_window_is_refused_before_anything_is_written(clips, tmp_path)
         result = _extract(clips, tmp_path / "out", *window, "--decode_workers", 2)
         assert result.returncode == 1
         assert re.match(r"error: --fps \S+ x --seconds \S+ = \d+ frames per video; 8 videos in flight .* more "
-                        r"than this extraction's budget of [\d.]+ GiB \(25% of this machine's", result.stderr)
+                        r"than the budget of [\d.]+ GiB \(25% of this machine's", result.stderr)
         assert not (tmp_path / "out").exists()
 
 
@@ -407,3 +407,59 @@ def test_a_video_in_both_splits_of_one_extraction_says_what_is_wrong(tmp_path):
     assert f"4 videos are in both the train and the test split of {features}" in message
     assert "the extraction put them in both" in message and "under another path" not in message
     assert "--eval_pattern" not in message
+
+
+def test_reordered_class_names_in_a_manifest_are_caught(tmp_path):
+    """Issue 34 item 5: every record carries its label name; a hand-edited
+    manifest whose class_names no longer match them is named by records
+    inspect and stops train.py (which would otherwise train, and predict
+    would label videos with the wrong names)."""
+    from records import manifest as manifest_lib
+
+    features = _features(tmp_path)
+    manifest = manifest_lib.read_manifest(features)
+    manifest["class_names"] = manifest["class_names"][::-1]
+    manifest_lib.write_manifest(features, manifest)
+    inspected = inspect(features / "*.tfrecord")
+    assert any("do not match the records' labels" in problem and "was its class_names list edited or reordered"
+               in problem for problem in inspected["problems"])
+    result = run([sys.executable, "train.py", "--steps", 2, "--logdir", tmp_path / "runs", "--train_pattern",
+                  features / "train-*.tfrecord", "--eval_pattern", features / "test-*.tfrecord"])
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "are not the records': label 0 is 'class0' in the records, 'class3' in the manifest"\
+        in errors[0], result.stderr
+
+
+def test_inspect_checks_each_folder_against_its_own_manifest(tmp_path):
+    """Issue 34 item 10: a pattern over two healthy extractions reports no damage."""
+    from records import manifest as manifest_lib
+
+    _features(tmp_path, "w1")
+    manifest = manifest_lib.read_manifest(tmp_path / "w1")
+    (tmp_path / "w2").mkdir()
+    manifest["splits"] = {split: write_split(tmp_path / "w2", split, temporal_order_examples(8, 8, 4), 8,
+                                             ids_as=f"w2{split}") for split in ("train", "test")}
+    manifest_lib.write_manifest(tmp_path / "w2", manifest)
+    summary = inspect(tmp_path / "w[12]" / "*.tfrecord")
+    assert summary["files"] == 8 and summary["examples"] == 28
+    # The synthetic features' weights are random, said once; nothing else.
+    assert summary["problems"] == ["these features come from RANDOM weights (--weights none): they are meaningless"]
+
+
+def test_absurd_run_lengths_and_batches_are_one_sentence(tmp_path):
+    """Issue 34 items 7 and 8: --steps beyond a billion (an OverflowError in
+    the time estimate before) is a usage error with the range; a batch that
+    cannot fit in memory (killed by the kernel at 20 GB before) is refused
+    with the numbers, before the run folder is made."""
+    features = _features(tmp_path)
+    for steps in ("99999999999999999999", str(2 ** 63 - 1)):
+        result = run([sys.executable, "train.py", "--steps", steps, "--lr_decay", "cosine", "--train_pattern",
+                      features / "train-*.tfrecord"])
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[0] == f"error: --steps must be a finite number > 0 and <= 1e+09, got {steps}"
+    with pytest.raises(training.TrainingError, match=r"--batch_size 100000000 x 8 frames x 4 features .* would "
+                                                     r"take [\d,.]+ GiB, more than the budget of"):
+        training.train(dataclasses.replace(_train_config(tmp_path, features / "train-*.tfrecord",
+                                                         features / "test-*.tfrecord"), batch_size=10 ** 8))
+    assert not (tmp_path / "runs").exists()

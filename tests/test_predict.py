@@ -75,3 +75,48 @@ def test_predict_needs_a_trained_run(tmp_path):
     (tmp_path / "video.mp4").write_bytes(b"x")
     result = run_cli("predict", "--run", tmp_path, tmp_path / "video.mp4")  # a folder, but not a run
     assert result.returncode == 1 and "no run.json" in result.stderr
+
+
+def test_predict_refuses_a_changed_weights_file_and_never_prints_nan(tmp_path):
+    """Issue 34 item 6: features made from a weights file are labelled only
+    with that file's bytes (the manifest's SHA-256); an output that is not
+    finite is no prediction."""
+    import keras
+
+    from conftest import LITE0, make_two_class_clips
+    from extract import efficientnet_lite
+
+    weights = tmp_path / "lite0.weights.h5"
+    weights.write_bytes(open(efficientnet_lite.imagenet_weights_path(), "rb").read())
+    videos = make_two_class_clips(tmp_path / "videos", per_class=3)
+    features = tmp_path / "features"
+    result = run_cli("extract", *LITE0, "--weights", weights, "--precision", "float32", "--videos", videos,
+                     "--output_dir", features, "--test_fraction", 0, "--progress=false")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("train", "--steps", 3, "--logdir", tmp_path / "runs", "--train_pattern",
+                     features / "train-*.tfrecord", "--eval_pattern", "", "--validation_fraction", 0)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "gru"
+    clip = next(videos.glob("bars/*"))
+    assert run_cli("predict", "--run", run, clip).returncode == 0
+
+    # The same architecture, other weights: every label could flip without a sign.
+    model = efficientnet_lite.build_model("efficientnet_lite0", include_top=True)
+    model.load_weights(weights)
+    kernel = model.get_layer("conv_stem").kernel
+    kernel.assign(kernel.numpy()[..., ::-1])
+    model.save_weights(weights)
+    result = run_cli("predict", "--run", run, clip)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: the weights file {weights} changed since the run's features were made "
+                                    "from it (SHA-256"), result.stderr
+    assert "0." not in result.stdout  # no probability printed
+
+    # A model whose output is not finite gives no label (it printed "nan" probabilities).
+    weights.write_bytes(open(efficientnet_lite.imagenet_weights_path(), "rb").read())
+    predictor = Predictor(run)
+    predictor.model = lambda inputs: keras.ops.full((1, 2), float("nan"))
+    import pytest
+
+    with pytest.raises(ValueError, match="the model's output is not finite"):
+        predictor(clip)

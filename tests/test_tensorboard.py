@@ -288,6 +288,29 @@ def test_classes_without_held_out_videos_are_grey_rows_not_zero_recall():
     assert (big == grey).all(axis=2).sum() > 0
 
 
+def test_pictures_of_700_classes_cost_what_60_do():
+    """Issue 34 item 9: beyond 120 classes, the confusion matrix shows the 60
+    most confused classes and the per-class chart the 60 of worst recall, so
+    that a Kinetics-700 run draws pictures of bounded size (the whole 700 x 700
+    matrix was 14,000 pixels a side: 221 s and 7.9 GB)."""
+    from rnn import summaries
+
+    rng = np.random.default_rng(0)
+    confusion = np.diag(rng.integers(5, 10, 700))
+    confused = [3, 50, 400, 699]  # classes whose videos are taken for others
+    for i in confused:
+        confusion[i, (i + 1) % 700] = 20
+    names = [f"class{i}" for i in range(700)]
+    image = _pixels(summaries.confusion_matrix_png(confusion, names, "700"))
+    sixty = _pixels(summaries.confusion_matrix_png(confusion[:60, :60], names[:60], "60"))
+    assert image.shape[0] <= 1.2 * sixty.shape[0] and image.shape[1] <= 1.2 * sixty.shape[1]
+    shown = summaries.most_confused(confusion)
+    assert len(shown) == 60 and set(confused) | {(i + 1) % 700 for i in confused} <= set(shown)
+    per_class = {name: {"support": 7, "recall": 0.5 + i / 2000, "precision": 0.9} for i, name in enumerate(names)}
+    chart = _pixels(summaries.per_class_png(per_class, "700"))
+    assert chart.shape[0] <= (2.0 + 0.22 * 60 + 1) * 100
+
+
 def test_clip_sheets_and_per_class_charts_fit_their_titles_at_any_size():
     from rnn import summaries
 
