@@ -30,7 +30,7 @@ from absl import flags  # noqa: E402
 
 from common import console  # noqa: E402
 from rnn import distribute  # noqa: E402
-from rnn.configs import CELL_NAMES, ModelConfig, TrainConfig  # noqa: E402
+from rnn.configs import CELL_NAMES, DEFAULT_FEATURES, ModelConfig, TrainConfig, shard_patterns  # noqa: E402
 
 # TensorFlow is imported once the flags are read (in main): --help and a
 # usage error answer before it loads.
@@ -49,15 +49,20 @@ flags.DEFINE_bool("pooled", ModelConfig.pooled, "Also give the classifier each v
                   "deviation of its frames' features, beside the recurrent state.")
 flags.DEFINE_float("classifier_l2", ModelConfig.classifier_l2, "L2 penalty on the classifier's weights.")
 flags.DEFINE_bool("bidirectional", ModelConfig.bidirectional, "Also read each video backwards.")
-flags.DEFINE_string("train_pattern", TrainConfig.train_pattern, "Training shards (from python -m extract).")
-flags.DEFINE_string("eval_pattern", TrainConfig.eval_pattern, "Held-out shards, evaluated during training "
-                    "(and by --mode eval).")
+flags.DEFINE_string("features", None, "The folder an extraction wrote (python -m extract --output_dir): its "
+                    f"train-* shards are trained on, its test-* shards held out. Default: {DEFAULT_FEATURES}.")
+flags.DEFINE_string("train_pattern", None, "Training shards, instead of --features' (a glob pattern of shards "
+                    "from python -m extract); the test-* shards beside them are held out unless --eval_pattern "
+                    "says otherwise.")
+flags.DEFINE_string("eval_pattern", None, "Held-out shards, evaluated during training (and by --mode eval). "
+                    "Default: the test-* shards of --features, or beside --train_pattern; '' for none.")
 flags.DEFINE_float("validation_fraction", TrainConfig.validation_fraction, "Share of each class's groups of "
                    "training videos held out as the validation split, which chooses the exported checkpoint "
                    "(whole groups: a UCF-101 gNN, an HMDB source movie). The test split only reports. 0: no "
                    "validation split; the final model is exported.")
 flags.DEFINE_string("logdir", TrainConfig.logdir, "TensorBoard root; each run gets a subfolder.")
-flags.DEFINE_string("run_name", None, "Run subfolder of --logdir (default: the cell name).")
+flags.DEFINE_string("run_name", None, "Run subfolder of --logdir (default: the cell name, e.g. gru, and for "
+                    "training shards outside features/ their folder's name first, e.g. jhmdb_gru).")
 flags.DEFINE_integer("batch_size", TrainConfig.batch_size, "Videos per batch.")
 flags.DEFINE_float("learning_rate", TrainConfig.learning_rate, "Adam learning rate (initial, with a decay).")
 flags.DEFINE_enum("lr_decay", TrainConfig.lr_decay, ["none", "cosine"], "Learning-rate schedule over the run.")
@@ -90,12 +95,13 @@ def main(argv):
     if len(argv) > 1:
         raise console.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
+        train_pattern, eval_pattern = shard_patterns(FLAGS.features, FLAGS.train_pattern, FLAGS.eval_pattern)
         config = TrainConfig(
             model=ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
                                      dropout=FLAGS.dropout, input_dropout=FLAGS.input_dropout,
                                      pooled=FLAGS.pooled, classifier_l2=FLAGS.classifier_l2,
                                      bidirectional=FLAGS.bidirectional),
-            train_pattern=FLAGS.train_pattern, eval_pattern=FLAGS.eval_pattern,
+            train_pattern=train_pattern, eval_pattern=eval_pattern,
             validation_fraction=FLAGS.validation_fraction, logdir=FLAGS.logdir,
             run_name=FLAGS.run_name, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             lr_decay=FLAGS.lr_decay, clip_norm=FLAGS.clip_norm, epochs=FLAGS.epochs, steps=FLAGS.steps,
@@ -158,14 +164,15 @@ def main(argv):
         return 1
     if not metrics:  # a worker other than the chief: the chief reports
         return 0
-    print(f"run: {config.run_dir}, {metrics['step']} steps\n{_report(metrics['selected'])}\n"
+    print(f"run: {config.run_dir}, {metrics['step']} steps\n{_report(metrics['selected'], metrics.get('baseline'))}\n"
           f"training: {metrics['train'].get('examples_per_second', 0):.0f} examples/s\n"
           f"tensorboard --logdir {shlex.quote(config.logdir)}")
     return 0
 
 
-def _report(selected):
-    """What the exported model scores, on which split, and what chose it."""
+def _report(selected, baseline=None):
+    """What the exported model scores, on which split, and what chose it; and
+    beside its test score, the pooled-features baseline's."""
     from rnn import evaluation
 
     if not selected:
@@ -176,6 +183,13 @@ def _report(selected):
         if scores:
             lines.append(f"  {name} ({scores['videos']} videos, {scores['classes']} classes): "
                          f"{evaluation.describe_scores(scores)}")
+    if baseline and baseline["test"] and selected.get("test"):
+        model, pooled = selected["test"]["top1"], baseline["test"]["top1"]
+        verdict = "above" if model > pooled else "below" if model < pooled else "level with"
+        lines.append(f"  baseline, {baseline['name']} on the same videos: test top-1 {pooled:.3f} (the model is "
+                     f"{abs(model - pooled) * 100:.1f} points {verdict} it)" if verdict != "level with" else
+                     f"  baseline, {baseline['name']} on the same videos: test top-1 {pooled:.3f} (level with "
+                     "the model)")
     return "\n".join(lines)
 
 

@@ -3,11 +3,14 @@ flags fill in and library code takes. Nothing here imports TensorFlow, so
 that ``train.py --help`` and a usage error answer at once."""
 
 import dataclasses
+import os
 import pathlib
+import re
 import typing
 
 from common import console
 from common.console import check_number
+from records import files
 from rnn import distribute, run_dir as run_dir_lib
 
 CELL_NAMES = ("gru", "lstm")
@@ -62,6 +65,42 @@ class ModelConfig:
         check_number("classifier_l2", self.classifier_l2, minimum=0)
 
 
+DEFAULT_FEATURES = "features"
+TRAIN_SHARDS = "train-*.tfrecord"
+TEST_SHARDS = "test-*.tfrecord"
+
+
+def shard_patterns(features=None, train_pattern=None, eval_pattern=None):
+    """The training and held-out shard patterns that ``train.py``'s flags mean.
+
+    ``--features DIR`` is an extraction's folder: its ``train-*`` shards are
+    trained on and its ``test-*`` shards held out. Given ``--train_pattern``
+    alone, the held-out shards are the ``test-*`` shards beside the training
+    ones; ``--eval_pattern`` names others ('' for none).
+
+    Raises:
+      ValueError: ``--features`` and ``--train_pattern`` both given.
+    """
+    if features is not None and train_pattern is not None:
+        raise ValueError(f"--features {features} and --train_pattern {train_pattern} both name the training "
+                         "shards: give one")
+    if train_pattern is None:
+        train_pattern = files.join(features or DEFAULT_FEATURES, TRAIN_SHARDS)
+    if eval_pattern is None:
+        eval_pattern = files.join(files.dirname(train_pattern) or ".", TEST_SHARDS) if features is None \
+            else files.join(features, TEST_SHARDS)
+    return train_pattern, eval_pattern
+
+
+def default_run_name(cell, train_pattern):
+    """``gru`` for training shards in a folder named ``features`` (the
+    default), else ``<folder name>_gru``."""
+    folder = files.basename(os.path.abspath(files.dirname(train_pattern) or ".")) \
+        if not files.is_remote(train_pattern) else files.basename(files.dirname(train_pattern))
+    name = re.sub(r"[^\w.-]+", "_", folder).strip("._")
+    return cell if name in ("", DEFAULT_FEATURES) else f"{name}_{cell}"
+
+
 # Bounds of the run's length and intervals: a billion steps is years of
 # training, and larger numbers overflowed the time estimate and the schedule.
 MOST_STEPS = {"steps": 10 ** 9, "epochs": 10 ** 6, "eval_every": 10 ** 9, "checkpoint_every": 10 ** 9,
@@ -73,8 +112,8 @@ class TrainConfig:
     """Everything a training run needs (the flags of ``train.py``)."""
 
     model: ModelConfig = ModelConfig()
-    train_pattern: str = "features/train-*.tfrecord"
-    eval_pattern: str = "features/test-*.tfrecord"
+    train_pattern: str = files.join(DEFAULT_FEATURES, TRAIN_SHARDS)
+    eval_pattern: str = files.join(DEFAULT_FEATURES, TEST_SHARDS)
     validation_fraction: float = 0.15
     logdir: str = "tensorboard_logs"
     run_name: typing.Optional[str] = None
@@ -110,4 +149,8 @@ class TrainConfig:
 
     @property
     def run_dir(self):
-        return pathlib.Path(self.logdir) / (self.run_name or self.model.cell)
+        """``logdir/run_name``; by default the run is named after its cell,
+        and after the training shards' folder too when that is not called
+        ``features`` (``jhmdb_gru``), so that runs on two datasets do not
+        meet in one folder."""
+        return pathlib.Path(self.logdir) / (self.run_name or default_run_name(self.model.cell, self.train_pattern))

@@ -86,6 +86,12 @@ class RunData:
         return reader.make_dataset(self.train.files, self.spec, self.train.manifest["dtype"], batch_size,
                                    training=True, seed=seed, leave_out=self.validation_ids or None)
 
+    def training_videos_once(self, batch_size):
+        """One pass, in a fixed order, over the training videos (the
+        validation split's left out)."""
+        return reader.make_dataset(self.train.files, self.spec, self.train.manifest["dtype"], batch_size,
+                                   training=False, leave_out=self.validation_ids or None)
+
     def validation_dataset(self, batch_size):
         """One pass over the validation split, with video ids and thumbnails (or None)."""
         if not self.validation_ids:

@@ -53,6 +53,9 @@ LOSS, TOP1 = "metrics/loss", "metrics/top1"
 # loss): its top-1 in validation/ and in eval/ (the test split), and its step
 # in validation/.
 SELECTED_TOP1, SELECTED_STEP = "metrics/selected_top1", "metrics/selected_step"
+# The pooled-features baseline's test top-1 (rnn.baseline), in eval/ at the
+# run's last step: beside the model's in HParams.
+BASELINE_TOP1 = "metrics/baseline_top1"
 LEARNING_RATE, GRADIENT_NORM, PARAMETER_NORM = "optim/learning_rate", "optim/gradient_norm", "optim/parameter_norm"
 EXAMPLES_PER_SECOND, INPUT_WAIT = "perf/examples_per_second", "perf/input_wait_percent"
 # Per layer: "optim/gradient_norm/<layer>".
@@ -566,6 +569,17 @@ class Board:
             log.warning("embeddings projector: %s", why)
             with self.writers[shown].as_default(step=0):
                 tf.summary.text("projector/no_sprite", why)
+
+    def baseline(self, step, result):
+        """The baseline's test top-1 (``rnn.baseline.run_baseline``'s result), if it was scored."""
+        import tensorflow as tf
+
+        if result["test"] and "test" in self.writers:
+            with self.writers["test"].as_default(step=step):
+                tf.summary.scalar(BASELINE_TOP1, result["test"]["top1"], description=(
+                    f"Test top-1 of the baseline: a {result['name']} on each video's pooled features, fitted on "
+                    f"the run's {result['videos']} training videos (its penalty {result['chosen_on']})."))
+            self.writers["test"].flush()
 
     def end(self, status):
         """Records how the run ended (``"success"``, ``"interrupted"``, ``"failure"``) and flushes."""

@@ -24,7 +24,10 @@ with either cell; ``tensorboard_logs/gru/metrics.json`` says so.
    ``eval_every`` an evaluation of the validation and test splits, in which
    validation loss alone chooses the best checkpoint; every
    ``checkpoint_every`` a checkpoint and ``metrics.json``;
-6. **export** ``model.keras``: the model of the best validation checkpoint
+6. **baseline**: a logistic regression on each video's pooled features,
+   fitted on the same videos and scored on the same test split
+   (``rnn.baseline``), beside the model's score;
+7. **export** ``model.keras``: the model of the best validation checkpoint
    (the final one without a validation split).
 
 The run folder (``rnn.run_dir``): ``hparams/``, ``train/``, ``validation/``, ``eval/``
@@ -42,12 +45,14 @@ import tempfile
 import threading
 import time
 
+import numpy as np
+
 from common import console, memory
 from records import files
 from records import manifest as manifest_lib
 from rnn import checkpoints as checkpoints_lib
 from rnn import data as data_lib
-from rnn import distribute, evaluation, models, optimization, run_dir as run_dir_lib, summaries
+from rnn import baseline, distribute, evaluation, models, optimization, run_dir as run_dir_lib, summaries
 from rnn.configs import TrainConfig  # noqa: F401  (what train takes)
 
 log = logging.getLogger(__name__)
@@ -457,6 +462,7 @@ def _train_in(config, run, data, strategy, chief):
     board.end("success")
     if not chief:
         return {}
+    metrics = _fit_baseline(data, config, metrics, board)
     _export(model, checkpoint, checkpoints, metrics["selected"], run_dir)
     return metrics
 
@@ -535,6 +541,28 @@ def _metrics(run_dir, step, final_eval, selected, session, previous):
         means = session.means()
         throughput = {key: means[key] for key in ("examples_per_second", "input_wait_fraction")}
     return {"run": str(run_dir), "step": step, "selected": selected, "final": final_eval, "train": throughput}
+
+
+def _fit_baseline(data, config, metrics, board):
+    """Step 6: the pooled-features baseline on the run's own videos
+    (``rnn.baseline``), in metrics.json and TensorBoard; returns the metrics."""
+    if "baseline" in metrics:  # a finished run, run again
+        return metrics
+    pooled = {name: baseline.pool(dataset) if dataset is not None else baseline.Pooled(np.zeros((0, 0)),
+                                                                                        np.zeros(0, np.int64))
+              for name, dataset in (("train", data.training_videos_once(config.batch_size)),
+                                    ("validation", data.validation_dataset(config.batch_size)),
+                                    ("test", data.held_out_dataset(config.batch_size)))}
+    result = baseline.run_baseline(pooled["train"], pooled["validation"], pooled["test"], data.spec.num_classes)
+    if result["test"]:
+        result["test"].update(split=data.test.name, videos=data.test.videos, classes=data.test.classes)
+    log.info("baseline (%s, penalty %g, %s; fitted on %d videos): %s", result["name"],
+             result["penalty"], result["chosen_on"], result["videos"],
+             f"test top-1 {result['test']['top1']:.3f}" if result["test"] else "no test split to score")
+    board.baseline(metrics["step"], result)
+    metrics = {**metrics, "baseline": result}
+    files.write_json_atomic(config.run_dir / run_dir_lib.METRICS_FILE, metrics)
+    return metrics
 
 
 def _export(model, checkpoint, checkpoints, selected, run_dir):
