@@ -4,9 +4,11 @@
 
 Each video is decoded and turned into features exactly as the run's training
 data was (backbone, weights, precision, frame rate, window: read from the
-run's ``run.json``; an int8 run's own copy of the quantized CNN), then
-classified by the run's final model. Prints the top-5
-labels with their probabilities, per video. A video whose name starts with
+run's ``run.json``; an int8 run's own copy of the CNN), then classified by
+the model the run exported (``model.keras``: the checkpoint its validation
+split chose, or its final one without a validation split). Says first which
+model and which part of each video it reads; then prints the top-5 labels
+with their probabilities, per video. A video whose name starts with
 ``-`` goes after ``--``: ``python -m predict --run RUN -- -clip.mp4``.
 """
 
@@ -21,9 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 from common import console  # noqa: E402
+from records import files  # noqa: E402
 from rnn import run_dir as run_dir_lib  # noqa: E402
 
-flags.DEFINE_string("run", None, "Run folder of a trained model (e.g. tensorboard_logs/gru).")
+flags.DEFINE_string("run", None, "Run folder of a trained model (e.g. tensorboard_logs/gru); its exported model "
+                    "(model.keras) labels the videos.")
 flags.DEFINE_integer("top", 5, "Labels to print per video (at most the number of classes).", lower_bound=1)
 FLAGS = flags.FLAGS
 
@@ -42,11 +46,14 @@ class Predictor:
     def __init__(self, run_dir):
         from extract.backbones import NAMED_WEIGHTS, Backbone
 
+        self.run_dir = pathlib.Path(run_dir)
         try:
             run = run_dir_lib.read_run_file(run_dir, run_dir_lib.FINISHED_RUN_REMEDY)
             if run is None:
                 raise ValueError(f"{run_dir} has no {run_dir_lib.RUN_FILE}; is it a finished training run?")
             self.model = run_dir_lib.load_final_model(run_dir)
+            self.exported = (files.read_json(pathlib.Path(run_dir) / run_dir_lib.METRICS_FILE, "") or {}).get(
+                "selected")
             self.extraction = run["extraction"]
             self.class_names = self.extraction["class_names"]
             weights = self.extraction["weights"]
@@ -57,6 +64,20 @@ class Predictor:
                                      model=model)
         except run_dir_lib.RunFolderError as e:
             raise ValueError(str(e)) from None
+
+    def describe(self):
+        """Which model labels, and what it reads of each video (one line each)."""
+        settings, exported = self.extraction, self.exported
+        if not exported:
+            which = ""
+        elif exported["chosen_on"].startswith("final"):
+            which = f" (of its final step, {exported['step']}: no validation split to choose one)"
+        else:
+            which = f" (the checkpoint of step {exported['step']}, chosen on the {exported['chosen_on']})"
+        return (f"model: {self.run_dir / run_dir_lib.MODEL_FILE}{which}\n"
+                f"each video read as the run's training videos were: its first {settings['seconds']:g} s at "
+                f"{settings['fps']:g} frames/s ({settings['max_frames']} frames at most), "
+                f"{settings['backbone']} features")
 
     def __call__(self, path):
         """Class probabilities ``[num_classes]`` of one video.
@@ -123,6 +144,7 @@ def main(argv):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    print(predictor.describe())
     top = min(FLAGS.top, len(predictor.class_names))
     if top < FLAGS.top:
         print(f"(top {top} labels per video: the run knows {len(predictor.class_names)} classes)")

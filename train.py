@@ -36,8 +36,10 @@ from rnn.configs import CELL_NAMES, DEFAULT_FEATURES, ModelConfig, TrainConfig, 
 # usage error answer before it loads.
 
 
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (or resume), or eval: evaluate a trained run's "
-                  "final model on --eval_pattern without training.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (or resume), or eval: evaluate the model a trained "
+                  "run exported on --eval_pattern without training (the results go to the run folder's "
+                  "evaluation-<folder>-<split>.json).")
+flags.DEFINE_bool("json", False, "With --mode eval: print the results as JSON instead of a summary.")
 flags.DEFINE_enum("cell", ModelConfig.cell, list(CELL_NAMES), "Recurrent cell.")
 flags.DEFINE_integer("layers", ModelConfig.layers, "Stacked recurrent layers.")
 flags.DEFINE_integer("units", ModelConfig.units, "Units per recurrent layer (per direction).")
@@ -150,8 +152,11 @@ def main(argv):
     try:
         if FLAGS.mode == "eval":
             results = evaluate_run(config.run_dir, config.eval_pattern, config.batch_size)
-            print(json.dumps({key: results[key] for key in ("eval_pattern", "scored", "videos", "classes", "top1",
-                                                            "k", "top_k", "loss")}, indent=2))
+            if FLAGS.json:
+                print(json.dumps({key: results[key] for key in ("eval_pattern", "scored", "videos", "classes",
+                                                                "top1", "k", "top_k", "loss", "file")}, indent=2))
+            else:
+                print(_evaluation_report(config.run_dir, results))
             return 0
         metrics = train(config, strategy)
     except TrainingError as e:
@@ -168,6 +173,16 @@ def main(argv):
           f"training: {metrics['train'].get('examples_per_second', 0):.0f} examples/s\n"
           f"tensorboard --logdir {shlex.quote(config.logdir)}")
     return 0
+
+
+def _evaluation_report(run_dir, results):
+    """``--mode eval``'s summary, in the words of training's."""
+    from rnn import evaluation
+
+    return (f"run: {run_dir}, its exported model\n"
+            f"  scored {results['scored']} of {results['eval_pattern']} ({results['videos']} videos, "
+            f"{results['classes']} classes): {evaluation.describe_scores(results)}\n"
+            f"results: {results['file']}")
 
 
 def _report(selected, baseline=None):

@@ -178,9 +178,21 @@ problems (also printed on stderr)."""
 def main(argv):
     options = [a for a in argv[1:] if a.startswith("-")]
     arguments = [a for a in argv[1:] if not a.startswith("-")]
-    if len(arguments) != 2 or arguments[0] != "inspect" or set(options) - {"--videos"}:
+    if arguments and arguments[0] != "inspect":
+        print(f"error: unknown command {arguments[0]!r}; the command is inspect\n\n{USAGE}", file=sys.stderr)
+        return 2
+    unknown = sorted(set(options) - {"--videos", "-h", "--help"})
+    if unknown:
+        print(f"error: unknown option {unknown[0]}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    if len(arguments) != 2:
         print(USAGE)
         return 0 if {"-h", "--help"} & set(options) else 2
+    try:  # a mistyped path is said before TensorFlow loads
+        list_files(arguments[1])
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     from common import console
 
     console.import_tensorflow()

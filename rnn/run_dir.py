@@ -15,6 +15,7 @@ rules that keep it from touching anything else.
 """
 
 import contextlib
+import itertools
 import logging
 import os
 import pathlib
@@ -28,7 +29,9 @@ from rnn import summaries
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
-EVALUATION_FILE = "evaluation.json"
+EVALUATION_FILE = "evaluation.json"  # --mode eval's results, before they were kept per split scored
+# --mode eval's results: one file per folder and split scored (evaluation-jhmdb-test.json).
+EVALUATION_FILES = r"evaluation-[\w.-]+\.json"
 # A copy of the training data's quantized CNN (int8 extractions), for predict.
 BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
 TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.VALIDATION_EVENTS, summaries.EVAL_EVENTS
@@ -40,6 +43,7 @@ _WRITTEN_ATOMICALLY = (RUN_FILE, METRICS_FILE, EVALUATION_FILE, BACKBONE_MODEL_F
 OWN_FILES = re.compile("|".join([
     *(re.escape(name) for name in (*_WRITTEN_ATOMICALLY, MODEL_FILE)),
     *(rf"\.{re.escape(name)}\.\d+\.partial" for name in _WRITTEN_ATOMICALLY),  # files.write_text_atomic
+    EVALUATION_FILES, rf"\.{EVALUATION_FILES}\.\d+\.partial",
     rf"\.{re.escape(MODEL_FILE)}\.partial\.keras",  # the model, exported under a temporary name
     summaries.EVENT_FILE,  # the run's HParams session, at its root
     *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, VALIDATION_EVENTS,
@@ -126,6 +130,23 @@ def backbone_model(run_dir, extraction):
         raise RunFolderError(f"{pathlib.Path(run_dir) / BACKBONE_MODEL_FILE} is missing or damaged; run the "
                              "same train.py command again to copy it from the training features' folder")
     return model
+
+
+def evaluation_file(run_dir, shards_folder, split, eval_pattern):
+    """Where ``--mode eval`` keeps its results for ``split`` of the shards in
+    ``shards_folder``: ``evaluation-<folder>-<split>.json``, or with ``-2``,
+    ``-3``... when that name holds the results of other shards (a folder of
+    the same name elsewhere), so that no evaluation replaces another's."""
+    folder = re.sub(r"[^\w.-]+", "_", files.basename(os.path.abspath(shards_folder)) if not files.is_remote(
+        shards_folder) else files.basename(shards_folder.rstrip("/"))).strip("._") or "features"
+    for number in itertools.count(1):
+        path = pathlib.Path(run_dir) / f"evaluation-{folder}-{split}{'' if number == 1 else f'-{number}'}.json"
+        try:
+            earlier = files.read_json(path, "")
+        except files.UnreadableFile:
+            continue
+        if earlier is None or earlier.get("eval_pattern") == eval_pattern:
+            return path
 
 
 def own_files(run_dir):

@@ -580,12 +580,14 @@ def _export(model, checkpoint, checkpoints, selected, run_dir):
 
 
 def evaluate_run(run_dir, eval_pattern, batch_size=32):
-    """Evaluates a trained run's final model on other shards, without training
-    (``train.py --mode eval``). Scoring training shards is allowed, and then
-    said: the result's ``scored`` is e.g. "train split (not held-out data)".
+    """Evaluates the model a trained run exported on other shards, without
+    training (``train.py --mode eval``). Scoring training shards is allowed,
+    and then said: the result's ``scored`` is e.g. "train split (not held-out
+    data)".
 
     Returns:
-      The metrics dict (also written to ``<run_dir>/evaluation.json``).
+      The metrics dict, with ``"file"``: where it was also written (one file
+      per folder and split scored: ``run_dir.evaluation_file``).
 
     Raises:
       TrainingError: not a finished run, or shards it cannot use.
@@ -613,5 +615,6 @@ def evaluate_run(run_dir, eval_pattern, batch_size=32):
     trained_on = [*recorded.get("train", ()), *recorded.get("validation", ())]
     results = {"eval_pattern": eval_pattern, "scored": data_lib.scored_data(shards, trained_on), "split": split.name,
                "videos": split.videos, "classes": split.classes, **results}
-    files.write_json_atomic(run_dir / run_dir_lib.EVALUATION_FILE, results)
-    return results
+    path = run_dir_lib.evaluation_file(run_dir, shards.folder, "_".join(shards.splits), eval_pattern)
+    files.write_json_atomic(path, results)
+    return {**results, "file": str(path)}

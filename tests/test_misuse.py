@@ -77,12 +77,25 @@ def test_eval_mode_on_training_shards_says_what_it_scored(tmp_path):
     features = _features(tmp_path)
     training.train(_train_config(tmp_path, features / "train-*.tfrecord", features / "test-*.tfrecord"))
     result = run([sys.executable, "train.py", "--mode", "eval", "--logdir", tmp_path / "runs", "--run_name", "gru",
-                  "--eval_pattern", features / "train-*.tfrecord"])
+                  "--eval_pattern", features / "train-*.tfrecord", "--json"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["scored"] == "train split (not held-out data)"
     held_out = run([sys.executable, "train.py", "--mode", "eval", "--logdir", tmp_path / "runs", "--run_name",
-                    "gru", "--eval_pattern", features / "test-*.tfrecord"])
+                    "gru", "--eval_pattern", features / "test-*.tfrecord", "--json"])
     assert json.loads(held_out.stdout)["scored"] == "test split"
+    # Issue 35 item 4: a summary like training's; one results file per split
+    # scored, none replacing another (a folder of the same name elsewhere included).
+    other = _features(tmp_path / "elsewhere")
+    summary = run([sys.executable, "train.py", "--mode", "eval", "--logdir", tmp_path / "runs", "--run_name", "gru",
+                   "--eval_pattern", other / "test-*.tfrecord"])
+    assert summary.returncode == 0, summary.stderr
+    lines = summary.stdout.splitlines()
+    assert lines[0] == f"run: {tmp_path / 'runs' / 'gru'}, its exported model"
+    assert lines[1].startswith(f"  scored test split of {other / 'test-*.tfrecord'} (4 videos, ") and "top-1" in lines[1]
+    results = sorted(path.name for path in (tmp_path / "runs" / "gru").glob("evaluation*.json"))
+    assert results == ["evaluation-features-test-2.json", "evaluation-features-test.json",
+                       "evaluation-features-train.json"]
+    assert lines[2] == f"results: {tmp_path / 'runs' / 'gru' / 'evaluation-features-test-2.json'}"
 
 
 # 2. A shard replaced by another extraction's shard of the same name.

@@ -29,6 +29,10 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     assert result.returncode == 0, result.stderr
     assert "(top 4 labels per video: the run knows 4 classes)" in result.stdout  # Hardening 15
     lines = result.stdout.splitlines()
+    # Issue 35 item 5: which model labels, and what it reads of each video.
+    assert lines[0].startswith(f"model: {run / 'model.keras'} (") and "step" in lines[0]
+    assert lines[1] == ("each video read as the run's training videos were: its first 10 s at 5 frames/s (50 frames "
+                        "at most), efficientnet_lite0 features")
     correct = 0
     for video_id in held_out:
         first_label = lines[lines.index(str(videos / video_id)) + 1].split()
@@ -48,7 +52,7 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     np.testing.assert_array_equal(predictor.backbone(frames), video["features"][:video["num_frames"]])
 
     evaluated = run_cli("train", "--mode", "eval", "--logdir", tmp_path, "--run_name", "gru",
-                        "--eval_pattern", features / "test-*.tfrecord")
+                        "--eval_pattern", features / "test-*.tfrecord", "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["videos"] == len(held_out)
 

@@ -101,3 +101,18 @@ def test_inspect_reports_duplicates_damage_strays_and_random_weights(tmp_path):
     assert summary["not_in_manifest"] == ["train-00000-of-00001.tfrecord"]
     assert "3 video ids occur more than once" in result.stderr
     assert "train-00001-of-00002.tfrecord is damaged or cut short" in result.stderr
+
+
+def test_records_command_line_names_what_is_wrong_before_tensorflow_loads(tmp_path):
+    """Issue 35 item 8: a mistyped command or option is named; a folder given
+    for a pattern is said at once (it took 7.6 s, TensorFlow loading first)."""
+    from conftest import run_cli
+
+    result = run_cli("records", "inspct", tmp_path / "*.tfrecord")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown command 'inspct'; the command is "
+                                                               "inspect")
+    result = run_cli("records", "inspect", "--vidoes", tmp_path / "*.tfrecord")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown option --vidoes")
+    result = run_cli("records", "inspect", f"{tmp_path}/", env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 1 and "is a folder; give a pattern of its shards" in result.stderr
+    assert "tensorflow" not in result.stderr  # the import log lists no TensorFlow module
