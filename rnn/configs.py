@@ -93,8 +93,10 @@ def shard_patterns(features=None, train_pattern=None, eval_pattern=None):
 
 
 def default_run_name(cell, train_pattern):
-    """``gru`` for training shards in a folder named ``features`` (the
-    default), else ``<folder name>_gru``."""
+    """``train.py``'s run name when none is given: the cell (``gru``) for
+    training shards in a folder named ``features`` (the default), else the
+    folder's name too (``jhmdb_gru``), so that runs on two datasets do not
+    meet in one run folder."""
     folder = files.basename(os.path.abspath(files.dirname(train_pattern) or ".")) \
         if not files.is_remote(train_pattern) else files.basename(files.dirname(train_pattern))
     name = re.sub(r"[^\w.-]+", "_", folder).strip("._")
@@ -115,6 +117,9 @@ class TrainConfig:
     train_pattern: str = files.join(DEFAULT_FEATURES, TRAIN_SHARDS)
     eval_pattern: str = files.join(DEFAULT_FEATURES, TEST_SHARDS)
     validation_fraction: float = 0.15
+    # After the validation split chose the checkpoint: train a new model on
+    # every training video for that many steps, and export it.
+    refit: bool = True
     logdir: str = "tensorboard_logs"
     run_name: typing.Optional[str] = None
     batch_size: int = 32
@@ -149,8 +154,4 @@ class TrainConfig:
 
     @property
     def run_dir(self):
-        """``logdir/run_name``; by default the run is named after its cell,
-        and after the training shards' folder too when that is not called
-        ``features`` (``jhmdb_gru``), so that runs on two datasets do not
-        meet in one folder."""
-        return pathlib.Path(self.logdir) / (self.run_name or default_run_name(self.model.cell, self.train_pattern))
+        return pathlib.Path(self.logdir) / (self.run_name or self.model.cell)

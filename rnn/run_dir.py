@@ -36,21 +36,30 @@ EVALUATION_FILES = r"evaluation-[\w.-]+\.json"
 BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
 TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.VALIDATION_EVENTS, summaries.EVAL_EVENTS
 CHECKPOINTS, BEST = "checkpoints", "best"
+# The refit (rnn.training): its own checkpoints, events and metrics.json.
+REFIT = "refit"
 
 # Every file train.py (and TensorFlow's writers for it) writes in a run
 # folder: relative paths, matched whole.
 _WRITTEN_ATOMICALLY = (RUN_FILE, METRICS_FILE, EVALUATION_FILE, BACKBONE_MODEL_FILE)
+# What a training phase writes in its folder (the run folder, or its refit/).
+_PHASE_FILES = [
+    re.escape(METRICS_FILE), rf"\.{re.escape(METRICS_FILE)}\.\d+\.partial",
+    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, VALIDATION_EVENTS,
+                                                                                  EVAL_EVENTS)),
+    *(rf"{events}/({name})" for events in (VALIDATION_EVENTS, EVAL_EVENTS) for name in summaries.PROJECTOR_FILES),
+    *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
+      for name in summaries.CHECKPOINT_FILES),
+]
+REFIT_FILES = re.compile("|".join(rf"{REFIT}/({pattern})" for pattern in _PHASE_FILES))
 OWN_FILES = re.compile("|".join([
     *(re.escape(name) for name in (*_WRITTEN_ATOMICALLY, MODEL_FILE)),
     *(rf"\.{re.escape(name)}\.\d+\.partial" for name in _WRITTEN_ATOMICALLY),  # files.write_text_atomic
     EVALUATION_FILES, rf"\.{EVALUATION_FILES}\.\d+\.partial",
     rf"\.{re.escape(MODEL_FILE)}\.partial\.keras",  # the model, exported under a temporary name
     summaries.EVENT_FILE,  # the run's HParams session, at its root
-    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, VALIDATION_EVENTS,
-                                                                                  EVAL_EVENTS)),
-    *(rf"{events}/({name})" for events in (VALIDATION_EVENTS, EVAL_EVENTS) for name in summaries.PROJECTOR_FILES),
-    *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
-      for name in summaries.CHECKPOINT_FILES),
+    *_PHASE_FILES,
+    REFIT_FILES.pattern,
 ]))
 
 log = logging.getLogger(__name__)
@@ -149,10 +158,17 @@ def evaluation_file(run_dir, shards_folder, split, eval_pattern):
             return path
 
 
-def own_files(run_dir):
-    """Relative paths of the files in ``run_dir`` that train.py wrote (see ``OWN_FILES``)."""
-    return [name for name in files.relative_files(run_dir) if OWN_FILES.fullmatch(name)
+def own_files(run_dir, pattern=OWN_FILES):
+    """Relative paths of the files in ``run_dir`` that train.py wrote (see
+    ``OWN_FILES``; ``REFIT_FILES`` for the refit's alone)."""
+    return [name for name in files.relative_files(run_dir) if pattern.fullmatch(name)
             and os.path.isfile(os.path.join(run_dir, name)) and not os.path.islink(os.path.join(run_dir, name))]
+
+
+def clear_refit(run_dir):
+    """Deletes the refit's own files (a refit made for another length), and
+    nothing else."""
+    files.delete_own_files(run_dir, own_files(run_dir, REFIT_FILES))
 
 
 def other_files(run_dir):
@@ -179,8 +195,9 @@ def open_run_folder(run_dir, restart):
     run_dir = pathlib.Path(run_dir)
     try:
         files.check_folder_path(run_dir.parent, "--logdir")
-        for folder in (run_dir, *(run_dir / sub for sub in (TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS,
-                                                                 CHECKPOINTS, BEST))):
+        phase_folders = (TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS, CHECKPOINTS, BEST)
+        for folder in (run_dir, run_dir / REFIT, *(base / sub for base in (run_dir, run_dir / REFIT)
+                                                   for sub in phase_folders)):
             files.check_folder_path(folder, "the run folder" if folder == run_dir else "the run's folder")
     except ValueError as e:
         raise RunFolderError(str(e)) from None

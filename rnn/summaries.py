@@ -111,11 +111,13 @@ def hparams_record(config, manifest, total_steps):
 
 def write_hparams(writer, run_name, hyperparameters):
     """Starts the run's session for the HParams tab (in the run's root
-    writer): its hyperparameters, whole numbers as text, and its name as
-    the trial id."""
+    writer): its hyperparameters, numbers as text written as they are
+    entered (``400``, ``5``, ``0.001``: TensorBoard shows a number with the
+    decimals of the longest in its column, ``400.00`` beside ``0.001``), and
+    its name as the trial id."""
     from tensorboard.plugins.hparams import api as hparams
 
-    shown = {name: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    shown = {name: f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else value
              for name, value in hyperparameters.items()}
     with writer.as_default():
         hparams.hparams(shown, trial_id=run_name)
@@ -280,6 +282,11 @@ def per_class_png(per_class, title, most_classes=MOST_CLASSES_DRAWN):
     positions = np.arange(len(names))
     axes.barh(positions - 0.2, recall, height=0.4, label="recall", color="#3b75af")
     axes.barh(positions + 0.2, precision, height=0.4, label="precision", color="#ef8636")
+    # A bar of 0 is no bar at all, which reads as missing data: say "0".
+    for offset, values, colour in ((-0.2, recall, "#3b75af"), (0.2, precision, "#ef8636")):
+        for position, value in zip(positions, values):
+            if value == 0:
+                axes.text(0.004, position + offset, "0", va="center", ha="left", fontsize=7, color=colour)
     axes.set_yticks(positions, labels, fontsize=7 if len(names) > 30 else 9)
     axes.set_xlim(0, 1)
     axes.set_ylim(max(len(names), 1) - 0.5, -0.5)  # worst recall on top
@@ -446,20 +453,24 @@ class Board:
       top_ks: the ks of the charted top-k accuracies (``evaluation.charted_ks``).
       splits: ``{"validation": rnn.data.Split or None, "test": ...}``: what
         each evaluation split covers, for titles.
+      session: write the run's HParams session (at ``run_dir``'s root).
     """
 
     _TRAINING_TAGS = {"loss": LOSS, "top1": TOP1, "gradient_norm": GRADIENT_NORM,
                       "examples_per_second": EXAMPLES_PER_SECOND}
 
-    def __init__(self, run_dir, chief, class_names, top_ks, splits):
+    def __init__(self, run_dir, chief, class_names, top_ks, splits, session=True):
         import tensorflow as tf
 
-        self.run_dir, self.chief = run_dir, chief
+        self.run_dir, self.chief, self.session = run_dir, chief, session
         self.class_names, self.top_ks, self.splits = class_names, top_ks, splits
         self.training_tags = {**self._TRAINING_TAGS, **{f"top{k}": top_k_tag(k) for k in top_ks}}
         self.writers = {}
         if chief:
-            self.root = tf.summary.create_file_writer(str(run_dir))
+            # The HParams session lives at the run's root; a refit's board
+            # (in the run's refit/) writes none, so that its folder holds no
+            # events of its own and is not listed as a run.
+            self.root = tf.summary.create_file_writer(str(run_dir)) if session else tf.summary.create_noop_writer()
             self.train = tf.summary.create_file_writer(str(run_dir / TRAIN_EVENTS))
             for name, folder in (("validation", VALIDATION_EVENTS), ("test", EVAL_EVENTS)):
                 if splits.get(name):
@@ -484,6 +495,13 @@ class Board:
             tf.summary.scalar(LEARNING_RATE, learning_rate)
             tf.summary.scalar(PARAMETER_NORM, parameter_norm)
 
+    def _description(self, split):
+        """What a held-out chart shows: ``test split: 173 videos, 21 of 21
+        classes; scored for the report, chooses nothing``."""
+        roles = {"validation": "its loss chooses the exported checkpoint",
+                 "test": "scored for the report; it chooses nothing"}
+        return f"{self.splits[split]}: {roles[split]}. Held-out curves have few points: set Smoothing to 0."
+
     def evaluation(self, step, scores, outputs, variables, selected, draw_images):
         """Each split's scalars, and the top-1 of the model chosen so far (the
         one the run exports; its step in validation/); with
@@ -504,18 +522,27 @@ class Board:
 
         for name, writer in self.writers.items():
             metrics = scores[name]
+            description = self._description(name)
             with writer.as_default(step=step):
-                tf.summary.scalar(LOSS, metrics["loss"])
-                tf.summary.scalar(TOP1, metrics["top1"])
+                tf.summary.scalar(LOSS, metrics["loss"], description=description)
+                tf.summary.scalar(TOP1, metrics["top1"], description=description)
                 for k in self.top_ks:
-                    tf.summary.scalar(top_k_tag(k), metrics["top_ks"][str(k)])
-                tf.summary.scalar(SELECTED_TOP1, selected[name]["top1"])
+                    tf.summary.scalar(top_k_tag(k), metrics["top_ks"][str(k)], description=description)
+                tf.summary.scalar(SELECTED_TOP1, selected[name]["top1"], description=(
+                    f"Top-1 of the model chosen so far on the validation split's loss (the one the run exports). "
+                    f"{description}"))
                 if name == "validation":
-                    tf.summary.scalar(SELECTED_STEP, selected["step"])
+                    tf.summary.scalar(SELECTED_STEP, selected["step"], description=(
+                        "The step of the checkpoint the validation split's loss chose so far (the one the run "
+                        "exports). A step, not a curve: set Smoothing to 0."))
         shown = self._shown
         if self.chief and draw_images and shown:
             metrics = scores[shown]
-            title = f"{self.run_dir.name}: {self.splits[shown]}, step {step}, top-1 {metrics['top1']:.3f}"
+            chosen = ("the checkpoint chosen so far on the validation loss" if self.splits.get("validation")
+                      else "the final model, which the run exports" if self.session
+                      else "refit on every training video: the model the run exports")
+            title = (f"{self.run_dir.name}, step {step} ({chosen})\n{self.splits[shown]}, "
+                     f"top-1 {metrics['top1']:.3f}")
             probabilities = tf.nn.softmax(outputs[shown].logits).numpy()
             with self.writers[shown].as_default(step=step):
                 images = {CONFUSION_MATRIX: confusion_matrix_png(metrics["confusion_matrix"], self.class_names,
@@ -583,7 +610,7 @@ class Board:
 
     def end(self, status):
         """Records how the run ended (``"success"``, ``"interrupted"``, ``"failure"``) and flushes."""
-        if self.chief:
+        if self.chief and self.session:
             write_session_end(self.root, status)
         for writer in (self.root, self.train, *self.writers.values()):
             writer.flush()

@@ -24,15 +24,24 @@ with either cell; ``tensorboard_logs/gru/metrics.json`` says so.
    ``eval_every`` an evaluation of the validation and test splits, in which
    validation loss alone chooses the best checkpoint; every
    ``checkpoint_every`` a checkpoint and ``metrics.json``;
-6. **baseline**: a logistic regression on each video's pooled features,
+6. **refit**: steps 3 to 5 again for a new model on every training video
+   (the validation split's too), for the steps the validation split chose,
+   in ``refit/`` (``_Phase``): the validation split chose the length, and
+   no training video is left out of the model the run exports (on JHMDB the
+   15 % carve-out cost 1.5-2.7 points of test top-1: BENCHMARKS.md section 11);
+7. **baseline**: a logistic regression on each video's pooled features,
    fitted on the same videos and scored on the same test split
    (``rnn.baseline``), beside the model's score;
-7. **export** ``model.keras``: the model of the best validation checkpoint
-   (the final one without a validation split).
+8. **export** ``model.keras``: the refit's final model (without a
+   validation split: the final model; with ``--refit=false``: the
+   checkpoint the validation split chose);
+9. the embeddings projector of the exported model.
 
-The run folder (``rnn.run_dir``): ``hparams/``, ``train/``, ``validation/``, ``eval/``
-(TensorBoard, ``rnn.summaries``), ``checkpoints/``, ``best/``,
-``model.keras``, ``run.json``, ``metrics.json``.
+The run folder (``rnn.run_dir``): the HParams session at its root,
+``train/``, ``validation/``, ``eval/`` (TensorBoard, ``rnn.summaries``),
+``checkpoints/``, ``best/``, ``refit/`` (the refit's ``train/``, ``eval/``,
+``checkpoints/``, ``metrics.json``), ``model.keras``, ``run.json``,
+``metrics.json``.
 """
 
 import contextlib
@@ -44,6 +53,7 @@ import shutil
 import tempfile
 import threading
 import time
+import typing
 
 import numpy as np
 
@@ -64,7 +74,7 @@ DEFINING_SETTINGS = ("train_pattern", "eval_pattern", "validation_fraction", "ba
                      "lr_decay", "clip_norm", "seed")
 # Settings a resumed run may change (each session's values are recorded in run.json).
 ADJUSTABLE_SETTINGS = ("epochs", "steps", "eval_every", "checkpoint_every", "log_every", "strategy",
-                       "mixed_precision")
+                       "mixed_precision", "refit")
 
 
 class TrainingError(Exception):
@@ -317,13 +327,25 @@ class _Checkpoints:
             shutil.rmtree(self._scratch, ignore_errors=True)  # a folder this process made for itself
 
 
-def _start_session(run_dir, run, config, step, schedule, hyperparameters):
-    """The chief's bookkeeping at a session's start: run.json records the
-    session (and says what changed since the last one) and the run's
-    hyperparameters, an HParams experiment of earlier versions is removed
-    from the logdir, metrics.json so far is read back, and events logged after the
-    checkpoint resumed from are dropped (those steps are done again).
-    Returns the metrics so far."""
+def _start_session(phase, run, config, step, hyperparameters):
+    """The chief's bookkeeping at a phase's start: events logged after the
+    checkpoint resumed from are dropped (those steps are done again), and
+    the phase's metrics.json so far is read back (returned). For the run's
+    own (select) phase also: run.json records the session (and says what
+    changed since the last one) and the run's hyperparameters, and an
+    HParams experiment of earlier versions is removed from the logdir."""
+    for events in ("", run_dir_lib.TRAIN_EVENTS, run_dir_lib.VALIDATION_EVENTS, run_dir_lib.EVAL_EVENTS):
+        run_dir_lib.drop_events_after(phase.folder / events, step)
+    if hyperparameters is not None:
+        _record_session(config.run_dir, run, config, step, phase.schedule, hyperparameters)
+    if step == 0:
+        return {}
+    return files.read_json(phase.metrics_path, "delete it; it is written again at the next checkpoint") or {}
+
+
+def _record_session(run_dir, run, config, step, schedule, hyperparameters):
+    """run.json's record of this session (what changed since the last one is
+    said) and of the run's hyperparameters."""
     session = {"from_step": step, "total_steps": schedule.total_steps,
                **{key: getattr(config, key) for key in ADJUSTABLE_SETTINGS}}
     sessions = run.setdefault("sessions", [])
@@ -337,12 +359,6 @@ def _start_session(run_dir, run, config, step, schedule, hyperparameters):
     run["hparams"] = hyperparameters
     files.write_json_atomic(run_dir / run_dir_lib.RUN_FILE, run)
     summaries.remove_old_experiment(config.logdir)
-    for events in ("", run_dir_lib.TRAIN_EVENTS, run_dir_lib.VALIDATION_EVENTS, run_dir_lib.EVAL_EVENTS):
-        run_dir_lib.drop_events_after(run_dir / events, step)
-    if step == 0:
-        return {}
-    return files.read_json(run_dir / run_dir_lib.METRICS_FILE,
-                           "delete it; it is written again at the next checkpoint") or {}
 
 
 def _better(candidate, best):
@@ -381,6 +397,13 @@ class _Evaluator:
     def chooses(self):
         return self.splits["validation"][1] is not None
 
+    def projector(self):
+        """The embeddings projector of the model as it is now (the exported
+        one, once ``_export`` has loaded it)."""
+        outputs = {name: evaluation.run_model(self.predict, dataset) if dataset is not None else None
+                   for name, (_, dataset) in self.splits.items()}
+        self.board.projector(outputs)
+
     def __call__(self, step, last=False):
         """Scores both splits; returns ``{"step", "validation", "test"}``
         (a split without data scores None), or None without either."""
@@ -399,10 +422,11 @@ class _Evaluator:
                              else "final step (no validation split)"}
             if self.chooses:
                 self.checkpoints.best.save(step)
+        # Pictures of the models the run may export, never of others: each
+        # newly chosen checkpoint (the last drawn is the exported one), or
+        # the final model where nothing chooses.
         self.board.evaluation(step, scores, outputs, self.variables, self.selected,
-                              draw_images=(improved and self.chooses) or last)
-        if last:
-            self.board.projector(outputs)
+                              draw_images=improved if self.chooses else last)
         if self.chief:
             log.info("step %d: %s", step, "; ".join(
                 f"{name} {evaluation.describe_scores(scores[name])}" for name in scores if scores[name])
@@ -410,74 +434,186 @@ class _Evaluator:
         return now
 
 
+@dataclasses.dataclass(frozen=True)
+class _Phase:
+    """One training pass of a run.
+
+    ``select``: the run's own pass, on the training videos less the
+    validation split, which chooses the checkpoint (by its loss); its
+    events, checkpoints and metrics are the run folder's. ``refit``: a fresh
+    model trained on every training video (the validation split's too) for
+    as many steps as the validation split chose, in the run folder's
+    ``refit/`` (events, checkpoints, metrics), whose final model the run
+    exports: the validation split chose the length, and no training video
+    is left out of the model.
+    """
+
+    name: str
+    folder: pathlib.Path
+    data: data_lib.RunData
+    schedule: Schedule
+
+    @property
+    def metrics_path(self):
+        return self.folder / run_dir_lib.METRICS_FILE
+
+
+class _Trained(typing.NamedTuple):
+    """What a phase leaves: its final metrics, and its model as trained."""
+
+    metrics: dict
+    model: typing.Any
+    checkpoint: typing.Any
+    checkpoints: "_Checkpoints"
+    evaluate: "_Evaluator"
+    board: typing.Any
+
+
 def _train_in(config, run, data, strategy, chief):
-    """Steps 3 to 6, in a run folder the chief holds."""
+    """Steps 3 to 9, in a run folder the chief holds."""
     import tensorflow as tf
 
-    run_dir = config.run_dir
-    schedule = Schedule.of(config, data.training_videos)
+    select = _Phase("select", config.run_dir, data, Schedule.of(config, data.training_videos))
+    hyperparameters = summaries.hparams_record(config, data.train.manifest, select.schedule.total_steps)
+    boards = []
+    try:
+        trained = _run_phase(config, select, run, strategy, chief, boards, hyperparameters)
+        metrics = trained.metrics
+        refit = _refit_phase(config, data, metrics) if config.refit else None
+        if refit:
+            refitted = _run_phase(config, refit, run, strategy, chief, boards)
+            trained = refitted._replace(metrics={**metrics, "refit": _refit_record(refit, refitted.metrics)})
+    except KeyboardInterrupt:
+        _end(boards, "interrupted")
+        raise
+    except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
+        _end(boards, "failure")
+        raise TrainingError(data_lib.damage_message(e, data_lib.shard_problems([data.train, data.held_out]))) \
+            from None
+    except TrainingError:
+        _end(boards, "failure")
+        raise
+    except checkpoints_lib.CheckpointError as e:
+        _end(boards, "failure")
+        raise TrainingError(str(e)) from None
+    if not chief:
+        _end(boards, "success")
+        return {}
+    metrics = _fit_baseline(data, config, {**trained.metrics, "exported": _exported(trained.metrics)}, boards[0])
+    _export(trained._replace(metrics=metrics), config.run_dir)
+    trained.evaluate.projector()
+    _end(boards, "success")
+    return metrics
+
+
+def _end(boards, status):
+    """Ends the run's session (the first board's) and flushes every board."""
+    for board in boards:
+        board.end(status)
+
+
+def _run_phase(config, phase, run, strategy, chief, boards, hyperparameters=None):
+    """Steps 3 to 6 for one phase: build, restore, loop (a phase already
+    finished does nothing but load its model). Appends its board to ``boards``.
+
+    Returns:
+      ``_Trained``.
+    """
+    import keras
+
+    data, schedule = phase.data, phase.schedule
     top_ks = evaluation.charted_ks(data.spec.num_classes)
+    keras.utils.set_random_seed(config.seed)  # a refit starts from the same initial weights as the run did
     batches, input_split = distribute.distribute_input(
         strategy, data.training_dataset(config.batch_size, config.seed), data.train.files)
-    log.info("input: %s", input_split)
+    log.info("%sinput: %s", "" if phase.name == "select" else f"{phase.name}: ", input_split)
 
     model, optimizer, checkpoint = _build(config, data.spec, schedule, strategy)
-    checkpoints = _Checkpoints(checkpoint, run_dir, chief)
+    checkpoints = _Checkpoints(checkpoint, phase.folder, chief)
     step = checkpoints.restore(optimizer)
-    hyperparameters = summaries.hparams_record(config, data.train.manifest, schedule.total_steps)
-    metrics = _start_session(run_dir, run, config, step, schedule, hyperparameters) if chief else {}
-    board = summaries.Board(run_dir, chief, data.class_names, top_ks, {"validation": data.validation,
-                                                                       "test": data.test})
-    board.start(hyperparameters)
+    metrics = _start_session(phase, run, config, step, hyperparameters) if chief else {}
+    board = summaries.Board(phase.folder, chief, data.class_names, top_ks, {"validation": data.validation,
+                                                                           "test": data.test},
+                            session=hyperparameters is not None)
+    boards.append(board)
+    if hyperparameters is not None:
+        board.start(hyperparameters)
     evaluate = _Evaluator(model, data, config.batch_size, board, checkpoints, metrics.get("selected"), chief)
     try:
         if step == 0:
             _standardize_like_the_training_videos(model, data, config)
         train_step = optimization.make_train_step(model, optimizer, config.clip_norm, top_ks, strategy,
                                                   config.batch_size)
-        metrics = _loop(config, schedule, step, metrics, model, optimizer, train_step, batches, data, board,
-                        evaluate, checkpoints, chief)
+        metrics = _loop(config, phase, step, metrics, model, optimizer, train_step, batches, board, evaluate,
+                        checkpoints, chief)
     except KeyboardInterrupt:
-        board.end("interrupted")
         if distribute.workers(strategy) == 1:
             # Steps are atomic, so the state is consistent: keep it. (With
             # several workers a save needs all of them: they resume from the
             # last periodic checkpoint instead.)
             checkpoints.latest.save(_step_of(optimizer))
-            log.warning("interrupted at step %d; checkpoint saved: run the same command to resume",
-                        _step_of(optimizer))
+            log.warning("interrupted at step %d%s; checkpoint saved: run the same command to resume",
+                        _step_of(optimizer), "" if phase.name == "select" else f" of the {phase.name}")
         raise
-    except (tf.errors.DataLossError, evaluation.NonFiniteOutputs) as e:
-        board.end("failure")
-        raise TrainingError(data_lib.damage_message(e, data_lib.shard_problems([data.train, data.held_out]))) \
-            from None
-    except TrainingError:
-        board.end("failure")
-        raise
-    except checkpoints_lib.CheckpointError as e:
-        board.end("failure")
-        raise TrainingError(str(e)) from None
     finally:
         checkpoints.close()
-    board.end("success")
-    if not chief:
-        return {}
-    metrics = _fit_baseline(data, config, metrics, board)
-    _export(model, checkpoint, checkpoints, metrics["selected"], run_dir)
-    return metrics
+    return _Trained(metrics, model, checkpoint, checkpoints, evaluate, board)
 
 
-def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches, data, board, evaluate,
-          checkpoints, chief):
-    """Step 5: trains from ``step`` to the end of the schedule; returns the
-    final metrics (also in ``metrics.json``)."""
+def _refit_phase(config, data, metrics):
+    """The refit phase of a run whose validation split chose a checkpoint
+    (else None): every training video, for as many steps as the chosen
+    checkpoint had trained; a refit folder made for another length (the run
+    was resumed with more steps, and chose anew) is cleared first."""
+    selected = metrics.get("selected") or {}
+    if not data.validation_ids or not selected.get("validation"):
+        return None
+    folder = config.run_dir / run_dir_lib.REFIT
+    every = dataclasses.replace(data, validation_ids=frozenset())
+    schedule = dataclasses.replace(Schedule.of(config, every.training_videos), total_steps=selected["step"])
+    earlier = files.read_json(folder / run_dir_lib.METRICS_FILE, "it is written again by the refit") or {} \
+        if (folder / run_dir_lib.METRICS_FILE).exists() else {}
+    if earlier.get("length") not in (None, selected["step"]):
+        log.info("the validation split now chooses step %d (it chose %d): the refit starts over",
+                 selected["step"], earlier["length"])
+        run_dir_lib.clear_refit(config.run_dir)
+    log.info("refit: a new model on all %d training videos (the validation split's %d included), for the %d "
+             "steps the validation split chose", every.training_videos, len(data.validation_ids), selected["step"])
+    return _Phase("refit", folder, every, schedule)
+
+
+def _refit_record(phase, metrics):
+    """metrics.json's ``refit``: its length, its videos and its final scores."""
+    return {"steps": phase.schedule.total_steps, "videos": phase.data.training_videos,
+            "test": (metrics.get("final") or {}).get("test")}
+
+
+def _exported(metrics):
+    """metrics.json's ``exported``: what the run exports and its test scores
+    (the ones to quote): the refit model where there is one, else the
+    checkpoint the validation split chose (or the final one)."""
+    selected, refit = metrics.get("selected") or {}, metrics.get("refit")
+    if refit:
+        return {"model": f"the model refit on all {refit['videos']} training videos for the {refit['steps']} steps "
+                         "the validation split chose", "steps": refit["steps"], "test": refit["test"]}
+    if not selected:
+        return {"model": "the final model (no held-out data)", "steps": metrics.get("step"), "test": None}
+    return {"model": f"the checkpoint of step {selected['step']}, chosen on the {selected['chosen_on']}"
+            if not selected["chosen_on"].startswith("final") else f"the final model, step {selected['step']}",
+            "steps": selected["step"], "test": selected.get("test")}
+
+
+def _loop(config, phase, step, metrics, model, optimizer, train_step, batches, board, evaluate, checkpoints, chief):
+    """Step 6: trains from ``step`` to the end of the phase's schedule;
+    returns the final metrics (also in the phase's ``metrics.json``)."""
     import tensorflow as tf
 
-    metrics_path = config.run_dir / run_dir_lib.METRICS_FILE
+    schedule, data, metrics_path = phase.schedule, phase.data, phase.metrics_path
     final_eval = metrics.get("final")
     interval, session = optimization.Meter(), optimization.Meter()
     batches = iter(batches)
-    progress = console.Progress(schedule.total_steps, "step", f"training {config.run_dir.name}",
+    what = config.run_dir.name if phase.name == "select" else f"{config.run_dir.name} ({phase.name})"
+    progress = console.Progress(schedule.total_steps, "step", f"training {what}",
                                 config.show_progress and chief, config.progress_seconds if chief else float("inf"),
                                 initial=step)
     try:
@@ -505,13 +641,13 @@ def _loop(config, schedule, step, metrics, model, optimizer, train_step, batches
                 final_eval = evaluate(step, last=step == schedule.total_steps)
             if schedule.due(step, schedule.checkpoint_every):
                 checkpoints.latest.save(step)
-                metrics = _metrics(config.run_dir, step, final_eval, evaluate.selected, session, metrics)
+                metrics = _metrics(phase, step, final_eval, evaluate.selected, session, metrics)
                 if chief:
                     files.write_json_atomic(metrics_path, metrics)
 
         if metrics.get("step") != step:  # killed between saving the checkpoint and metrics.json
             final_eval = evaluate(step, last=True)
-            metrics = _metrics(config.run_dir, step, final_eval, evaluate.selected, session, metrics)
+            metrics = _metrics(phase, step, final_eval, evaluate.selected, session, metrics)
             if chief:
                 files.write_json_atomic(metrics_path, metrics)
     finally:
@@ -531,16 +667,20 @@ def _stop_at_a_nan(loss, step, checkpoints, data):
                         "--learning_rate or --clip_norm and run again.")
 
 
-def _metrics(run_dir, step, final_eval, selected, session, previous):
-    """metrics.json: the step; ``selected``, the model the run exports
-    (its step, what chose it, its validation and test scores); ``final``,
-    the last evaluation; training throughput (of this session, or of the
-    previous one if this one trained no step)."""
+def _metrics(phase, step, final_eval, selected, session, previous):
+    """A phase's metrics.json: the step; ``selected``, the checkpoint the
+    validation split chose (its step, what chose it, its validation and test
+    scores); ``final``, the last evaluation; training throughput (of this
+    session, or of the previous one if this one trained no step); a refit's
+    ``length``, the steps it was made for."""
     throughput = previous.get("train", {})
     if session.steps:
         means = session.means()
         throughput = {key: means[key] for key in ("examples_per_second", "input_wait_fraction")}
-    return {"run": str(run_dir), "step": step, "selected": selected, "final": final_eval, "train": throughput}
+    metrics = {"run": str(phase.folder), "step": step, "selected": selected, "final": final_eval, "train": throughput}
+    if phase.name != "select":
+        metrics["length"] = phase.schedule.total_steps
+    return metrics
 
 
 def _fit_baseline(data, config, metrics, board):
@@ -565,17 +705,18 @@ def _fit_baseline(data, config, metrics, board):
     return metrics
 
 
-def _export(model, checkpoint, checkpoints, selected, run_dir):
-    """Step 6: saves the chosen model atomically (run.json holds its class
-    names): the checkpoint the validation split chose, else the final one."""
+def _export(trained, run_dir):
+    """Step 9: saves the model the run exports atomically (run.json holds its
+    class names): the refit's final model, else the checkpoint the
+    validation split chose (``--refit=false``), else the final one."""
     import os
 
-    if checkpoints.best.latest:  # kept only where a validation split chooses
-        checkpoint.read(checkpoints.best.latest).expect_partial()
-        log.info("exporting the model of step %d, chosen on the %s", selected["step"], selected["chosen_on"])
+    if trained.checkpoints.best.latest:  # kept only where a validation split chooses
+        trained.checkpoint.read(trained.checkpoints.best.latest).expect_partial()
+    log.info("exporting %s", trained.metrics["exported"]["model"])
     final = run_dir / run_dir_lib.MODEL_FILE
     partial = files.partial_path(final) + ".keras"  # Keras insists on the suffix
-    model.save(partial)
+    trained.model.save(partial)
     os.replace(partial, final)
 
 

@@ -479,3 +479,97 @@ def test_a_small_training_loss_is_printed_with_three_significant_digits(tmp_path
     losses = re.findall(r"loss ([0-9.e+-]+)", caplog.text)
     assert losses and float(losses[-1]) < 0.0005  # "0.000" in three decimals
     assert all(float(loss) > 0 and len(re.sub(r"e.*|\.|^0\.0*", "", loss.lstrip("0."))) <= 3 for loss in losses)
+
+
+def _refit_task(folder):
+    write_extraction(folder, {"train": temporal_order_examples(48, 10, 6), "test": temporal_order_examples(
+        16, 10, 6, seed=1)}, CLASSES, max_frames=10)
+    return folder
+
+
+def _refit_config(task, logdir, **changes):
+    settings = dict(steps=30, eval_every=10, checkpoint_every=10, model=models.ModelConfig(units=16),
+                    show_progress=False)
+    return training.TrainConfig(train_pattern=str(task / "train-*.tfrecord"),
+                                eval_pattern=str(task / "test-*.tfrecord"), logdir=str(logdir),
+                                **{**settings, **changes})
+
+
+def test_the_validation_split_chooses_the_length_and_a_refit_on_every_video_is_exported(tmp_path):
+    """Issue 33: a new model trained on every training video (the validation
+    split's too) for the steps the validation split chose is what the run
+    exports; the refit lives in refit/, resumes, starts over when the length
+    changes, and --restart deletes it."""
+    task = _refit_task(tmp_path / "task")
+    config = _refit_config(task, tmp_path / "runs")
+    metrics = training.train(config)
+    selected, refit = metrics["selected"], metrics["refit"]
+    assert refit["steps"] == selected["step"] and refit["videos"] == 48  # validation videos included
+    assert metrics["exported"]["test"] == refit["test"]
+    assert metrics["exported"]["model"].startswith("the model refit on all 48 training videos")
+    # model.keras is the refit's final model: it scores what metrics.json says.
+    exported = run_dir_lib.load_final_model(config.run_dir)
+    data = reader.open_shards(str(task / "test-*.tfrecord"))
+    logits = np.concatenate([exported(inputs).numpy() for inputs, _ in reader.make_dataset(
+        data.files, data.spec, "float32", 16, training=False)])
+    labels = np.concatenate([labels.numpy() for _, labels in reader.make_dataset(data.files, data.spec, "float32",
+                                                                                 16, training=False)])
+    assert np.mean(logits.argmax(1) == labels) == pytest.approx(refit["test"]["top1"])
+    refit_metrics = json.loads((config.run_dir / "refit" / "metrics.json").read_text())
+    assert refit_metrics["length"] == refit["steps"] == refit_metrics["step"]
+    assert list((config.run_dir / "refit" / "train").glob("events.out.tfevents.*"))
+    assert not list((config.run_dir / "refit").glob("events.out.tfevents.*"))  # no session: not a run of its own
+
+    # --refit=false exports the chosen checkpoint itself.
+    kept = training.train(dataclasses.replace(config, run_name="chosen", refit=False))
+    assert "refit" not in kept and kept["exported"]["test"] == kept["selected"]["test"]
+    assert not (tmp_path / "runs" / "chosen" / "refit").exists()
+
+    # --restart deletes the refit's files with the rest.
+    training.train(dataclasses.replace(config, restart=True, steps=10))
+    refit_metrics = json.loads((config.run_dir / "refit" / "metrics.json").read_text())
+    assert refit_metrics["length"] == 10
+
+
+def test_an_interrupted_refit_resumes_and_a_new_length_starts_it_over(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from rnn import optimization
+
+    task = _refit_task(tmp_path / "task")
+    config = _refit_config(task, tmp_path / "runs", steps=20)
+    made = []
+
+    def make_train_step(*args, **kwargs):  # the second train step made is the refit's: stop it after 7 steps
+        step = original(*args, **kwargs)
+        made.append(step)
+        if len(made) != 2:
+            return step
+
+        def stop_after_seven(inputs, labels):
+            calls.append(1)
+            if len(calls) == 7:
+                training.STOP_REQUESTED.set()
+            return step(inputs, labels)
+        return stop_after_seven
+
+    calls, original = [], optimization.make_train_step
+    monkeypatch.setattr(optimization, "make_train_step", make_train_step)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            training.train(config)
+    finally:
+        training.STOP_REQUESTED.clear()
+    assert tf.train.latest_checkpoint(config.run_dir / "refit" / "checkpoints").endswith("ckpt-7")
+    assert not (config.run_dir / "model.keras").exists()
+    with caplog.at_level(logging.INFO):
+        metrics = training.train(config)
+    assert "refit/checkpoints/ckpt-7 (step 7)" in caplog.text
+    assert metrics["refit"]["steps"] == metrics["selected"]["step"]
+    # Resumed with more steps, the validation split may choose anew: the refit is made again for that length.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        longer = training.train(dataclasses.replace(config, steps=40))
+    if longer["selected"]["step"] != metrics["selected"]["step"]:
+        assert "the refit starts over" in caplog.text
+    assert longer["refit"]["steps"] == longer["selected"]["step"]
