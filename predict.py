@@ -53,7 +53,7 @@ class Predictor:
                 raise ValueError(f"{run_dir} has no {run_dir_lib.RUN_FILE}; is it a finished training run?")
             self.model = run_dir_lib.load_final_model(run_dir)
             self.exported = (files.read_json(pathlib.Path(run_dir) / run_dir_lib.METRICS_FILE, "") or {}).get(
-                "selected")
+                "exported")
             self.extraction = run["extraction"]
             self.class_names = self.extraction["class_names"]
             weights = self.extraction["weights"]
@@ -67,13 +67,8 @@ class Predictor:
 
     def describe(self):
         """Which model labels, and what it reads of each video (one line each)."""
-        settings, exported = self.extraction, self.exported
-        if not exported:
-            which = ""
-        elif exported["chosen_on"].startswith("final"):
-            which = f" (of its final step, {exported['step']}: no validation split to choose one)"
-        else:
-            which = f" (the checkpoint of step {exported['step']}, chosen on the {exported['chosen_on']})"
+        settings = self.extraction
+        which = f" ({self.exported['model']})" if self.exported else ""
         return (f"model: {self.run_dir / run_dir_lib.MODEL_FILE}{which}\n"
                 f"each video read as the run's training videos were: its first {settings['seconds']:g} s at "
                 f"{settings['fps']:g} frames/s ({settings['max_frames']} frames at most), "

@@ -51,6 +51,8 @@ flags.DEFINE_float("input_dropout", ModelConfig.input_dropout, "Dropout on the f
 flags.DEFINE_bool("pooled", ModelConfig.pooled, "Also give the classifier each video's mean and standard "
                   "deviation of its frames' features, beside the recurrent state.")
 flags.DEFINE_float("classifier_l2", ModelConfig.classifier_l2, "L2 penalty on the classifier's weights.")
+flags.DEFINE_bool("last_frame", ModelConfig.last_frame, "Also give the classifier the features of each video's "
+                  "true last frame (a streaming video CNN's have seen the whole video).")
 flags.DEFINE_bool("bidirectional", ModelConfig.bidirectional, "Also read each video backwards.")
 flags.DEFINE_string("features", None, "The folder an extraction wrote (python -m extract --output_dir): its "
                     f"train-* shards are trained on, its test-* shards held out. Default: {DEFAULT_FEATURES}.")
@@ -107,6 +109,7 @@ def main(argv):
             model=ModelConfig(cell=FLAGS.cell, layers=FLAGS.layers, units=FLAGS.units,
                                      dropout=FLAGS.dropout, input_dropout=FLAGS.input_dropout,
                                      pooled=FLAGS.pooled, classifier_l2=FLAGS.classifier_l2,
+                                     last_frame=FLAGS.last_frame,
                                      bidirectional=FLAGS.bidirectional),
             train_pattern=train_pattern, eval_pattern=eval_pattern,
             validation_fraction=FLAGS.validation_fraction, refit=FLAGS.refit, logdir=FLAGS.logdir,

@@ -12,6 +12,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 SHARED_VIDEOS = pathlib.Path(os.environ.get("SHARED_VIDEOS", REPO.parent / "shared" / "videos"))
+# The image CNN these benchmarks measured the extractor's machinery with
+# (its weights come with the install); the default backbone is MoViNet now.
+LITE0 = "efficientnet_lite0"
 
 
 def add_cache_argument(parser):

@@ -33,7 +33,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import (SHARED_VIDEOS, add_cache_argument, make_clips, print_table, rotated_rounds,  # noqa: E402
+from bench.common import (LITE0, SHARED_VIDEOS, add_cache_argument, make_clips, print_table, rotated_rounds,  # noqa: E402
                           save)
 
 
@@ -135,7 +135,7 @@ def main():
     from extract import dataset, plan
     from extract.backbones import Backbone
 
-    config = plan.ExtractConfig()
+    config = plan.ExtractConfig(backbone=LITE0)
     backbone = Backbone(config.backbone, config.weights, config.engine)
     tensorflow_backbone = Backbone(config.backbone, config.weights, "tensorflow")
     clips_dir = pathlib.Path(args.cache) / f"clips_{args.clips}"

@@ -11,6 +11,9 @@
      product lite0 int8      the same in int8 (the default on CPU)
      product lite2 int8      EfficientNet-Lite2 (260 px, ImageNet 77.6 %), int8
      product lite2 float32   the same in float32
+     product movinet int8    MoViNet-A0 stream (172 px, Kinetics-600; its
+                             published int8 model, one frame per call, a
+                             stream per core), the default backbone
      peer (seed-style)       one ffmpeg pipe per video into ``tf.keras``'
                              ``Model.predict`` on Lite0 float32, video after
                              video, as the original notebook did
@@ -36,7 +39,11 @@
    ``MIN_SPEEDUP`` must exceed.
 
 ``--ways lite0`` times only the two Lite0 product ways in part 1 (what the
-default is compared with), so that more rounds fit in the same time.
+default is compared with), so that more rounds fit in the same time;
+``--ways backbones`` times MoViNet-A0 stream beside them (the default
+backbone against the image CNN's two precisions). MoViNet's model is read
+from ``../shared/models`` where this machine keeps it, else from the cache
+(downloaded once).
 """
 
 import argparse
@@ -57,7 +64,12 @@ PRODUCT_WAYS = {  # name -> (backbone, precision)
     "product lite0 int8": ("efficientnet_lite0", "int8"),
     "product lite2 int8": ("efficientnet_lite2", "int8"),
     "product lite2 float32": ("efficientnet_lite2", "float32"),
+    "product movinet int8": ("movinet_a0_stream", "int8"),
 }
+# Which product ways each --ways times.
+WAY_SETS = {"all": tuple(PRODUCT_WAYS), "lite0": ("product lite0 float32", "product lite0 int8"),
+            "backbones": ("product lite0 float32", "product lite0 int8", "product movinet int8")}
+MOVINET_MODEL = SHARED_VIDEOS.parent / "models" / "movinet_a0_stream_kinetics600_int8.tflite"
 # Clips whose ImageNet content is known (the same as tests/test_pipeline.py checks).
 KNOWN_CLIPS = {
     "torchvision-ucf101/SoccerJuggling/v_SoccerJuggling_g23_c01.avi": {805},  # soccer ball
@@ -81,11 +93,11 @@ def _keras_lite0():
     return backbones.get_spec("efficientnet_lite0").build("imagenet")
 
 
-def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, only_lite0=False):
+def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, ways="all"):
     """Frames/s and CPU per frame of each way on ``video_set``; and how the
     precision ``--precision auto`` chose on this CPU (``default_precision``)
-    compares with the faster of the two, round by round. ``only_lite0``:
-    the two Lite0 product ways alone."""
+    compares with the faster of the two, round by round. ``ways``: a key of
+    ``WAY_SETS`` (with ``all``, the peer and the decoders too)."""
     import numpy as np
     import tensorflow as tf
 
@@ -100,7 +112,8 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, o
 
     def product(name):
         backbone_name, precision = PRODUCT_WAYS[name]
-        way_config = dataclasses.replace(config, backbone=backbone_name, precision=precision)
+        way_config = dataclasses.replace(config, backbone=backbone_name, weights=backbone_for(
+            backbone_name, precision).weights, precision=precision)
 
         def run(round_dir):
             local_runner.extract(video_set, round_dir / name.replace(" ", "_"), way_config, show_progress=False,
@@ -124,11 +137,12 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, o
                 subprocess.run(command, capture_output=True, check=True)
         return run
 
-    product_ways = [name for name in PRODUCT_WAYS if not only_lite0 or name.startswith("product lite0")]
+    product_ways = [name for name in WAY_SETS[ways] if name != "product movinet int8" or backbone_for.movinet]
     for name in product_ways:  # built and cached before any clock starts
         backbone_for(*PRODUCT_WAYS[name])
+    only_products = ways != "all"
     ways = {name: product(name) for name in product_ways}
-    if not only_lite0:
+    if not only_products:
         ways["peer (seed-style)"] = peer
         ways["decode (ffmpeg default threads)"] = decode(None)
         ways["decode"] = decode(1)
@@ -142,6 +156,8 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, o
         "lite0 float32 / peer": ("product lite0 float32", "peer (seed-style)"),
         "lite2 int8 / lite0 float32": ("product lite2 int8", "product lite0 float32"),
         "lite2 int8 / lite2 float32": ("product lite2 int8", "product lite2 float32"),
+        "movinet / lite0 int8": ("product movinet int8", "product lite0 int8"),
+        "movinet / lite0 float32": ("product movinet int8", "product lite0 float32"),
     }
     cpu_ratios = {"decode CPU: one filter thread / default": ("decode", "decode (ffmpeg default threads)")}
     ratios = {ratio: [r[numerator] / r[denominator] for r in per_round]
@@ -208,7 +224,7 @@ def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
     for set_name, (video_set, class_depth) in sets.items():
         for precision in ("float32", "int8"):
             features = workdir / f"{set_name}-{precision}"
-            config = plan.ExtractConfig(precision=precision)
+            config = plan.ExtractConfig(backbone="efficientnet_lite0", precision=precision)
             local_runner.extract(video_set, features, config, show_progress=False,
                                  backbone=backbone_for("efficientnet_lite0", precision))
             scores = []
@@ -217,9 +233,9 @@ def measure_accuracy(sets, backbone_for, workdir, seeds, steps):
                     model=models.ModelConfig(cell="gru"), train_pattern=str(features / "train-*.tfrecord"),
                     eval_pattern=str(features / "test-*.tfrecord"), logdir=str(workdir / "runs"),
                     run_name=f"{set_name}-{precision}-{seed}", steps=steps, seed=seed, show_progress=False))
-                scores.append(metrics["selected"]["test"]["top1"])
+                scores.append(metrics["exported"]["test"]["top1"])
             results[f"{set_name} {precision}"] = {"top1_per_seed": scores, "mean": sum(scores) / len(scores),
-                                                  "held_out_videos": metrics["selected"]["test"]["examples"]}
+                                                  "held_out_videos": metrics["exported"]["test"]["videos"]}
     return results
 
 
@@ -298,8 +314,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="repetitions of the speed ways; medians are reported")
     parser.add_argument("--parts", default="speed,fidelity,accuracy,variants,verdict",
                         help="which parts to measure (the others keep their last results in the JSON file)")
-    parser.add_argument("--ways", default="all", choices=("all", "lite0"),
-                        help="speed: every way, or the two Lite0 product ways alone")
+    parser.add_argument("--ways", default="all", choices=tuple(WAY_SETS),
+                        help="speed: every way, the two Lite0 product ways alone, or MoViNet beside them")
     parser.add_argument("--repeats", type=int, default=10, help="verdict: how many times it is timed")
     parser.add_argument("--seeds", type=int, default=3, help="training runs per set and precision")
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
@@ -307,7 +323,7 @@ def main():
     args = parser.parse_args()
 
     from common import console
-    from extract import dataset, demo, precision_choice
+    from extract import dataset, demo, movinet, precision_choice
     from extract.backbones import Backbone, usable_cores
 
     console.log_plainly()
@@ -315,8 +331,13 @@ def main():
 
     def backbone_for(name, precision):
         if (name, precision) not in backbones:
-            backbones[name, precision] = Backbone(name, "imagenet", precision=precision)
+            weights = str(MOVINET_MODEL) if name == "movinet_a0_stream" and MOVINET_MODEL.is_file() else None
+            backbones[name, precision] = Backbone(name, weights, precision=precision)
+            backbones[name, precision].weights = weights
         return backbones[name, precision]
+
+    # MoViNet is timed where its model is here (else its ways are left out).
+    backbone_for.movinet = MOVINET_MODEL.is_file() or movinet.cached_model_path().is_file()
 
     clips_dir = pathlib.Path(args.cache) / f"clips_{args.clips}"
     make_clips(clips_dir, args.clips)
@@ -331,9 +352,10 @@ def main():
     for name, video_set in speed_sets.items() if "speed" in parts else ():
         with tempfile.TemporaryDirectory() as workdir:
             r = measure_speed(video_set, backbone_for, pathlib.Path(workdir), args.rounds, verdict.precision,
-                              only_lite0=args.ways == "lite0")
-            # A run of the Lite0 ways alone sits beside the CPU's run of every way, not over it.
-            key = precision_choice.describe_cpu(cpu) + (", Lite0 ways alone" if args.ways == "lite0" else "")
+                              ways=args.ways)
+            # A run of some ways alone sits beside the CPU's run of every way, not over it.
+            key = precision_choice.describe_cpu(cpu) + {"all": "", "lite0": ", Lite0 ways alone",
+                                                        "backbones": ", MoViNet and Lite0"}[args.ways]
             results["speed"].setdefault(key, {})[name] = r
             r.update(cpu=cpu, default_precision=str(verdict))
         print_table(f"{name}: {r['videos']} videos, {r['frames']} frames ({args.rounds} rounds, medians)",

@@ -21,7 +21,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import REPO, add_cache_argument, make_clips, print_table, save  # noqa: E402
+from bench.common import LITE0, REPO, add_cache_argument, make_clips, print_table, save  # noqa: E402
 
 
 def run_cli(videos, output):
@@ -74,11 +74,11 @@ def main():
     from extract import dataset, local_runner, plan
     from extract.backbones import Backbone
 
-    backbone = Backbone(plan.DEFAULT_BACKBONE)
+    backbone = Backbone(LITE0)
     video_set = dataset.load_videos(pathlib.Path(args.cache) / "scaling", test_fraction=0)
     video_set.splits["train"] = sorted(video_set.splits["train"], key=lambda v: v.video_id)[:10]
-    variants = [("fps", value, plan.ExtractConfig(fps=value)) for value in (1, 5, 25)]
-    variants += [("batch_size", value, plan.ExtractConfig(batch_size=value)) for value in (1, 4, 32)]
+    variants = [("fps", value, plan.ExtractConfig(backbone=LITE0, fps=value)) for value in (1, 5, 25)]
+    variants += [("batch_size", value, plan.ExtractConfig(backbone=LITE0, batch_size=value)) for value in (1, 4, 32)]
     rates = []
     backbone(__import__("numpy").zeros((1, 224, 224, 3), "uint8"))
     for setting, value, config in variants:

@@ -17,7 +17,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import add_cache_argument, print_table, save  # noqa: E402
+from bench.common import LITE0, add_cache_argument, print_table, save  # noqa: E402
 from bench.training_input import reader_rate  # noqa: E402
 
 
@@ -36,12 +36,12 @@ def main():
     if not any(videos.glob("*/*")):
         demo.make_demo_videos(videos)
     video_set = dataset.load_videos(videos)
-    backbone = Backbone(plan.DEFAULT_BACKBONE)
+    backbone = Backbone(LITE0)
     results, rows = {}, []
     with tempfile.TemporaryDirectory() as workdir:
         for dtype in ("float32", "float16"):
             folder = pathlib.Path(workdir) / dtype
-            local_runner.extract(video_set, folder, plan.ExtractConfig(dtype=dtype), show_progress=False,
+            local_runner.extract(video_set, folder, plan.ExtractConfig(backbone=LITE0, dtype=dtype), show_progress=False,
                              backbone=backbone)
             manifest = read_manifest(folder)
             count = sum(split["videos"] for split in manifest["splits"].values())
@@ -51,7 +51,7 @@ def main():
                 logdir=str(pathlib.Path(workdir) / "runs"), run_name=dtype, steps=args.steps))
             results[dtype] = {"bytes_per_video": size / count, "read_examples_per_second":
                               reader_rate(str(folder / "train-*.tfrecord"), manifest, 32, batches=100),
-                              "top1": metrics["selected"]["test"]["top1"], "videos": count}
+                              "top1": metrics["exported"]["test"]["top1"], "videos": count}
             r = results[dtype]
             rows.append([dtype, f"{r['bytes_per_video'] / 1024:.0f}", f"{r['read_examples_per_second']:.0f}",
                          f"{r['top1']:.3f}"])

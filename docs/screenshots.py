@@ -148,7 +148,7 @@ def main():
         png = events.Tensors("predictions/confusion_matrix")[-1].tensor_proto.string_val[2]
         (DOCS / "confusion_matrix_101.png").write_bytes(png)
         print("wrote docs/confusion_matrix_101.png")
-        print(json.dumps({run: json.loads((logdir / run / "metrics.json").read_text())["selected"]["test"]["top1"]
+        print(json.dumps({run: json.loads((logdir / run / "metrics.json").read_text())["exported"]["test"]["top1"]
                           for run in ("gru", "lstm", "gru_lr0.01")}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -28,7 +28,8 @@ def test_a_gru_on_four_real_jhmdb_actions_beats_chance_by_far(tmp_path):
     video_set = dataset.load_videos(videos, test_fraction=0.3)
     assert not {v.group for v in video_set.splits["train"]} & {v.group for v in video_set.splits["test"]}
     features = tmp_path / "features"
-    local_runner.extract(video_set, features, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, fps=10, seconds=1.5), show_progress=False)
+    local_runner.extract(video_set, features, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, fps=10, seconds=1.5),
+                         show_progress=False)
 
     metrics = training.train(training.TrainConfig(
         train_pattern=str(features / "train-*.tfrecord"), eval_pattern=str(features / "test-*.tfrecord"),

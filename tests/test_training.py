@@ -288,7 +288,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(order_task, tmp
     from conftest import run, started
 
     command = [sys.executable, "train.py", "--units", "32", "--steps", "100000", "--logdir", str(tmp_path),
-               "--train_pattern", str(order_task / "train-*.tfrecord"),
+               "--run_name", "gru", "--train_pattern", str(order_task / "train-*.tfrecord"),
                "--eval_pattern", str(order_task / "test-*.tfrecord")]
     checkpoints = tmp_path / "gru" / "checkpoints"
     with started(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
