@@ -97,11 +97,13 @@ class Failure(typing.NamedTuple):
     shard: str = ""  # the shard it belongs to ("" for an input that is in none)
 
 
-# Fewer real frames than this in most videos leaves a recurrent model little
-# to read (JHMDB's 0.5-1.3 s clips give 3 to 7 at the default 5 fps).
+# Fewer real frames than this in most videos leaves a model little to read
+# (JHMDB's 0.5-1.3 s clips give 3 to 7 at the default 5 fps).
 FEW_FRAMES = 10
-# What the advice aims at: about this many frames in a median video.
-ENOUGH_FRAMES = 16
+# The rate short clips are best read at, measured on JHMDB (BENCHMARKS.md
+# sections 10 and 11): MoViNet's best of 5, 10 and 30 frames/s; for
+# EfficientNet-Lite0 as accurate as every frame (30), with 3x fewer frames.
+SHORT_CLIP_FPS = 10
 
 
 def short_clip_advice(num_frames, fps, seconds):
@@ -112,26 +114,26 @@ def short_clip_advice(num_frames, fps, seconds):
       fps, seconds: the extraction's settings.
 
     Returns:
-      One warning (few frames in most videos: a higher ``--fps``; all
-      videos far shorter than ``--seconds``: a shorter window, which pads
-      less), naming the flags to pass; "" when neither holds.
+      One warning (few frames in most videos: ``--fps 10``; all videos far
+      shorter than ``--seconds``: a shorter window, which pads less), naming
+      the flags to pass and where to read what they buy; "" when neither
+      holds.
     """
     if not num_frames:
         return ""
     ordered = sorted(num_frames)
     median, longest = ordered[len(ordered) // 2], ordered[-1]
     advice = []
-    if median < FEW_FRAMES:
-        needed = ENOUGH_FRAMES * fps / median
-        advice.append(f"--fps {next((rate for rate in (10, 15, 30) if rate >= needed), 30)}")
+    if median < FEW_FRAMES and fps < SHORT_CLIP_FPS:
+        advice.append(f"--fps {SHORT_CLIP_FPS}")
     longest_seconds = longest / fps
     if longest_seconds < seconds / 2:
         advice.append(f"--seconds {math.ceil(longest_seconds * 2) / 2:g}")
     if not advice:
         return ""
     return (f"short clips: the videos have {ordered[0]} to {longest} frames (median {median}) at --fps {fps:g}, "
-            f"padded to {round(seconds * fps)}. For clips this short, extract again with {' '.join(advice)} "
-            "(README: \"Short clips\").")
+            f"padded to {round(seconds * fps)}. For clips this short, extract again into a new --output_dir with "
+            f"{' '.join(advice)} (README: \"Short clips\", says what it buys).")
 
 
 def untrained_classes(plan):

@@ -290,10 +290,12 @@ def test_short_clips_get_advice_naming_the_flags_to_pass():
     # JHMDB at the defaults (5 fps, 10 s): 0.5-1.3 s clips give 3 to 7 frames.
     advice = finalize.short_clip_advice([3, 4, 5, 5, 6, 7], fps=5, seconds=10)
     assert "3 to 7 frames (median 5) at --fps 5, padded to 50" in advice
-    assert "extract again with --fps 30 --seconds 1.5" in advice and "Short clips" in advice
+    # One voice with the README (issue 35 item 6): 10 frames/s, what was measured best, into a new folder.
+    assert "extract again into a new --output_dir with --fps 10 --seconds 1.5" in advice
+    assert '(README: "Short clips", says what it buys)' in advice
     # Enough frames but all far shorter than the window: only --seconds.
     advice = finalize.short_clip_advice([20, 25, 30], fps=10, seconds=10)
-    assert "--seconds 3" in advice and "--fps" not in advice.split("extract again with")[1]
+    assert "--seconds 3" in advice and "--fps" not in advice.split("--output_dir with")[1]
     # UCF-101-like clips (4-10 s) at the defaults: nothing to say.
     assert finalize.short_clip_advice([20, 35, 50, 50], fps=5, seconds=10) == ""
     assert finalize.short_clip_advice([], fps=5, seconds=10) == ""
