@@ -70,7 +70,7 @@ def test_train_cli_then_predict_labels_held_out_videos(demo_extraction, tmp_path
     result = run_process([sys.executable, "-m", "predict", "--run", run, "--", "-clip.avi"], cwd=tmp_path,
                          timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1] == "-clip.avi"
+    assert "-clip.avi" in result.stdout.splitlines()
 
 
 def test_predict_needs_a_trained_run(tmp_path):

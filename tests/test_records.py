@@ -82,7 +82,7 @@ def test_inspect_reports_duplicates_damage_strays_and_random_weights(tmp_path):
     from features import temporal_order_examples, write_extraction
 
     folder = tmp_path / "features"
-    write_extraction(folder, {"train": temporal_order_examples(6, 8, 4)}, ["a", "b", "c", "d"], 8)
+    write_extraction(folder, {"train": temporal_order_examples(6, 8, 4)}, ["class0", "class1", "class2", "class3"], 8)
     clean = run_cli("records", "inspect", folder / "*.tfrecord")
     assert clean.returncode == 1  # the synthetic shards say --weights none
     assert json.loads(clean.stdout)["problems"] == [

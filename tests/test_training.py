@@ -180,10 +180,11 @@ def test_both_cells_learn_temporal_order(order_task, tmp_path, cell):
     assert "metrics/top5" not in _tags(tmp_path / cell / "train") | _tags(tmp_path / cell / "eval")
     assert (stored["final"]["test"]["k"], 0 <= stored["final"]["test"]["top_k"] <= 1) == (3, True)
 
-    # The exported model is the chosen one: evaluating it gives the chosen step's test scores.
+    # The exported model is the refit for the chosen length: evaluating it gives its test scores.
+    assert metrics["refit"]["steps"] == selected["step"] and metrics["exported"]["test"] == metrics["refit"]["test"]
     evaluated = training.evaluate_run(tmp_path / cell, config.eval_pattern)
-    assert evaluated["top1"] == pytest.approx(selected["test"]["top1"])
-    assert evaluated["loss"] == pytest.approx(selected["test"]["loss"], rel=1e-4)
+    assert evaluated["top1"] == pytest.approx(metrics["exported"]["test"]["top1"])
+    assert evaluated["loss"] == pytest.approx(metrics["exported"]["test"]["loss"], rel=1e-4)
 
 
 def _tags(folder):
