@@ -479,8 +479,9 @@ def _train_in(config, run, data, strategy, chief):
     try:
         trained = _run_phase(config, select, run, strategy, chief, boards, hyperparameters)
         metrics = trained.metrics
-        refit = _refit_phase(config, data, metrics) if config.refit else None
+        refit = _refit_phase(config, data, metrics, chief) if config.refit else None
         if refit:
+            distribute.barrier(strategy)  # every worker restores the refit's checkpoints after the chief's clearing
             refitted = _run_phase(config, refit, run, strategy, chief, boards)
             trained = refitted._replace(metrics={**metrics, "refit": _refit_record(refit, refitted.metrics)})
     except KeyboardInterrupt:
@@ -560,23 +561,23 @@ def _run_phase(config, phase, run, strategy, chief, boards, hyperparameters=None
     return _Trained(metrics, model, checkpoint, checkpoints, evaluate, board)
 
 
-def _refit_phase(config, data, metrics):
+def _refit_phase(config, data, metrics, chief):
     """The refit phase of a run whose validation split chose a checkpoint
     (else None): every training video, for as many steps as the chosen
     checkpoint had trained; a refit folder made for another length (the run
-    was resumed with more steps, and chose anew) is cleared first."""
+    was resumed with more steps, and chose anew) is cleared first, by the chief."""
     selected = metrics.get("selected") or {}
     if not data.validation_ids or not selected.get("validation"):
         return None
     folder = config.run_dir / run_dir_lib.REFIT
     every = dataclasses.replace(data, validation_ids=frozenset())
     schedule = dataclasses.replace(Schedule.of(config, every.training_videos), total_steps=selected["step"])
-    earlier = files.read_json(folder / run_dir_lib.METRICS_FILE, "it is written again by the refit") or {} \
-        if (folder / run_dir_lib.METRICS_FILE).exists() else {}
+    earlier = files.read_json(folder / run_dir_lib.METRICS_FILE, "delete it: the refit starts over") or {}
     if earlier.get("length") not in (None, selected["step"]):
         log.info("the validation split now chooses step %d (it chose %d): the refit starts over",
                  selected["step"], earlier["length"])
-        run_dir_lib.clear_refit(config.run_dir)
+        if chief:
+            run_dir_lib.clear_refit(config.run_dir)
     log.info("refit: a new model on all %d training videos (the validation split's %d included), for the %d "
              "steps the validation split chose", every.training_videos, len(data.validation_ids), selected["step"])
     return _Phase("refit", folder, every, schedule)
