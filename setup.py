@@ -8,6 +8,8 @@ setuptools.setup(
     description="ffmpeg + pretrained CNN features in TFRecords, then a GRU/LSTM video classifier",
     python_requires=">=3.10",
     packages=["common", "extract", "records", "rnn"],
+    # The Kinetics-600 class names of MoViNet's head (python -m extract.kinetics_check).
+    package_data={"extract": ["kinetics600_labels.txt"]},
     py_modules=["train", "predict"],
     install_requires=[
         "tensorflow>=2.16",

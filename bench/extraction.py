@@ -33,8 +33,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import (LITE0, SHARED_VIDEOS, add_cache_argument, make_clips, print_table, rotated_rounds,  # noqa: E402
-                          save)
+from bench.common import (LITE0, SHARED_VIDEOS, add_cache_argument, make_clips, print_table,  # noqa: E402
+                          rotated_rounds, save)
 
 
 def measure(video_set, backbone, tensorflow_backbone, config, workdir, rounds):

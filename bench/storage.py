@@ -41,7 +41,8 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         for dtype in ("float32", "float16"):
             folder = pathlib.Path(workdir) / dtype
-            local_runner.extract(video_set, folder, plan.ExtractConfig(backbone=LITE0, dtype=dtype), show_progress=False,
+            local_runner.extract(video_set, folder, plan.ExtractConfig(backbone=LITE0, dtype=dtype),
+                                 show_progress=False,
                              backbone=backbone)
             manifest = read_manifest(folder)
             count = sum(split["videos"] for split in manifest["splits"].values())

@@ -91,7 +91,8 @@ def test_eval_mode_on_training_shards_says_what_it_scored(tmp_path):
     assert summary.returncode == 0, summary.stderr
     lines = summary.stdout.splitlines()
     assert lines[0] == f"run: {tmp_path / 'runs' / 'gru'}, its exported model"
-    assert lines[1].startswith(f"  scored test split of {other / 'test-*.tfrecord'} (4 videos, ") and "top-1" in lines[1]
+    assert lines[1].startswith(f"  scored test split of {other / 'test-*.tfrecord'} (4 videos, ")
+    assert "top-1" in lines[1]
     results = sorted(path.name for path in (tmp_path / "runs" / "gru").glob("evaluation*.json"))
     assert results == ["evaluation-features-test-2.json", "evaluation-features-test.json",
                        "evaluation-features-train.json"]

@@ -19,6 +19,11 @@ from records import files, groups, schema
 from records.inspect import inspect
 
 
+def _lite0(**settings):
+    """An extraction with EfficientNet-Lite0 (offline weights; the default backbone downloads its model)."""
+    return plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, **settings)
+
+
 def test_frame_batcher_packs_videos_into_full_batches_in_order():
     calls = []
 
@@ -97,7 +102,7 @@ class _RecordingBackbone:
 def test_batch_size_defaults_to_the_engines_choice(video_folder, tmp_path, asked, expected):
     backbone = _RecordingBackbone()
     video_set = dataset.load_videos(video_folder, test_fraction=0)
-    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", batch_size=asked)
+    config = _lite0(weights="none", batch_size=asked)
     local_runner.extract(video_set, tmp_path, config, show_progress=False, backbone=backbone)
     assert backbone.batch_sizes[:-1] == [expected] * (len(backbone.batch_sizes) - 1)
     assert 1 <= backbone.batch_sizes[-1] <= expected
@@ -227,7 +232,7 @@ def test_real_clips_stored_features_show_what_is_in_view(shared_videos, tmp_path
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(shared_videos / clip)
     video_set = dataset.load_videos(videos, test_fraction=0)
-    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(backbone=plan.DEMO_BACKBONE), show_progress=False)
+    summary = local_runner.extract(video_set, tmp_path / "out", _lite0(), show_progress=False)
     assert (summary.written, summary.failed) == (4, 0)
 
     durations = {}
@@ -309,7 +314,7 @@ def test_two_runs_never_write_to_one_folder(tmp_path):
     with open(output / files.LOCK_NAME, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running extraction holds it
         with pytest.raises(plan.ExtractionRefused, match="another extraction"):
-            local_runner.extract(video_set, output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE), show_progress=False)
+            local_runner.extract(video_set, output, _lite0(), show_progress=False)
 
 
 def _files_and_contents(folder):
@@ -327,12 +332,12 @@ def test_overwrite_deletes_only_what_the_previous_extraction_wrote(video_folder,
         (output / name).parent.mkdir(parents=True, exist_ok=True)
         (output / name).write_bytes(content)
     video_set = dataset.load_videos(video_folder)
-    first = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4)
+    first = _lite0(weights="none", videos_per_shard=4)
     local_runner.extract(video_set, output, first, show_progress=False, backbone=_RecordingBackbone())
     ours_before = set(_files_and_contents(output)) - set(user_files)
     assert {"manifest.json", "errors.tsv", "warnings.tsv"} < ours_before
 
-    second = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=6, fps=2)
+    second = _lite0(weights="none", videos_per_shard=6, fps=2)
     local_runner.extract(video_set, output, second, overwrite=True, show_progress=False,
                          backbone=_RecordingBackbone())
     after = _files_and_contents(output)
@@ -357,7 +362,7 @@ def test_a_new_extraction_never_replaces_a_users_file(video_folder, tmp_path):
     output.mkdir()
     (output / "errors.tsv").write_text("my own list\n")
     with pytest.raises(plan.ExtractionRefused, match="holds errors.tsv, which python -m extract would replace"):
-        local_runner.extract(dataset.load_videos(video_folder), output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none"),
+        local_runner.extract(dataset.load_videos(video_folder), output, _lite0(weights="none"),
                              show_progress=False, backbone=_RecordingBackbone())
     assert (output / "errors.tsv").read_text() == "my own list\n"
 
@@ -368,7 +373,7 @@ def test_unreadable_manifest_and_index_are_named(video_folder, tmp_path):
     damaged index makes its shard be extracted again, with a warning."""
     output = tmp_path / "out"
     video_set = dataset.load_videos(video_folder)
-    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4)
+    config = _lite0(weights="none", videos_per_shard=4)
     local_runner.extract(video_set, output, config, show_progress=False, backbone=_RecordingBackbone())
     before = _shard_stats(output)
     damaged = sorted(before)[0]
@@ -418,7 +423,8 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(video_folder, tmp_path):
     private mount namespace) gives one sentence, no traceback."""
     output = tmp_path / "small_disk"
     output.mkdir()
-    script = (f"mount -t tmpfs -o size=400k tmpfs {output} && exec {sys.executable} -m extract {' '.join(LITE0)} --videos "
+    script = (f"mount -t tmpfs -o size=400k tmpfs {output} && exec {sys.executable} -m extract {' '.join(LITE0)} "
+              "--videos "
               f"{video_folder} --output_dir {output} --videos_per_shard 2 --progress=false")
     try:
         result = run(["unshare", "-rm", "sh", "-c", script], timeout=300)
@@ -464,7 +470,7 @@ def test_failures_round_trip_and_are_counted_once(tmp_path):
     (lists / "testlist01.txt").write_text(f"Archery/v_Archery_g02_c01.avi\n{odd.replace(chr(9), ' ')}\n")
     video_set = dataset.load_videos(videos, lists)
     video_set.splits["test"].append(dataset.Video(str(videos / odd), odd, 0, "Archery"))
-    summary = local_runner.extract(video_set, tmp_path / "out", plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none"),
+    summary = local_runner.extract(video_set, tmp_path / "out", _lite0(weights="none"),
                                    show_progress=False, backbone=_RecordingBackbone())
     header, rows = files.read_tsv(tmp_path / "out" / "errors.tsv")
     assert header == ["video", "reason", "shard"]
@@ -496,7 +502,7 @@ def test_object_storage_output_without_rename(video_folder, tmp_path):
     from records import reader
 
     video_set = dataset.load_videos(video_folder)
-    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4)
+    config = _lite0(weights="none", videos_per_shard=4)
     local = tmp_path / "local"
     local_runner.extract(video_set, local, config, show_progress=False, backbone=_RecordingBackbone())
     remote = f"ram://features-{uuid.uuid4().hex}"
@@ -518,7 +524,7 @@ def test_object_storage_output_without_rename(video_folder, tmp_path):
     again = local_runner.extract(video_set, remote, config, show_progress=False, backbone=_RecordingBackbone())
     assert again.shards_written == 0
     with pytest.raises(plan.ExtractionRefused, match="fps: 5.0 there, 2 now"):
-        local_runner.extract(video_set, remote, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=4, fps=2),
+        local_runner.extract(video_set, remote, _lite0(weights="none", videos_per_shard=4, fps=2),
                              show_progress=False, backbone=_RecordingBackbone())
 
 
@@ -530,7 +536,7 @@ def test_a_shard_task_run_twice_or_after_a_kill_commits_one_shard(video_folder, 
     from records import writer
 
     video_set = dataset.load_videos(video_folder, test_fraction=0)
-    config = plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, weights="none", videos_per_shard=6)
+    config = _lite0(weights="none", videos_per_shard=6)
     output = tmp_path / "out"
     output.mkdir()
     planned = plan.prepare(video_set, output, config)

@@ -160,7 +160,8 @@ def test_a_lost_model_is_restored_only_if_this_machine_makes_the_same_bytes(clip
     videos = dataset.load_videos(clips)
     with pytest.raises(plan.ExtractionRefused,
                        match="backbone.tflite is damaged, and this machine makes efficientnet_lite0's int8 model into"):
-        local_runner.extract(videos, output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, videos_per_shard=2), show_progress=False,
+        local_runner.extract(videos, output, plan.ExtractConfig(backbone=plan.DEMO_BACKBONE, videos_per_shard=2),
+                             show_progress=False,
                              split_source={"test_fraction": 0.2})
     assert (output / "backbone.tflite").read_bytes() == b"damaged"
 

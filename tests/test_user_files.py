@@ -42,7 +42,8 @@ def test_no_command_touches_a_users_files(demo_extraction, tmp_path):
     user_before = _snapshot(tmp_path)  # only the user's files so far
     videos_before = _snapshot(videos)
     features, logs = tmp_path / "features", tmp_path / "tensorboard_logs"
-    extract = ("extract", *LITE0, "--videos", videos, "--output_dir", features, "--videos_per_shard", 5, "--progress=false")
+    extract = ("extract", *LITE0, "--videos", videos, "--output_dir", features, "--videos_per_shard", 5,
+               "--progress=false")
     training = ("train", "--steps", 20, "--units", 32, "--logdir", logs, "--train_pattern",
                 features / "train-*.tfrecord", "--eval_pattern", features / "test-*.tfrecord", "--progress=false")
 
