@@ -142,7 +142,7 @@ def main():
 
         from tensorboard.backend.event_processing import event_accumulator
 
-        events = event_accumulator.EventAccumulator(str(work / "logs101" / "ucf101_synthetic" / "eval"),
+        events = event_accumulator.EventAccumulator(str(work / "logs101" / "ucf101_synthetic" / "test"),
                                                     size_guidance={"tensors": 0})
         events.Reload()
         png = events.Tensors("predictions/confusion_matrix")[-1].tensor_proto.string_val[2]

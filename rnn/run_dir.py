@@ -35,6 +35,8 @@ EVALUATION_FILES = r"evaluation-[\w.-]+\.json"
 # A copy of the training data's quantized CNN (int8 extractions), for predict.
 BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
 TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.VALIDATION_EVENTS, summaries.EVAL_EVENTS
+# Every folder of events a run may hold (runs of earlier versions: eval/ for test/).
+EVENT_FOLDERS = (TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS, summaries.LEGACY_EVAL_EVENTS)
 CHECKPOINTS, BEST = "checkpoints", "best"
 # The refit (rnn.training): its own checkpoints, events and metrics.json.
 REFIT = "refit"
@@ -45,9 +47,8 @@ _WRITTEN_ATOMICALLY = (RUN_FILE, METRICS_FILE, EVALUATION_FILE, BACKBONE_MODEL_F
 # What a training phase writes in its folder (the run folder, or its refit/).
 _PHASE_FILES = [
     re.escape(METRICS_FILE), rf"\.{re.escape(METRICS_FILE)}\.\d+\.partial",
-    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in (TRAIN_EVENTS, VALIDATION_EVENTS,
-                                                                                  EVAL_EVENTS)),
-    *(rf"{events}/({name})" for events in (VALIDATION_EVENTS, EVAL_EVENTS) for name in summaries.PROJECTOR_FILES),
+    *(rf"{events}/({summaries.EVENT_FILE}|\.rewrite\.\d+\.partial)" for events in EVENT_FOLDERS),
+    *(rf"{events}/({name})" for events in EVENT_FOLDERS[1:] for name in summaries.PROJECTOR_FILES),
     *(rf"{folder}/({name.format(prefix='ckpt')})" for folder in (CHECKPOINTS, BEST)
       for name in summaries.CHECKPOINT_FILES),
 ]
@@ -195,7 +196,7 @@ def open_run_folder(run_dir, restart):
     run_dir = pathlib.Path(run_dir)
     try:
         files.check_folder_path(run_dir.parent, "--logdir")
-        phase_folders = (TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS, CHECKPOINTS, BEST)
+        phase_folders = (*EVENT_FOLDERS, CHECKPOINTS, BEST)
         for folder in (run_dir, run_dir / REFIT, *(base / sub for base in (run_dir, run_dir / REFIT)
                                                    for sub in phase_folders)):
             files.check_folder_path(folder, "the run folder" if folder == run_dir else "the run's folder")

@@ -4,15 +4,15 @@ Run folder ``<logdir>/<run>/``:
 
 - ``events`` at the run's root: the run's session for the HParams tab: its
   hyperparameters (extraction settings included) and how it ended;
-- ``train/``, ``validation/`` and ``eval/`` (the test split): scalars under
+- ``train/``, ``validation/`` and ``test/`` (the test split): scalars under
   the same tags, so that one chart shows all three (``metrics/loss``,
   ``metrics/top1``, ``metrics/topK``), plus ``optim/...`` (learning rate,
   gradient norm before clipping, overall and per layer, parameter norm) and
   ``perf/...`` for training; weight histograms (``weights/...``);
-  ``metrics/selected_top1`` in ``validation/`` and ``eval/`` (the top-1 of
+  ``metrics/selected_top1`` in ``validation/`` and ``test/`` (the top-1 of
   the model the run exports, chosen on validation loss alone) and
   ``validation/metrics/selected_step``;
-- ``eval/`` also (``validation/`` when there is no test split), under
+- ``test/`` also (``validation/`` when there is no test split), under
   ``predictions/``: the confusion matrix (counts and row percentages),
   per-class precision and recall, the misclassified held-out clips as
   thumbnails with their true and predicted labels; PR curves, one per class
@@ -30,7 +30,7 @@ The HParams tab is TensorBoard's own view of the runs' sessions: no
 experiment is written, so TensorBoard works out at every request which
 hyperparameters differ between the runs it has (those come first, marked
 as differing) and which metrics there are (every scalar of ``train/``,
-``validation/`` and ``eval/``: the ``metrics/`` ones sort first). A written
+``validation/`` and ``test/``: the ``metrics/`` ones sort first). A written
 experiment would go stale: a running TensorBoard keeps the first one it
 read, and it would need a folder of its own, which TensorBoard lists as a
 run. Whole numbers are recorded as text, so that the table shows ``300``,
@@ -50,10 +50,10 @@ log = logging.getLogger(__name__)
 # Scalar tags, grouped by prefix (TensorBoard makes one section per prefix).
 LOSS, TOP1 = "metrics/loss", "metrics/top1"
 # The model chosen so far (the one the run exports, chosen on validation
-# loss): its top-1 in validation/ and in eval/ (the test split), and its step
+# loss): its top-1 in validation/ and in test/ (the test split), and its step
 # in validation/.
 SELECTED_TOP1, SELECTED_STEP = "metrics/selected_top1", "metrics/selected_step"
-# The pooled-features baseline's test top-1 (rnn.baseline), in eval/ at the
+# The pooled-features baseline's test top-1 (rnn.baseline), in test/ at the
 # run's last step: beside the model's in HParams.
 BASELINE_TOP1 = "metrics/baseline_top1"
 LEARNING_RATE, GRADIENT_NORM, PARAMETER_NORM = "optim/learning_rate", "optim/gradient_norm", "optim/parameter_norm"
@@ -65,7 +65,11 @@ CONFUSION_MATRIX = "predictions/confusion_matrix"
 PER_CLASS = "predictions/per_class_precision_recall"
 MISCLASSIFIED = "predictions/misclassified_clips"
 # The writers' folders in a run folder (the HParams session goes to its root).
-TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = "train", "validation", "eval"
+# The test split's folder is named after it, so that TensorBoard's run list
+# and chart legends say which split a curve is (runs of earlier versions
+# wrote it to "eval/": LEGACY_EVAL_EVENTS).
+TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = "train", "validation", "test"
+LEGACY_EVAL_EVENTS = "eval"
 # In --logdir, beside the runs: where earlier versions wrote the HParams
 # experiment (removed by the next run; no run may take this name).
 EXPERIMENT_FOLDER = "_hparams"
@@ -76,7 +80,7 @@ EVENT_FILE = r"events\.out\.tfevents\.\d+\.[^/]+\.\d+\.\d+\.v2"
 # with a PREFIX-N_temp/ folder while saving).
 CHECKPOINT_FILES = (r"checkpoint", r"{prefix}-\d+\.index", r"{prefix}-\d+\.data-\d{{5}}-of-\d{{5}}",
                     r"{prefix}-\d+_temp/part-\d{{5}}-of-\d{{5}}\.(index|data-\d{{5}}-of-\d{{5}})")
-# The projector's files in eval/, as regular expressions (it finds the
+# The projector's files in test/, as regular expressions (it finds the
 # embeddings through the "checkpoint" file, which keeps the folder movable).
 PROJECTOR_FILES = (r"projector_config\.pbtxt", r"metadata\.tsv", r"\.metadata\.tsv\.\d+\.partial", r"sprite\.png",
                    *(name.format(prefix=r"embeddings\.ckpt") for name in CHECKPOINT_FILES))
@@ -382,7 +386,7 @@ def _sprite(thumbnails):
 
 
 def write_projector(folder, states, mean_features, video_ids, labels, predictions, class_names, thumbnails):
-    """Writes the embeddings projector's files into ``folder`` (``eval/``, or
+    """Writes the embeddings projector's files into ``folder`` (``test/``, or
     ``validation/`` without a test split):
     the held-out videos' final recurrent states and mean CNN features (a
     checkpoint), their metadata (video, true label, prediction, correct) and,
@@ -443,7 +447,7 @@ def write_projector(folder, states, mean_features, video_ids, labels, prediction
 
 class Board:
     """The TensorBoard side of a run: its three writers (``<run>/``,
-    ``train/``, ``eval/``) and what goes into each. On a worker other than
+    ``train/``, ``test/``) and what goes into each. On a worker other than
     the chief every writer is a no-op and no image is drawn.
 
     Args:
@@ -598,14 +602,18 @@ class Board:
                 tf.summary.text("projector/no_sprite", why)
 
     def baseline(self, step, result):
-        """The baseline's test top-1 (``rnn.baseline.run_baseline``'s result), if it was scored."""
+        """The baseline's test top-1 (``rnn.baseline.run_baseline``'s result),
+        if it was scored: at step 0 and at ``step``, a level line across the
+        test curves' chart span (one point alone draws nothing)."""
         import tensorflow as tf
 
         if result["test"] and "test" in self.writers:
-            with self.writers["test"].as_default(step=step):
-                tf.summary.scalar(BASELINE_TOP1, result["test"]["top1"], description=(
-                    f"Test top-1 of the baseline: a {result['name']} on each video's pooled features, fitted on "
-                    f"the run's {result['videos']} training videos (its penalty {result['chosen_on']})."))
+            description = (f"Test top-1 of the baseline: a {result['name']} on each video's pooled features, "
+                           f"fitted on the run's {result['videos']} training videos (its penalty "
+                           f"{result['chosen_on']}). Compare with metrics/top1 of the test split.")
+            with self.writers["test"].as_default():
+                for at in sorted({0, step}):
+                    tf.summary.scalar(BASELINE_TOP1, result["test"]["top1"], step=at, description=description)
             self.writers["test"].flush()
 
     def end(self, status):

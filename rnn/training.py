@@ -38,8 +38,8 @@ with either cell; ``tensorboard_logs/gru/metrics.json`` says so.
 9. the embeddings projector of the exported model.
 
 The run folder (``rnn.run_dir``): the HParams session at its root,
-``train/``, ``validation/``, ``eval/`` (TensorBoard, ``rnn.summaries``),
-``checkpoints/``, ``best/``, ``refit/`` (the refit's ``train/``, ``eval/``,
+``train/``, ``validation/``, ``test/`` (TensorBoard, ``rnn.summaries``),
+``checkpoints/``, ``best/``, ``refit/`` (the refit's ``train/``, ``test/``,
 ``checkpoints/``, ``metrics.json``), ``model.keras``, ``run.json``,
 ``metrics.json``.
 """
@@ -334,7 +334,7 @@ def _start_session(phase, run, config, step, hyperparameters):
     own (select) phase also: run.json records the session (and says what
     changed since the last one) and the run's hyperparameters, and an
     HParams experiment of earlier versions is removed from the logdir."""
-    for events in ("", run_dir_lib.TRAIN_EVENTS, run_dir_lib.VALIDATION_EVENTS, run_dir_lib.EVAL_EVENTS):
+    for events in ("", *run_dir_lib.EVENT_FOLDERS):
         run_dir_lib.drop_events_after(phase.folder / events, step)
     if hyperparameters is not None:
         _record_session(config.run_dir, run, config, step, phase.schedule, hyperparameters)

@@ -80,7 +80,7 @@ def test_hparams_session_of_a_run(demo_run):
     # test top-1 is the one shown, and no "best" chosen on the test split is written anywhere.
     assert metrics["selected"]["chosen_on"] == "final step (no validation split)"
     assert not (logdir / "gru" / "validation").exists()
-    evaluation = _accumulator(logdir / "gru" / "eval")
+    evaluation = _accumulator(logdir / "gru" / "test")
     selected = tf.make_ndarray(evaluation.Tensors("metrics/selected_top1")[-1].tensor_proto)
     assert float(selected) == metrics["selected"]["test"]["top1"]
     assert "metrics/selected_step" not in evaluation.Tags()["tensors"]
@@ -150,8 +150,8 @@ def test_a_running_tensorboard_shows_what_differs_after_a_new_run(demo_run, tmp_
         assert [(info["name"], info.get("differs", False)) for info in second["hparamInfos"]][:2] == [
             ("learning_rate", True), ("batch_size", False)]
         metrics = [(info["name"]["group"], info["name"]["tag"]) for info in second["metricInfos"]]
-        assert {("eval", "metrics/selected_top1"), ("eval", "metrics/top1"), ("eval", "metrics/top3"),
-                ("eval", "metrics/loss"), ("train", "metrics/loss")} <= set(metrics)
+        assert {("test", "metrics/selected_top1"), ("test", "metrics/top1"), ("test", "metrics/top3"),
+                ("test", "metrics/loss"), ("train", "metrics/loss")} <= set(metrics)
         sections = [tag.split("/")[0] for _, tag in metrics]
         assert sections == sorted(sections, key=lambda section: section != "metrics"), sections  # metrics first
         steps = next(info for info in second["hparamInfos"] if info["name"] == "steps")
@@ -160,13 +160,13 @@ def test_a_running_tensorboard_shows_what_differs_after_a_new_run(demo_run, tmp_
         while "_hparams" in _tensorboard_json(port, "/data/runs"):
             assert time.monotonic() < deadline, "TensorBoard still lists _hparams as a run"
             time.sleep(1)
-        assert {"gru", "gru/train", "gru/eval", "gru_lr0.01"} <= set(_tensorboard_json(port, "/data/runs"))
+        assert {"gru", "gru/train", "gru/test", "gru_lr0.01"} <= set(_tensorboard_json(port, "/data/runs"))
 
 
 def test_scalars_are_grouped_and_train_and_eval_share_charts(demo_run):
     _, logdir, _ = demo_run
     train_tags = set(_accumulator(logdir / "gru" / "train").Tags()["tensors"])
-    eval_tags = set(_accumulator(logdir / "gru" / "eval").Tags()["tensors"])
+    eval_tags = set(_accumulator(logdir / "gru" / "test").Tags()["tensors"])
     scalars = {tag for tag in train_tags if not tag.startswith(("weights/",))}
     # Sections in the order TensorBoard lists them, the metrics first.
     assert {tag.split("/")[0] for tag in scalars} == {"metrics", "optim", "perf"}
@@ -183,7 +183,7 @@ def test_scalars_are_grouped_and_train_and_eval_share_charts(demo_run):
 
 def test_confusion_matrix_per_class_charts_pr_curves_and_misclassified_clips(demo_run):
     _, logdir, metrics = demo_run
-    evaluation = _accumulator(logdir / "gru" / "eval")
+    evaluation = _accumulator(logdir / "gru" / "test")
     tags = set(evaluation.Tags()["tensors"])
     confusion = _image(evaluation, "predictions/confusion_matrix")
     assert confusion.size[0] >= 600 and confusion.size[1] >= 500
@@ -217,7 +217,7 @@ def test_projector_shows_held_out_videos_with_thumbnails(demo_run):
     from records import files
 
     _, logdir, metrics = demo_run
-    folder = logdir / "gru" / "eval"
+    folder = logdir / "gru" / "test"
     config = _projector(folder)
     held_out = metrics["final"]["test"]["examples"]
     header, rows = files.read_tsv(folder / "metadata.tsv")
@@ -254,7 +254,7 @@ def test_old_shards_without_thumbnails_still_train_and_the_projector_says_why(de
     assert manifest_lib.read_manifest(old)["complete"]
     metrics = _train(old, tmp_path / "logs", steps=20)
     assert metrics["final"]["test"]["examples"] > 0
-    folder = tmp_path / "logs" / "gru" / "eval"
+    folder = tmp_path / "logs" / "gru" / "test"
     assert not (folder / "sprite.png").exists()
     assert all(not e.sprite.image_path for e in _projector(folder).embeddings)
     note = _accumulator(folder).Tensors("projector/no_sprite")[-1]
@@ -356,13 +356,13 @@ def test_images_are_drawn_of_the_models_the_run_may_export_and_no_other(tmp_path
     # The validation split chooses: a lower loss than every evaluation before.
     losses = scores["metrics/loss"]
     improved = {step for i, (step, loss) in enumerate(losses) if all(loss < before for _, before in losses[:i])}
-    drawn = {event.step for event in _accumulator(tmp_path / "logs" / "gru" / "eval").Tensors("predictions/confusion_matrix")}
+    drawn = {event.step for event in _accumulator(tmp_path / "logs" / "gru" / "test").Tensors("predictions/confusion_matrix")}
     assert drawn == improved  # each checkpoint chosen, titled as such; not the last step's unless chosen
     assert len(drawn) < len(losses)  # the point: not at every evaluation
     selected_step = [int(tf.make_ndarray(event.tensor_proto)) for event in validation.Tensors("metrics/selected_step")]
     assert selected_step[-1] == max(improved)
     # The exported model, the refit for that length, is drawn at its end, in refit/eval.
-    refit = _accumulator(tmp_path / "logs" / "gru" / "refit" / "eval")
+    refit = _accumulator(tmp_path / "logs" / "gru" / "refit" / "test")
     assert {event.step for event in refit.Tensors("predictions/confusion_matrix")} == {max(improved)}
 
 

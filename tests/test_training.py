@@ -177,7 +177,7 @@ def test_both_cells_learn_temporal_order(order_task, tmp_path, cell):
     # The run folder holds what TensorBoard shows (tests/test_tensorboard.py looks closer).
     # With 4 classes top-5 would always be 1: top-3 is reported instead.
     assert _tags(tmp_path / cell / "train") >= {"metrics/loss", "metrics/top1", "metrics/top3"}
-    assert "metrics/top5" not in _tags(tmp_path / cell / "train") | _tags(tmp_path / cell / "eval")
+    assert "metrics/top5" not in _tags(tmp_path / cell / "train") | _tags(tmp_path / cell / "test")
     assert (stored["final"]["test"]["k"], 0 <= stored["final"]["test"]["top_k"] <= 1) == (3, True)
 
     # The exported model is the refit for the chosen length: evaluating it gives its test scores.
@@ -222,14 +222,14 @@ def test_a_resumed_run_drops_what_every_split_logged_after_its_checkpoint(order_
     that the next session trains again: they are dropped in every events
     folder (the validation split's too), so that no chart shows a step twice."""
     training.train(_config(order_task, tmp_path, steps=40, checkpoint_every=20, eval_every=20))
-    for split in ("train", "validation", "eval"):
+    for split in ("train", "validation", "test"):
         # What a killed session would have logged at step 50, after its checkpoint of step 40.
         writer = tf.summary.create_file_writer(str(tmp_path / "gru" / split))
         with writer.as_default():
             tf.summary.scalar("metrics/loss", 9.0, step=50)
         writer.close()
     training.train(_config(order_task, tmp_path, steps=60, checkpoint_every=20, eval_every=20))
-    for split in ("validation", "eval"):
+    for split in ("validation", "test"):
         steps = sorted(step for session in _steps_logged(tmp_path / "gru" / split) for step in session)
         assert steps == [20, 40, 60], split
     train_steps = [step for session in _steps_logged(tmp_path / "gru" / "train") for step in session]
@@ -340,7 +340,7 @@ def test_restart_deletes_only_what_train_wrote(order_task, tmp_path):
     # the user's; only exact names of what train.py and TensorFlow write go.
     users = {"notes.md": "what I tried", "checkpoints/my_copy.txt": "keep me",
              "checkpoints/ckpt-mybackup.txt": "backup", "events.out.tfevents.my_copy_of_old_run": "old run",
-             "checkpoints/ckpt-9_temp/notes.txt": "notes", "eval/embeddings.ckpt-mine.txt": "mine",
+             "checkpoints/ckpt-9_temp/notes.txt": "notes", "test/embeddings.ckpt-mine.txt": "mine",
              "train/run.json": "not the run's run.json"}
     for name, text in users.items():
         (run / name).parent.mkdir(parents=True, exist_ok=True)
@@ -574,3 +574,14 @@ def test_an_interrupted_refit_resumes_and_a_new_length_starts_it_over(tmp_path, 
     if longer["selected"]["step"] != metrics["selected"]["step"]:
         assert "the refit starts over" in caplog.text
     assert longer["refit"]["steps"] == longer["selected"]["step"]
+
+
+def test_the_test_split_folder_was_eval_before_and_is_still_ours():
+    """The test split's events moved from eval/ to test/ (its name in
+    TensorBoard's runs and legends); --restart still deletes an earlier
+    version's eval/ events and projector files, and only those."""
+    names = ["eval/events.out.tfevents.1796000000.host.42.0.v2", "eval/projector_config.pbtxt",
+             "test/events.out.tfevents.1796000000.host.42.0.v2", "refit/test/metadata.tsv",
+             "eval/notes.txt", "test/events.out.tfevents.my_copy"]
+    ours = {name for name in names if run_dir_lib.OWN_FILES.fullmatch(name)}
+    assert ours == set(names[:4])
