@@ -252,9 +252,9 @@ def kinetics_classifier(content):
     frame's head features goes through its hidden layer (2048, ReLU6) and its
     output layer, with their weights dequantized."""
     interpreter = _interpreter(content)
+    details = {t["name"]: t for t in interpreter.get_tensor_details()}
     layers = []
     for kernel_name, bias_name in _CLASSIFIER_LAYERS:
-        details = {t["name"]: t for t in interpreter.get_tensor_details()}
         kernel = _dequantized_constant(interpreter, details[kernel_name])
         bias = _dequantized_constant(interpreter, next(t for name, t in details.items() if name.endswith(bias_name)))
         layers.append((kernel.reshape(kernel.shape[0], -1), bias))
