@@ -52,7 +52,7 @@ def main():
     parser.add_argument("--backbones", default="movinet_a0_stream")
     parser.add_argument("--models", default="gru,lstm",
                         help="comma-separated models: a cell, with the product's defaults, or a cell and the "
-                             "ModelConfig fields that differ, as in gru:members=1+units=64; empty: the baseline "
+                             "ModelConfig fields that differ, as in gru:units=64+last_frame=False; empty: the baseline "
                              "alone")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per fold (for the seed spread)")
@@ -190,8 +190,8 @@ def write_fold(shards, test_ids, folder, fold, num_folds):
 
 def model_config(name):
     """The ``ModelConfig`` a ``--models`` entry names: ``gru`` is
-    ``ModelConfig(cell="gru")``, ``gru:members=1+units=64`` that with
-    ``members=1, units=64`` (each value parsed as its field's type)."""
+    ``ModelConfig(cell="gru")``, ``gru:units=64+last_frame=False`` that with
+    ``units=64, last_frame=False`` (each value parsed as its field's type)."""
     import dataclasses
 
     from rnn import models

@@ -585,3 +585,13 @@ def test_the_test_split_folder_was_eval_before_and_is_still_ours():
              "eval/notes.txt", "test/events.out.tfevents.my_copy"]
     ours = {name for name in names if run_dir_lib.OWN_FILES.fullmatch(name)}
     assert ours == set(names[:4])
+
+
+def test_the_same_seed_repeats_a_run_exactly_and_another_seed_does_not(order_task, tmp_path):
+    def losses(run_name, seed):
+        metrics = training.train(_config(order_task, tmp_path, steps=30, eval_every=30, run_name=run_name, seed=seed))
+        return metrics["selected"]["validation"]["loss"], metrics["refit"]["test"]["loss"]
+
+    first = losses("first", seed=0)
+    assert losses("again", seed=0) == first  # the same batches in the same order, bit for bit
+    assert losses("other", seed=1) != first
