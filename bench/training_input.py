@@ -82,7 +82,7 @@ def model_rate(cell, manifest, batch_size, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=100, help="timed training steps per cell")
+    parser.add_argument("--steps", type=int, default=500, help="timed training steps per cell")
     parser.add_argument("--rounds", type=int, default=3, help="rotated rounds of the two reading orders")
     args = parser.parse_args()
 
