@@ -38,11 +38,9 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import REPO, print_table, save  # noqa: E402
+from bench.common import REPO, local_weights, print_table, save  # noqa: E402
 
 JHMDB = pathlib.Path(os.environ.get("JHMDB_TRAIN", REPO.parent / "shared" / "jhmdb-train"))
-# The published MoViNet model as this machine keeps it (it cannot download it).
-MOVINET_MODEL = REPO.parent / "shared" / "models" / "movinet_a0_stream_kinetics600_int8.tflite"
 BASELINES = {"mean+std logistic": "pooled", "last-frame logistic": "last"}
 
 
@@ -97,9 +95,8 @@ def extract_once(args, backbone):
     manifest = read_manifest(folder) if folder.exists() else None
     if not (manifest and manifest.get("complete")):
         video_set = dataset.load_videos(args.videos, test_fraction=0.0)
-        weights = str(MOVINET_MODEL) if backbone == "movinet_a0_stream" and MOVINET_MODEL.is_file() else None
-        config = plan.ExtractConfig(backbone=backbone, weights=weights, precision=args.precision, fps=args.fps,
-                                    seconds=args.seconds)
+        config = plan.ExtractConfig(backbone=backbone, weights=local_weights(backbone), precision=args.precision,
+                                    fps=args.fps, seconds=args.seconds)
         local_runner.extract(video_set, folder, config, show_progress=True)
     return folder
 

@@ -15,6 +15,18 @@ SHARED_VIDEOS = pathlib.Path(os.environ.get("SHARED_VIDEOS", REPO.parent / "shar
 # The image CNN these benchmarks measured the extractor's machinery with
 # (its weights come with the install); the default backbone is MoViNet now.
 LITE0 = "efficientnet_lite0"
+# Where this machine keeps the published models it cannot download.
+SHARED_MODELS = pathlib.Path(os.environ.get("SHARED_MODELS", REPO.parent / "shared" / "models"))
+
+
+def local_weights(backbone):
+    """``--weights`` for ``backbone`` here: MoViNet's published model from
+    ``SHARED_MODELS`` where it is kept, else None (the backbone's default:
+    Lite's come with the install, MoViNet's from the cache or a download)."""
+    from extract import movinet
+
+    path = SHARED_MODELS / movinet.PUBLISHED_MODEL.file_name
+    return str(path) if backbone == movinet.NAME and path.is_file() else None
 
 
 def add_cache_argument(parser):

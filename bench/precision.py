@@ -56,8 +56,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import (RESULTS, SHARED_VIDEOS, add_cache_argument, make_clips, print_table,  # noqa: E402
-                          rotated_rounds, save)
+from bench.common import (RESULTS, SHARED_VIDEOS, add_cache_argument, local_weights, make_clips,  # noqa: E402
+                          print_table, rotated_rounds, save)
 
 PRODUCT_WAYS = {  # name -> (backbone, precision)
     "product lite0 float32": ("efficientnet_lite0", "float32"),
@@ -69,7 +69,6 @@ PRODUCT_WAYS = {  # name -> (backbone, precision)
 # Which product ways each --ways times.
 WAY_SETS = {"all": tuple(PRODUCT_WAYS), "lite0": ("product lite0 float32", "product lite0 int8"),
             "backbones": ("product lite0 float32", "product lite0 int8", "product movinet int8")}
-MOVINET_MODEL = SHARED_VIDEOS.parent / "models" / "movinet_a0_stream_kinetics600_int8.tflite"
 # Clips whose ImageNet content is known (the same as tests/test_pipeline.py checks).
 KNOWN_CLIPS = {
     "torchvision-ucf101/SoccerJuggling/v_SoccerJuggling_g23_c01.avi": {805},  # soccer ball
@@ -101,7 +100,7 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, w
     import numpy as np
     import tensorflow as tf
 
-    from extract import efficientnet_lite, local_runner, plan
+    from extract import efficientnet_lite, local_runner, movinet, plan
     from extract.video import decode_frames, ffmpeg_command, max_frames_for
     from records import schema
 
@@ -112,8 +111,8 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, w
 
     def product(name):
         backbone_name, precision = PRODUCT_WAYS[name]
-        way_config = dataclasses.replace(config, backbone=backbone_name, weights=backbone_for(
-            backbone_name, precision).weights, precision=precision)
+        way_config = dataclasses.replace(config, backbone=backbone_name, weights=local_weights(backbone_name),
+                                         precision=precision)
 
         def run(round_dir):
             local_runner.extract(video_set, round_dir / name.replace(" ", "_"), way_config, show_progress=False,
@@ -137,7 +136,9 @@ def measure_speed(video_set, backbone_for, workdir, rounds, default_precision, w
                 subprocess.run(command, capture_output=True, check=True)
         return run
 
-    product_ways = [name for name in WAY_SETS[ways] if name != "product movinet int8" or backbone_for.movinet]
+    # MoViNet is timed where its model is here (else its way is left out).
+    movinet_here = local_weights(movinet.NAME) or movinet.cached_model_path().is_file()
+    product_ways = [name for name in WAY_SETS[ways] if PRODUCT_WAYS[name][0] != movinet.NAME or movinet_here]
     for name in product_ways:  # built and cached before any clock starts
         backbone_for(*PRODUCT_WAYS[name])
     only_products = ways != "all"
@@ -323,7 +324,7 @@ def main():
     args = parser.parse_args()
 
     from common import console
-    from extract import dataset, demo, movinet, precision_choice
+    from extract import dataset, demo, precision_choice
     from extract.backbones import Backbone, usable_cores
 
     console.log_plainly()
@@ -331,13 +332,8 @@ def main():
 
     def backbone_for(name, precision):
         if (name, precision) not in backbones:
-            weights = str(MOVINET_MODEL) if name == "movinet_a0_stream" and MOVINET_MODEL.is_file() else None
-            backbones[name, precision] = Backbone(name, weights, precision=precision)
-            backbones[name, precision].weights = weights
+            backbones[name, precision] = Backbone(name, local_weights(name), precision=precision)
         return backbones[name, precision]
-
-    # MoViNet is timed where its model is here (else its ways are left out).
-    backbone_for.movinet = MOVINET_MODEL.is_file() or movinet.cached_model_path().is_file()
 
     clips_dir = pathlib.Path(args.cache) / f"clips_{args.clips}"
     make_clips(clips_dir, args.clips)

@@ -34,9 +34,9 @@ EVALUATION_FILE = "evaluation.json"  # --mode eval's results, before they were k
 EVALUATION_FILES = r"evaluation-[\w.-]+\.json"
 # A copy of the training data's quantized CNN (int8 extractions), for predict.
 BACKBONE_MODEL_FILE = manifest_lib.MODEL_NAME
-TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = summaries.TRAIN_EVENTS, summaries.VALIDATION_EVENTS, summaries.EVAL_EVENTS
 # Every folder of events a run may hold (runs of earlier versions: eval/ for test/).
-EVENT_FOLDERS = (TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS, summaries.LEGACY_EVAL_EVENTS)
+EVENT_FOLDERS = (summaries.TRAIN_EVENTS, summaries.VALIDATION_EVENTS, summaries.TEST_EVENTS,
+                 summaries.LEGACY_EVAL_EVENTS)
 CHECKPOINTS, BEST = "checkpoints", "best"
 # The refit (rnn.training): its own checkpoints, events and metrics.json.
 REFIT = "refit"

@@ -68,7 +68,7 @@ MISCLASSIFIED = "predictions/misclassified_clips"
 # The test split's folder is named after it, so that TensorBoard's run list
 # and chart legends say which split a curve is (runs of earlier versions
 # wrote it to "eval/": LEGACY_EVAL_EVENTS).
-TRAIN_EVENTS, VALIDATION_EVENTS, EVAL_EVENTS = "train", "validation", "test"
+TRAIN_EVENTS, VALIDATION_EVENTS, TEST_EVENTS = "train", "validation", "test"
 LEGACY_EVAL_EVENTS = "eval"
 # In --logdir, beside the runs: where earlier versions wrote the HParams
 # experiment (removed by the next run; no run may take this name).
@@ -476,7 +476,7 @@ class Board:
             # events of its own and is not listed as a run.
             self.root = tf.summary.create_file_writer(str(run_dir)) if session else tf.summary.create_noop_writer()
             self.train = tf.summary.create_file_writer(str(run_dir / TRAIN_EVENTS))
-            for name, folder in (("validation", VALIDATION_EVENTS), ("test", EVAL_EVENTS)):
+            for name, folder in (("validation", VALIDATION_EVENTS), ("test", TEST_EVENTS)):
                 if splits.get(name):
                     self.writers[name] = tf.summary.create_file_writer(str(run_dir / folder))
         else:
@@ -500,8 +500,8 @@ class Board:
             tf.summary.scalar(PARAMETER_NORM, parameter_norm)
 
     def _description(self, split):
-        """What a held-out chart shows: ``test split: 173 videos, 21 of 21
-        classes; scored for the report, chooses nothing``."""
+        """A held-out split's chart description: what the split covers, its
+        role (its loss chooses, or it only reports), and the smoothing to use."""
         roles = {"validation": "its loss chooses the exported checkpoint",
                  "test": "scored for the report; it chooses nothing"}
         return f"{self.splits[split]}: {roles[split]}. Held-out curves have few points: set Smoothing to 0."
@@ -592,7 +592,7 @@ class Board:
         shown = self._shown
         if not shown:
             return
-        folder = {"test": EVAL_EVENTS, "validation": VALIDATION_EVENTS}[shown]
+        folder = {"test": TEST_EVENTS, "validation": VALIDATION_EVENTS}[shown]
         why = write_projector(self.run_dir / folder, outputs[shown].states, outputs[shown].mean_features,
                               outputs[shown].video_ids, outputs[shown].labels, outputs[shown].predictions,
                               self.class_names, outputs[shown].thumbnails)

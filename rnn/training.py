@@ -466,7 +466,6 @@ class _Trained(typing.NamedTuple):
     checkpoint: typing.Any
     checkpoints: "_Checkpoints"
     evaluate: "_Evaluator"
-    board: typing.Any
 
 
 def _train_in(config, run, data, strategy, chief):
@@ -514,7 +513,7 @@ def _end(boards, status):
 
 
 def _run_phase(config, phase, run, strategy, chief, boards, hyperparameters=None):
-    """Steps 3 to 6 for one phase: build, restore, loop (a phase already
+    """Steps 3 to 5 for one phase: build, restore, loop (a phase already
     finished does nothing but load its model). Appends its board to ``boards``.
 
     Returns:
@@ -558,7 +557,7 @@ def _run_phase(config, phase, run, strategy, chief, boards, hyperparameters=None
         raise
     finally:
         checkpoints.close()
-    return _Trained(metrics, model, checkpoint, checkpoints, evaluate, board)
+    return _Trained(metrics, model, checkpoint, checkpoints, evaluate)
 
 
 def _refit_phase(config, data, metrics, chief):
@@ -605,7 +604,7 @@ def _exported(metrics):
 
 
 def _loop(config, phase, step, metrics, model, optimizer, train_step, batches, board, evaluate, checkpoints, chief):
-    """Step 6: trains from ``step`` to the end of the phase's schedule;
+    """Step 5: trains from ``step`` to the end of the phase's schedule;
     returns the final metrics (also in the phase's ``metrics.json``)."""
     import tensorflow as tf
 
@@ -685,7 +684,7 @@ def _metrics(phase, step, final_eval, selected, session, previous):
 
 
 def _fit_baseline(data, config, metrics, board):
-    """Step 6: the pooled-features baseline on the run's own videos
+    """Step 7: the pooled-features baseline on the run's own videos
     (``rnn.baseline``), in metrics.json and TensorBoard; returns the metrics."""
     if "baseline" in metrics:  # a finished run, run again
         return metrics
@@ -707,7 +706,7 @@ def _fit_baseline(data, config, metrics, board):
 
 
 def _export(trained, run_dir):
-    """Step 9: saves the model the run exports atomically (run.json holds its
+    """Step 8: saves the model the run exports atomically (run.json holds its
     class names): the refit's final model, else the checkpoint the
     validation split chose (``--refit=false``), else the final one."""
     import os

@@ -361,7 +361,7 @@ def test_images_are_drawn_of_the_models_the_run_may_export_and_no_other(tmp_path
     assert len(drawn) < len(losses)  # the point: not at every evaluation
     selected_step = [int(tf.make_ndarray(event.tensor_proto)) for event in validation.Tensors("metrics/selected_step")]
     assert selected_step[-1] == max(improved)
-    # The exported model, the refit for that length, is drawn at its end, in refit/eval.
+    # The exported model, the refit for that length, is drawn at its end, in refit/test.
     refit = _accumulator(tmp_path / "logs" / "gru" / "refit" / "test")
     assert {event.step for event in refit.Tensors("predictions/confusion_matrix")} == {max(improved)}
 
